@@ -1,0 +1,176 @@
+//! Data exchanged between the CLI and the API (JSON over HTTP on a unix socket).
+
+use crate::release::{RolloutOutcome, UnixMillis};
+use crate::{ManifestError, Strategy};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What kind of failure an API error is; decides the HTTP status and the CLI exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The user's input is wrong (exit 2).
+    BadInput,
+    NotFound,
+    Conflict,
+    /// The operation ran and failed (exit 1).
+    Failed,
+    Internal,
+}
+
+/// The body of every non-2xx API answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<ManifestError>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployRequest {
+    /// Absolute path of the app directory on the server's machine.
+    pub dir: String,
+    pub app: Option<String>,
+    pub strategy: Option<Strategy>,
+}
+
+/// One line of the newline-delimited JSON stream a deploy or rollback answers with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum DeployEvent {
+    /// A step of the rollout ("release v3 created", "web-1-v3 ready", ...).
+    Progress { message: String },
+    /// A line of build output.
+    Build { line: String },
+    /// The release serves all traffic.
+    Done { app: String, release: u32, url: String },
+    /// The rollout failed and the previous release serves (or nothing did before).
+    Failed {
+        reason: String,
+        kind: ErrorKind,
+        #[serde(default)]
+        replica: Option<String>,
+        #[serde(default)]
+        logs: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        manifest: Option<ManifestError>,
+    },
+}
+
+/// Lifecycle state of a replica as `ps` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicaState {
+    Starting,
+    Ready,
+    /// Running but failing readiness (out of routing).
+    Unready,
+    Draining,
+    Stopping,
+    /// Exited; waiting out the restart backoff.
+    Backoff,
+    /// Restarting repeatedly.
+    CrashLoop,
+}
+
+impl std::fmt::Display for ReplicaState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = serde_json::to_value(self).ok();
+        f.write_str(s.as_ref().and_then(|v| v.as_str()).unwrap_or("?"))
+    }
+}
+
+/// One replica, as `ps --json` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaInfo {
+    pub app: String,
+    pub id: String,
+    pub process: String,
+    pub release: u32,
+    pub state: ReplicaState,
+    pub pid: Option<u32>,
+    /// host:port the router sends traffic to.
+    pub address: Option<String>,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+    pub started_at: Option<UnixMillis>,
+}
+
+/// One process type of an app in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessStatus {
+    pub process: String,
+    pub command: String,
+    pub desired: u32,
+    pub ready: u32,
+    pub running: u32,
+}
+
+/// One app, as `apps` lists it and `status` details it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub name: String,
+    pub release: Option<u32>,
+    pub url: String,
+    pub hosts: Vec<String>,
+    /// "running", "deploying vN", "idle", ...
+    pub status: String,
+    pub processes: Vec<ProcessStatus>,
+    pub last_outcome: Option<RolloutOutcome>,
+    pub created_at: UnixMillis,
+}
+
+/// A release in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseInfo {
+    pub version: u32,
+    pub artifact: String,
+    pub description: String,
+    pub created_at: UnixMillis,
+    pub current: bool,
+    pub processes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScaleRequest {
+    pub counts: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ConfigRequest {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub unset: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    pub to: Option<u32>,
+}
+
+/// What `wharf run` needs to start a one-off process of a release.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub release: u32,
+    pub dir: String,
+    pub env: BTreeMap<String, String>,
+}
+
+/// A log record as kept in the data dir and streamed by `logs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// RFC 3339 with milliseconds, UTC.
+    pub ts: String,
+    pub app: String,
+    pub process: String,
+    pub replica: String,
+    pub release: u32,
+    /// "stdout", "stderr", or "wharf" for platform events about the replica.
+    pub stream: String,
+    pub msg: String,
+    /// Set when the line was a JSON object: its fields, kept structured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<serde_json::Map<String, serde_json::Value>>,
+}

@@ -1,0 +1,84 @@
+//! The manifest as serde reads it: every key optional, unknown keys refused.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawManifest {
+    pub app: Option<String>,
+    pub build: Option<RawBuild>,
+    #[serde(default)]
+    pub env: BTreeMap<String, EnvValue>,
+    #[serde(default)]
+    pub process: BTreeMap<String, RawProcess>,
+    pub route: Option<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBuild {
+    pub command: Option<String>,
+}
+
+/// `[env]` values may be written as TOML scalars; they become strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum EnvValue {
+    String(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProcess {
+    pub command: Option<String>,
+    pub replicas: Option<u32>,
+    pub cpu: Option<u32>,
+    pub memory: Option<String>,
+    pub port: Option<u16>,
+    pub readiness: Option<RawProbe>,
+    pub liveness: Option<RawProbe>,
+    pub deploy: Option<RawDeploy>,
+    pub stop_timeout: Option<String>,
+    pub drain_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProbe {
+    pub http: Option<String>,
+    pub tcp: Option<bool>,
+    pub exec: Option<String>,
+    pub status: Option<u16>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub failure_threshold: Option<u32>,
+    pub success_threshold: Option<u32>,
+}
+
+/// `max_surge = 1` or `max_surge = "25%"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawAmount {
+    Count(u32),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDeploy {
+    pub strategy: Option<String>,
+    pub max_surge: Option<RawAmount>,
+    pub max_unavailable: Option<RawAmount>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}

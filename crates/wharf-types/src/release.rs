@@ -1,0 +1,92 @@
+//! Releases (immutable, numbered) and the per-app record of desired state.
+
+use crate::{AppName, ProcessSpec, ProcessType};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Milliseconds since the Unix epoch: the one timestamp type persisted anywhere.
+pub type UnixMillis = u64;
+
+/// An immutable release: artifact + config + process spec, numbered v1, v2, ...
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub app: AppName,
+    pub version: u32,
+    /// Content hash of the built artifact (a directory under the data dir).
+    pub artifact: String,
+    /// The environment every process of this release gets (manifest `[env]` + app config).
+    pub env: BTreeMap<String, String>,
+    pub processes: BTreeMap<ProcessType, ProcessSpec>,
+    pub hosts: Vec<String>,
+    pub created_at: UnixMillis,
+    /// What made this release: "deploy", "config set FOO", "rollback to v2", ...
+    pub description: String,
+    /// The manifest `[env]`, kept so that config changes can re-merge over it.
+    #[serde(default)]
+    pub manifest_env: BTreeMap<String, String>,
+}
+
+/// Per-app desired state. Written by user actions; the reconciler converges to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppRecord {
+    pub name: AppName,
+    pub created_at: UnixMillis,
+    /// Config vars set with `wharf config set` (override the manifest's `[env]`).
+    pub config: BTreeMap<String, String>,
+    /// Replica counts set with `wharf scale`, overriding the release's defaults.
+    pub formation: BTreeMap<ProcessType, u32>,
+    /// The release that should be running (the target of a rollout in progress).
+    pub target: Option<u32>,
+    /// The last release that fully rolled out; where a failed rollout goes back to.
+    pub last_good: Option<u32>,
+    /// The rollout in progress, if any.
+    pub rollout: Option<Rollout>,
+    /// How the last rollout ended.
+    pub last_outcome: Option<RolloutOutcome>,
+    /// Highest release number handed out so far.
+    pub latest: u32,
+}
+
+impl AppRecord {
+    pub fn new(name: AppName, now: UnixMillis) -> Self {
+        Self {
+            name,
+            created_at: now,
+            config: BTreeMap::new(),
+            formation: BTreeMap::new(),
+            target: None,
+            last_good: None,
+            rollout: None,
+            last_outcome: None,
+            latest: 0,
+        }
+    }
+
+    /// Desired replicas of `process` in `release`: the scale override, else the spec.
+    pub fn desired(&self, process: &ProcessType, spec: &ProcessSpec) -> u32 {
+        self.formation.get(process).copied().unwrap_or(spec.replicas)
+    }
+}
+
+/// A rollout in progress toward `release`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub release: u32,
+    /// The release that was serving when this one started (None for a first deploy).
+    pub from: Option<u32>,
+    pub started_at: UnixMillis,
+    /// Set when this rollout is itself the automatic return to `from` after a failure.
+    #[serde(default)]
+    pub reverting: Option<String>,
+}
+
+/// How a rollout ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutOutcome {
+    pub release: u32,
+    pub succeeded: bool,
+    pub at: UnixMillis,
+    /// Why it failed, with the failing replica's id when there is one.
+    pub reason: Option<String>,
+    pub replica: Option<String>,
+}

@@ -1,0 +1,196 @@
+//! The normalized process specification a release carries: what to run, how many, how
+//! to tell it is healthy, and how to roll it out. Produced from a manifest or a Procfile.
+
+use crate::quantity::duration_str;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Default grace between SIGTERM and SIGKILL.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time to wait for in-flight requests of a replica leaving the route table.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a new release has to become ready before the deploy is rolled back.
+pub const DEFAULT_DEPLOY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One process type of a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    /// Run by `/bin/sh -c "exec COMMAND"`.
+    pub command: String,
+    pub replicas: u32,
+    /// CPU units, 1024 = one core (enforced by the sandboxed runtime).
+    #[serde(default)]
+    pub cpu: Option<u32>,
+    /// Memory hard limit in bytes (enforced by the sandboxed runtime).
+    #[serde(default)]
+    pub memory: Option<u64>,
+    /// A fixed port the app listens on, instead of the `$PORT` wharf assigns.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Readiness: may this replica receive traffic? `None` = ready once started (non-web).
+    #[serde(default)]
+    pub readiness: Option<Probe>,
+    /// Liveness: should this replica be restarted?
+    #[serde(default)]
+    pub liveness: Option<Probe>,
+    pub deploy: DeploySpec,
+    #[serde(with = "duration_str")]
+    pub stop_timeout: Duration,
+    #[serde(with = "duration_str")]
+    pub drain_timeout: Duration,
+}
+
+impl ProcessSpec {
+    /// A spec with the defaults a Procfile line gets: one replica; web processes are
+    /// ready when their port accepts TCP connections.
+    pub fn from_command(process: &crate::ProcessType, command: impl Into<String>) -> Self {
+        Self {
+            command: command.into(),
+            replicas: 1,
+            cpu: None,
+            memory: None,
+            port: None,
+            readiness: process.is_web().then(|| Probe::new(Check::Tcp)),
+            liveness: None,
+            deploy: DeploySpec::default(),
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+/// A health check and its timing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    pub check: Check,
+    #[serde(with = "duration_str")]
+    pub interval: Duration,
+    #[serde(with = "duration_str")]
+    pub timeout: Duration,
+    /// Consecutive failures before the probe counts as failed.
+    pub failure_threshold: u32,
+    /// Consecutive successes before the probe counts as passing.
+    pub success_threshold: u32,
+}
+
+impl Probe {
+    pub fn new(check: Check) -> Self {
+        Self {
+            check,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            failure_threshold: 3,
+            success_threshold: 1,
+        }
+    }
+}
+
+/// What a probe does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    /// `GET path` on the replica's port; passes on the expected status, or any 2xx/3xx.
+    Http { path: String, status: Option<u16> },
+    /// A TCP connect to the replica's port.
+    Tcp,
+    /// A command run with the replica's environment; passes on exit code 0.
+    Exec { command: String },
+}
+
+/// How a new release replaces the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    #[default]
+    Rolling,
+    BlueGreen,
+    Canary,
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "rolling" => Ok(Self::Rolling),
+            "blue-green" => Ok(Self::BlueGreen),
+            "canary" => Ok(Self::Canary),
+            _ => Err(format!(
+                "unknown strategy {s:?}; use rolling, blue-green or canary"
+            )),
+        }
+    }
+}
+
+/// A replica count given absolutely or as a percentage of the desired count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Amount {
+    Count(u32),
+    Percent(u32),
+}
+
+impl Amount {
+    /// Resolves against `of` replicas. Surge rounds up, unavailability down (Kubernetes).
+    pub fn resolve(self, of: u32, round_up: bool) -> u32 {
+        match self {
+            Amount::Count(n) => n,
+            Amount::Percent(p) => {
+                let num = u64::from(of) * u64::from(p);
+                let v = if round_up { num.div_ceil(100) } else { num / 100 };
+                u32::try_from(v).unwrap_or(u32::MAX)
+            }
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid amount {s:?}; use a count like 1 or a percentage like \"25%\"");
+        match s.trim().strip_suffix('%') {
+            Some(p) => p.trim().parse().map(Amount::Percent).map_err(|_| bad()),
+            None => s.trim().parse().map(Amount::Count).map_err(|_| bad()),
+        }
+    }
+}
+
+/// Rollout parameters of one process type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploySpec {
+    pub strategy: Strategy,
+    pub max_surge: Amount,
+    pub max_unavailable: Amount,
+    /// How long new replicas have to become ready before the deploy is rolled back.
+    #[serde(with = "duration_str")]
+    pub timeout: Duration,
+}
+
+impl Default for DeploySpec {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::Rolling,
+            max_surge: Amount::Percent(100),
+            max_unavailable: Amount::Count(0),
+            timeout: DEFAULT_DEPLOY_TIMEOUT,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts() {
+        assert_eq!(Amount::parse("25%").unwrap(), Amount::Percent(25));
+        assert_eq!(Amount::parse("2").unwrap(), Amount::Count(2));
+        assert!(Amount::parse("x%").is_err());
+        assert_eq!(Amount::Percent(25).resolve(3, true), 1);
+        assert_eq!(Amount::Percent(25).resolve(3, false), 0);
+        assert_eq!(Amount::Percent(100).resolve(3, true), 3);
+        assert_eq!(Amount::Count(2).resolve(3, false), 2);
+    }
+
+    #[test]
+    fn strategies() {
+        assert_eq!("blue-green".parse::<Strategy>().unwrap(), Strategy::BlueGreen);
+        assert!("yolo".parse::<Strategy>().unwrap_err().contains("rolling"));
+    }
+}
