@@ -1,0 +1,95 @@
+//! Ports: what the controller needs from the world. Adapters implement these traits
+//! (`wharf-runtime` for processes, `wharf-store` for persistence); fakes live in tests.
+
+use crate::replica::Exit;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use wharf_types::release::UnixMillis;
+use wharf_types::{AppName, AppRecord, ProcessType, Release};
+
+/// Everything needed to start one replica process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    pub app: AppName,
+    pub process: ProcessType,
+    pub release: u32,
+    pub id: String,
+    /// Run with `/bin/sh -c "exec COMMAND"`.
+    pub command: String,
+    /// Working directory: the release artifact.
+    pub dir: PathBuf,
+    /// The full environment (release env, PORT, WHARF_*).
+    pub env: BTreeMap<String, String>,
+    pub port: u16,
+}
+
+/// A started replica process, as recorded so that a restarted controller can find it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Handle {
+    pub app: AppName,
+    pub process: ProcessType,
+    pub release: u32,
+    pub id: String,
+    /// The supervising process (the replica's init), leader of its process group.
+    pub pid: u32,
+    /// Kernel start time of `pid` (clock ticks since boot): guards against pid reuse.
+    pub start_time: u64,
+    pub port: u16,
+    pub started_at: UnixMillis,
+}
+
+/// Is the replica process still there?
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Liveness {
+    Running,
+    Exited(Exit),
+}
+
+/// Signals the controller sends to a replica (to its whole process group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    Term,
+    Kill,
+}
+
+/// Errors of a runtime adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot start replica {id}: {message}")]
+    Start { id: String, message: String },
+    #[error("cannot signal replica {id}: {message}")]
+    Signal { id: String, message: String },
+}
+
+/// Runs replica processes.
+pub trait Runtime: Send + Sync {
+    fn start(&self, launch: &Launch) -> Result<Handle, RuntimeError>;
+    /// Non-blocking check; reaps the process if it is a child.
+    fn poll(&self, handle: &Handle) -> Liveness;
+    fn signal(&self, handle: &Handle, signal: StopSignal) -> Result<(), RuntimeError>;
+    /// Removes what the replica left behind (its run directory). Call after it exited.
+    fn cleanup(&self, handle: &Handle);
+    /// Replicas recorded as started and still running (for re-adoption after a restart).
+    /// Records of dead replicas are cleaned up and reported with their exit.
+    fn discover(&self) -> Vec<(Handle, Liveness)>;
+    /// The last `n` lines of a replica's output, for error reports.
+    fn tail(&self, app: &AppName, id: &str, n: usize) -> Vec<String>;
+}
+
+/// Errors of a store adapter.
+#[derive(Debug, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+/// Durable desired state. Every method that writes commits before returning.
+pub trait Store: Send + Sync {
+    fn apps(&self) -> Result<Vec<AppRecord>, StoreError>;
+    fn app(&self, name: &AppName) -> Result<Option<AppRecord>, StoreError>;
+    /// Writes the app record and, in the same transaction, a new release (which must not
+    /// exist yet: releases are immutable).
+    fn put(&self, app: &AppRecord, release: Option<&Release>) -> Result<(), StoreError>;
+    fn release(&self, app: &AppName, version: u32) -> Result<Option<Release>, StoreError>;
+    fn releases(&self, app: &AppName) -> Result<Vec<Release>, StoreError>;
+    /// Deletes the app and all its releases.
+    fn delete(&self, app: &AppName) -> Result<(), StoreError>;
+}
