@@ -1,1 +1,26 @@
-//! wharf-runtime
+//! wharf-runtime: the kernel boundary. Starts, watches, signals and cleans up replica
+//! processes; runs builds; writes and reads app logs.
+//!
+//! Every replica runs under a small init (this binary re-executed in its `init` role, see
+//! [`init`]) that is the leader of its own session and process group, owns the app's
+//! stdout/stderr pipes and appends them to the app's log file, and records how the app
+//! exited. The init does not depend on the server: a server crash loses no replica and
+//! no log line, and a restarted server re-adopts replicas from their run directories.
+//!
+//! Invariants: the only crate allowed `unsafe` (each block carries a `SAFETY:` comment);
+//! a replica is signalled only after its recorded pid and kernel start time match, so a
+//! reused pid is never hit; everything a replica leaves lives under its run directory,
+//! removed by `cleanup`.
+//!
+//! This runtime runs replicas as supervised plain processes. Isolation (namespaces,
+//! cgroups, overlay roots, seccomp) comes behind the same `Runtime` trait.
+
+pub mod build;
+pub mod init;
+pub mod layout;
+pub mod logs;
+pub mod procfs;
+mod process;
+
+pub use layout::Layout;
+pub use process::ProcessRuntime;

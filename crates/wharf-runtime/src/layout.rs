@@ -1,0 +1,56 @@
+//! Where things live under the data directory.
+
+use std::path::{Path, PathBuf};
+use wharf_types::AppName;
+
+/// The data directory's layout. Deleting the directory resets the platform.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// The embedded store.
+    pub fn store(&self) -> PathBuf {
+        self.root.join("wharf.redb")
+    }
+    /// The API's unix socket.
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("wharf.sock")
+    }
+    /// Built, content-addressed release artifacts.
+    pub fn artifacts(&self) -> PathBuf {
+        self.root.join("artifacts")
+    }
+    pub fn artifact(&self, hash: &str) -> PathBuf {
+        self.artifacts().join(hash)
+    }
+    /// Scratch space for builds in progress.
+    pub fn builds(&self) -> PathBuf {
+        self.root.join("builds")
+    }
+    /// Build output of a release, kept next to its artifact.
+    pub fn build_log(&self, app: &AppName, release: u32) -> PathBuf {
+        self.root.join("logs").join(app.as_str()).join(format!("build-v{release}.log"))
+    }
+    /// Per-replica run directories (launch spec, handle, exit record).
+    pub fn run(&self) -> PathBuf {
+        self.root.join("run")
+    }
+    pub fn run_dir(&self, app: &AppName, id: &str) -> PathBuf {
+        self.run().join(app.as_str()).join(id)
+    }
+    /// One JSON-lines log file per app, appended by every replica's init.
+    pub fn app_log(&self, app: &AppName) -> PathBuf {
+        self.root.join("logs").join(app.as_str()).join("app.log")
+    }
+    pub fn app_logs_dir(&self, app: &AppName) -> PathBuf {
+        self.root.join("logs").join(app.as_str())
+    }
+}

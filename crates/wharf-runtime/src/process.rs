@@ -1,0 +1,202 @@
+//! [`ProcessRuntime`]: replicas as supervised plain processes, each under its own init.
+
+use crate::init::{self, ExitFile, LaunchFile, EXIT_FILE, LAUNCH_FILE};
+use crate::layout::Layout;
+use crate::logs::{self, Source};
+use crate::procfs;
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use wharf_core::ports::{Handle, Launch, Liveness, Runtime, RuntimeError, StopSignal};
+use wharf_core::Exit;
+use wharf_types::AppName;
+
+const HANDLE_FILE: &str = "handle.json";
+
+/// Runs each replica as `INIT... RUN_DIR` in a new session.
+pub struct ProcessRuntime {
+    layout: Layout,
+    init: Vec<OsString>,
+    proc_root: PathBuf,
+    children: Mutex<HashMap<u32, Child>>,
+}
+
+impl ProcessRuntime {
+    /// `init` is the command that runs [`init::run`] with the run directory appended,
+    /// normally `[current_exe, "init"]`.
+    pub fn new(layout: Layout, init: Vec<OsString>) -> Self {
+        Self { layout, init, proc_root: PathBuf::from("/proc"), children: Mutex::new(HashMap::new()) }
+    }
+
+    fn run_dir(&self, h: &Handle) -> PathBuf {
+        self.layout.run_dir(&h.app, &h.id)
+    }
+
+    fn exit_of(&self, h: &Handle, fallback: &str) -> Exit {
+        let dir = self.run_dir(h);
+        match std::fs::read(dir.join(EXIT_FILE)).ok().and_then(|b| serde_json::from_slice::<ExitFile>(&b).ok()) {
+            Some(e) => Exit { at: e.at_ms, code: e.code, signal: e.signal, reason: e.reason() },
+            None => Exit { at: now_ms(), code: None, signal: None, reason: fallback.to_string() },
+        }
+    }
+
+    fn alive(&self, h: &Handle) -> bool {
+        procfs::is_same_live_process(&self.proc_root, h.pid, h.start_time)
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn pid_of(h: &Handle) -> Pid {
+    Pid::from_raw(i32::try_from(h.pid).unwrap_or(i32::MAX))
+}
+
+impl Runtime for ProcessRuntime {
+    fn start(&self, l: &Launch) -> Result<Handle, RuntimeError> {
+        let fail = |message: String| RuntimeError::Start { id: l.id.clone(), message };
+        let dir = self.layout.run_dir(&l.app, &l.id);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+        let launch = LaunchFile {
+            source: Source {
+                app: l.app.to_string(),
+                process: l.process.to_string(),
+                replica: l.id.clone(),
+                release: l.release,
+            },
+            command: l.command.clone(),
+            dir: l.dir.clone(),
+            env: l.env.clone(),
+            log: self.layout.app_log(&l.app),
+        };
+        init::write_json_atomic(&dir.join(LAUNCH_FILE), &launch).map_err(|e| fail(e.to_string()))?;
+        let init_err = std::fs::File::create(dir.join("init.err")).map_err(|e| fail(e.to_string()))?;
+        let (program, args) = self.init.split_first().ok_or_else(|| fail("no init command configured".into()))?;
+        let mut cmd = Command::new(program);
+        cmd.args(args).arg(&dir).stdin(Stdio::null()).stdout(Stdio::null()).stderr(init_err);
+        // SAFETY: between fork and exec only setsid(2) runs, which is async-signal-safe
+        // and touches no memory of the parent.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        }
+        let child = cmd.spawn().map_err(|e| fail(format!("cannot run the replica init {}: {e}", program.to_string_lossy())))?;
+        let pid = child.id();
+        let start_time = procfs::stat(&self.proc_root, pid).map(|(_, t)| t).unwrap_or(0);
+        let handle = Handle {
+            app: l.app.clone(),
+            process: l.process.clone(),
+            release: l.release,
+            id: l.id.clone(),
+            pid,
+            start_time,
+            port: l.port,
+            started_at: now_ms(),
+        };
+        if let Ok(mut children) = self.children.lock() {
+            children.insert(pid, child);
+        }
+        init::write_json_atomic(&dir.join(HANDLE_FILE), &handle).map_err(|e| fail(e.to_string()))?;
+        Ok(handle)
+    }
+
+    fn poll(&self, h: &Handle) -> Liveness {
+        let mut children = match self.children.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(child) = children.get_mut(&h.pid) {
+            return match child.try_wait() {
+                Ok(None) => Liveness::Running,
+                Ok(Some(status)) => {
+                    children.remove(&h.pid);
+                    Liveness::Exited(self.exit_of(h, &format!("replica init ended without recording an exit ({status})")))
+                }
+                Err(e) => {
+                    children.remove(&h.pid);
+                    Liveness::Exited(self.exit_of(h, &format!("lost the replica init: {e}")))
+                }
+            };
+        }
+        drop(children);
+        if self.alive(h) {
+            Liveness::Running
+        } else {
+            Liveness::Exited(self.exit_of(h, "replica init is gone (killed or machine restarted)"))
+        }
+    }
+
+    fn signal(&self, h: &Handle, sig: StopSignal) -> Result<(), RuntimeError> {
+        let is_child = self.children.lock().map(|c| c.contains_key(&h.pid)).unwrap_or(false);
+        if !is_child && !self.alive(h) {
+            return Ok(()); // already gone; never signal a pid that may have been reused
+        }
+        let res = match sig {
+            StopSignal::Term => signal::kill(pid_of(h), Signal::SIGTERM),
+            StopSignal::Kill => signal::killpg(pid_of(h), Signal::SIGKILL),
+        };
+        match res {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(RuntimeError::Signal { id: h.id.clone(), message: e.to_string() }),
+        }
+    }
+
+    fn cleanup(&self, h: &Handle) {
+        let dir = self.run_dir(h);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(replica = %h.id, "cannot remove {}: {e}", dir.display());
+            }
+        }
+        if let Some(app_dir) = dir.parent() {
+            let _ = std::fs::remove_dir(app_dir); // only succeeds when empty
+        }
+    }
+
+    fn discover(&self) -> Vec<(Handle, Liveness)> {
+        let mut out = Vec::new();
+        for app_dir in read_dirs(&self.layout.run()) {
+            for dir in read_dirs(&app_dir) {
+                match std::fs::read(dir.join(HANDLE_FILE)).ok().and_then(|b| serde_json::from_slice::<Handle>(&b).ok()) {
+                    Some(h) => {
+                        let live = if self.alive(&h) {
+                            Liveness::Running
+                        } else {
+                            Liveness::Exited(self.exit_of(&h, "replica init is gone (killed or machine restarted)"))
+                        };
+                        out.push((h, live));
+                    }
+                    None => {
+                        tracing::warn!("removing incomplete replica directory {}", dir.display());
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn tail(&self, app: &AppName, id: &str, n: usize) -> Vec<String> {
+        let filter = logs::Filter { replica: Some(id.to_string()), ..logs::Filter::default() };
+        match logs::read(&self.layout.app_log(app), &filter, Some(n)) {
+            Ok((recs, _)) => recs.into_iter().map(|r| format!("{} {}[{}]: {}", r.ts, r.replica, r.stream, r.msg)).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+fn read_dirs(path: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(path) else { return Vec::new() };
+    let mut v: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    v.sort();
+    v
+}
