@@ -1,1 +1,151 @@
-//! wharf-router
+//! The data plane: an HTTP/1.1 reverse proxy from clients to app replicas.
+//!
+//! The router owns the route table currently in force (published by the control plane
+//! as a [`RouteTable`] snapshot), the host lookup built from it, the per-replica
+//! in-flight counters used both for least-outstanding-requests balancing and for
+//! draining, the pool of keep-alive connections to replicas, and the downstream
+//! listener with its graceful shutdown.
+//!
+//! Routing: the host is the authority of an absolute-form target, else `Host`, with
+//! port, case and a trailing dot ignored; an exact host beats a `*.domain` wildcard,
+//! and the longest wildcard suffix wins. Unknown host: 404; no backend: 503; replica
+//! unreachable: 502, after one retry on another replica for a bodiless idempotent
+//! request whose connection was refused.
+//!
+//! Invariants:
+//! - A published table is immutable; [`Router::publish`] swaps it atomically. A request
+//!   keeps the backend it was routed to; no connection is dropped by a swap.
+//! - A backend is chosen, and its in-flight counter incremented, while the table is
+//!   read-locked, so once `publish` returns no request can still be routed to a replica
+//!   that the new table removed: [`Router::inflight`] then only falls.
+//! - An in-flight counter belongs to a replica id, not to a table: it survives swaps
+//!   and counts down through an RAII guard when the response body ends or the request
+//!   is dropped or cancelled.
+//! - The upstream sees the client's `Host`, an `X-Forwarded-For` ending with the client
+//!   IP, `X-Forwarded-Proto`, and an `X-Request-Id` (kept or generated, also returned
+//!   to the client); hop-by-hop headers never cross the proxy in either direction.
+
+mod body;
+mod error;
+mod headers;
+mod inflight;
+mod proxy;
+mod server;
+mod table;
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use http::HeaderValue;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use wharf_types::route::RouteTable;
+
+use crate::error::ProxyError;
+use crate::headers::RequestIds;
+use crate::inflight::Counters;
+use crate::proxy::UpstreamBody;
+use crate::table::{Pick, Table};
+
+/// How long an idle upstream keep-alive connection stays in the pool.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings of a [`Router`].
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Upper bound on establishing a TCP connection to a replica.
+    pub connect_timeout: Duration,
+    /// Scheme clients used, sent upstream as `X-Forwarded-Proto` (`"http"` or `"https"`).
+    pub proto: &'static str,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            connect_timeout: Duration::from_secs(2),
+            proto: "http",
+        }
+    }
+}
+
+/// The reverse proxy. Share it as `Arc<Router>`; every method takes `&self`.
+pub struct Router {
+    table: RwLock<Arc<Table>>,
+    counters: Counters,
+    client: Client<HttpConnector, UpstreamBody>,
+    proto: HeaderValue,
+    ids: RequestIds,
+}
+
+impl Router {
+    /// A router with an empty route table (every host answers 404 until a publish).
+    pub fn new(config: RouterConfig) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        let proto = HeaderValue::from_str(config.proto).unwrap_or_else(|_| {
+            tracing::warn!(proto = config.proto, "invalid proto, using \"http\"");
+            HeaderValue::from_static("http")
+        });
+        Arc::new(Router {
+            table: RwLock::new(Arc::new(Table::default())),
+            counters: Counters::default(),
+            client,
+            proto,
+            ids: RequestIds::new(),
+        })
+    }
+
+    /// Atomically replace the route table. Requests already routed continue untouched;
+    /// no connection is dropped.
+    pub fn publish(&self, table: RouteTable) {
+        let version = table.version;
+        let routes = table.routes.len();
+        let next = Arc::new(Table::build(table, &self.counters));
+        let previous = {
+            // A poisoned lock only means a reader panicked; the Arc inside is intact.
+            let mut current = self.table.write().unwrap_or_else(|e| e.into_inner());
+            std::mem::replace(&mut *current, next)
+        };
+        drop(previous);
+        tracing::debug!(version, routes, "route table published");
+    }
+
+    /// Requests currently in flight to this replica id (used to drain a replica before
+    /// stopping it). Keeps counting for a replica no longer in the table until its
+    /// last request finishes.
+    pub fn inflight(&self, replica: &str) -> usize {
+        self.counters.get(replica)
+    }
+
+    /// Serve on `listener` until `shutdown` resolves; then stop accepting and wait for
+    /// in-flight requests to finish. Idle keep-alive connections are closed at once;
+    /// a connection with a request in flight is closed after its response. A client
+    /// that never finishes its request can hold this up: bound it with a timeout.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        server::serve(self, listener, shutdown).await
+    }
+
+    /// Choose a backend for `host` (already normalized), skipping replica `exclude`.
+    /// The pick, and the increment of its in-flight counter, happen under the read
+    /// lock so that `publish` waits for them.
+    fn route(&self, host: &str, exclude: Option<&str>) -> Result<Pick, ProxyError> {
+        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+        let route = table
+            .find(host)
+            .ok_or_else(|| ProxyError::UnknownHost(host.to_owned()))?;
+        route
+            .pick(exclude)
+            .ok_or_else(|| ProxyError::NoReadyReplica(route.app.clone()))
+    }
+}

@@ -1,0 +1,76 @@
+//! The response body the proxy hands to hyper: either a replica's streamed body, which
+//! keeps the replica counted in flight until it ends, or a short local answer.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use crate::inflight::InflightGuard;
+
+#[derive(Debug)]
+pub(crate) struct ProxyBody {
+    kind: Kind,
+    /// Released when the upstream body ends, fails, or this body is dropped.
+    guard: Option<InflightGuard>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Upstream(Incoming),
+    Local(Option<Bytes>),
+}
+
+impl ProxyBody {
+    pub(crate) fn upstream(body: Incoming, guard: InflightGuard) -> Self {
+        let guard = (!body.is_end_stream()).then_some(guard);
+        ProxyBody {
+            kind: Kind::Upstream(body),
+            guard,
+        }
+    }
+
+    pub(crate) fn local(text: impl Into<Bytes>) -> Self {
+        ProxyBody {
+            kind: Kind::Local(Some(text.into())),
+            guard: None,
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        match &mut this.kind {
+            Kind::Local(text) => Poll::Ready(text.take().map(|t| Ok(Frame::data(t)))),
+            Kind::Upstream(body) => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                if matches!(polled, Poll::Ready(None | Some(Err(_)))) || body.is_end_stream() {
+                    this.guard = None;
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Local(text) => text.is_none(),
+            Kind::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Local(text) => SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64)),
+            Kind::Upstream(body) => body.size_hint(),
+        }
+    }
+}

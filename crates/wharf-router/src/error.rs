@@ -1,0 +1,48 @@
+//! Why the proxy answered a request itself, and the answer it gave.
+
+use std::sync::Arc;
+
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::body::ProxyBody;
+
+/// A request the proxy could not hand to a replica. The message is the response body.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProxyError {
+    #[error("no app is routed at host {0:?}")]
+    UnknownHost(String),
+    #[error("no ready replica for app {0:?}")]
+    NoReadyReplica(Arc<str>),
+    #[error("upstream unavailable")]
+    Upstream {
+        replica: Arc<str>,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+}
+
+impl ProxyError {
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::UnknownHost(_) => StatusCode::NOT_FOUND,
+            ProxyError::NoReadyReplica(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The plain-text response for this error.
+    pub(crate) fn to_response(&self) -> Response<ProxyBody> {
+        let mut response = Response::new(ProxyBody::local(format!("{self}\n")));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if let ProxyError::NoReadyReplica(_) = self {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,197 @@
+//! Header rules of the proxy: the routing host, hop-by-hop stripping, forwarding
+//! headers and request ids.
+
+use std::borrow::Cow;
+use std::collections::hash_map::RandomState;
+use std::fmt::Write as _;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1), besides
+/// those named in `Connection`. Framing is redone by hyper on each side.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// `host` lowercased, without port and trailing dot. Borrows when nothing changes.
+pub(crate) fn normalize_host(host: &str) -> Cow<'_, str> {
+    let host = host.trim();
+    let host = if host.starts_with('[') {
+        // IPv6 literal: keep up to the closing bracket.
+        host.find(']').map_or(host, |end| &host[..=end])
+    } else {
+        host.rfind(':').map_or(host, |colon| &host[..colon])
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+/// The normalized host a request is routed by: the authority of an absolute-form
+/// target (RFC 9112 §3.2.2), else the `Host` header; empty when there is neither.
+pub(crate) fn route_host(parts: &Parts) -> Cow<'_, str> {
+    let raw = match parts.uri.authority() {
+        Some(authority) => authority.as_str(),
+        None => parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(""),
+    };
+    normalize_host(raw)
+}
+
+/// Remove hop-by-hop headers, including every header `Connection` names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Prepare a request's headers for the upstream: hop-by-hop headers stripped, the
+/// client IP appended to `X-Forwarded-For`, `X-Forwarded-Proto` set, `Host` present.
+pub(crate) fn forward_request(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    proto: &HeaderValue,
+    host: Option<&str>,
+) {
+    strip_hop_by_hop(headers);
+    let client = client.to_canonical();
+    let mut forwarded = String::new();
+    for previous in headers.get_all(&X_FORWARDED_FOR) {
+        if let Ok(previous) = previous.to_str() {
+            forwarded.push_str(previous);
+            forwarded.push_str(", ");
+        }
+    }
+    // Writing to a String cannot fail.
+    let _ = write!(forwarded, "{client}");
+    if let Ok(value) = HeaderValue::try_from(forwarded) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, proto.clone());
+    if !headers.contains_key(header::HOST) {
+        if let Some(value) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            headers.insert(header::HOST, value);
+        }
+    }
+}
+
+/// Generates request ids: 32 hex digits, unique within the process, unpredictable
+/// without the process-random key.
+#[derive(Debug)]
+pub(crate) struct RequestIds {
+    key: RandomState,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    pub(crate) fn new() -> Self {
+        RequestIds {
+            key: RandomState::new(),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// The client's `X-Request-Id` if it sent a non-empty one, else a fresh id.
+    pub(crate) fn of(&self, headers: &HeaderMap) -> HeaderValue {
+        match headers.get(X_REQUEST_ID) {
+            Some(id) if !id.is_empty() => id.clone(),
+            _ => self.next(),
+        }
+    }
+
+    fn next(&self) -> HeaderValue {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let high = self.key.hash_one((n, 0u8));
+        let low = self.key.hash_one((n, 1u8));
+        let mut id = String::with_capacity(32);
+        let _ = write!(id, "{high:016x}{low:016x}"); // writing to a String cannot fail
+        HeaderValue::try_from(id).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_hosts() {
+        assert_eq!(normalize_host("A.LocalHost:8080"), "a.localhost");
+        assert_eq!(normalize_host("example.com."), "example.com");
+        assert_eq!(normalize_host("example.com.:443"), "example.com");
+        assert_eq!(normalize_host("[::1]:8080"), "[::1]");
+        assert!(matches!(normalize_host("plain.test"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_named() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, X-Secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
+        let proto = HeaderValue::from_static("https");
+        forward_request(&mut h, [127, 0, 0, 1].into(), &proto, Some("a.test"));
+        assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
+        assert_eq!(h[header::HOST], "a.test");
+    }
+
+    #[test]
+    fn request_ids_are_32_hex_and_distinct() {
+        let ids = RequestIds::new();
+        let a = ids.of(&HeaderMap::new());
+        let b = ids.of(&HeaderMap::new());
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            let s = id.to_str().expect("ascii");
+            assert_eq!(s.len(), 32);
+            assert!(s.bytes().all(|c| c.is_ascii_hexdigit()));
+        }
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("abc"));
+        assert_eq!(ids.of(&h), "abc");
+    }
+}

@@ -1,0 +1,167 @@
+//! The request path: route, rewrite headers, send upstream (retrying a refused
+//! connection once when that is safe), and turn the answer into the client's response.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, Uri};
+use http_body_util::{Either, Empty};
+use hyper::body::{Body as _, Incoming};
+
+use crate::body::ProxyBody;
+use crate::error::ProxyError;
+use crate::headers::{forward_request, route_host, strip_hop_by_hop, X_REQUEST_ID};
+use crate::inflight::InflightGuard;
+use crate::Router;
+
+/// What goes upstream: the client's body, or nothing (so the request can be resent).
+pub(crate) type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
+/// Where a request went, for its log line.
+#[derive(Default)]
+struct Target {
+    app: Option<Arc<str>>,
+    replica: Option<Arc<str>>,
+}
+
+/// Proxy one request from `peer`; always produces a response.
+pub(crate) async fn handle(
+    router: &Router,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let (mut parts, body) = request.into_parts();
+    let request_id = router.ids.of(&parts.headers);
+    let mut target = Target::default();
+    let mut response = match forward(router, &mut parts, body, peer, &request_id, &mut target).await
+    {
+        Ok(response) => response,
+        Err(error) => {
+            if let ProxyError::Upstream { replica, source } = &error {
+                tracing::warn!(%replica, error = %source, "upstream request failed");
+            }
+            error.to_response()
+        }
+    };
+    tracing::debug!(
+        app = target.app.as_deref().unwrap_or(""),
+        replica = target.replica.as_deref().unwrap_or(""),
+        status = response.status().as_u16(),
+        ms = start.elapsed().as_millis() as u64,
+        request_id = request_id.to_str().unwrap_or(""),
+        "request"
+    );
+    response.headers_mut().insert(X_REQUEST_ID, request_id);
+    response
+}
+
+async fn forward(
+    router: &Router,
+    parts: &mut Parts,
+    body: Incoming,
+    peer: SocketAddr,
+    request_id: &http::HeaderValue,
+    target: &mut Target,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let pick = router.route(&route_host(parts), None)?;
+    target.app = Some(pick.app.clone());
+    target.replica = Some(pick.replica.clone());
+
+    let uri_host = parts.uri.authority().cloned();
+    forward_request(
+        &mut parts.headers,
+        peer.ip(),
+        &router.proto,
+        uri_host.as_ref().map(Authority::as_str),
+    );
+    parts.headers.insert(X_REQUEST_ID, request_id.clone());
+
+    // Without a body, a request whose connection was refused sent nothing at all,
+    // so an idempotent one can go to another replica.
+    let empty = body.is_end_stream();
+    let retryable = empty && pick.others && is_idempotent(&parts.method);
+    let body = if empty {
+        Either::Right(Empty::new())
+    } else {
+        Either::Left(body)
+    };
+    let request = upstream_request(parts, &pick.authority, body, retryable);
+    let source = match router.client.request(request).await {
+        Ok(response) => return Ok(downstream(response, pick.guard)),
+        Err(source) => source,
+    };
+    let failed = pick.replica;
+    if !(retryable && source.is_connect()) {
+        return Err(ProxyError::Upstream {
+            replica: failed,
+            source,
+        });
+    }
+    drop(pick.guard);
+    tracing::warn!(replica = %failed, error = %source, "connect failed, retrying on another replica");
+    let Ok(second) = router.route(&route_host(parts), Some(&failed)) else {
+        return Err(ProxyError::Upstream {
+            replica: failed,
+            source,
+        });
+    };
+    target.replica = Some(second.replica.clone());
+    let request = upstream_request(parts, &second.authority, Either::Right(Empty::new()), false);
+    match router.client.request(request).await {
+        Ok(response) => Ok(downstream(response, second.guard)),
+        Err(source) => Err(ProxyError::Upstream {
+            replica: second.replica,
+            source,
+        }),
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE
+    )
+}
+
+/// The request for replica `authority`. Takes the headers out of `parts` unless they
+/// must stay for a retry.
+fn upstream_request(
+    parts: &mut Parts,
+    authority: &Authority,
+    body: UpstreamBody,
+    keep_headers: bool,
+) -> Request<UpstreamBody> {
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(authority.clone());
+    uri.path_and_query = Some(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    // Cannot fail: scheme, authority and path are all set. A default URI would only
+    // make the client answer an error, which becomes a 502.
+    *request.uri_mut() = Uri::from_parts(uri).unwrap_or_default();
+    *request.headers_mut() = if keep_headers {
+        parts.headers.clone()
+    } else {
+        std::mem::take(&mut parts.headers)
+    };
+    request
+}
+
+/// The client's response: hop-by-hop headers stripped, body counted in flight.
+fn downstream(response: Response<Incoming>, guard: InflightGuard) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, ProxyBody::upstream(body, guard))
+}

@@ -1,0 +1,253 @@
+//! A published route table, indexed for host lookup, and backend balancing.
+//!
+//! Lookup: exact host first, then `*.domain` wildcards, the longest matching suffix
+//! winning. Balancing: least outstanding requests, ties broken round-robin.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use http::uri::Authority;
+use wharf_types::route::{Route, RouteTable};
+
+use crate::headers::normalize_host;
+use crate::inflight::{Counters, InflightGuard, Slot};
+
+/// One route table, with lookup maps built once at publish time.
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    routes: Vec<RouteEntry>,
+    /// Normalized host -> index into `routes`.
+    exact: HashMap<Box<str>, usize>,
+    /// `.domain` (the wildcard without its `*`) -> index into `routes`.
+    wildcard: HashMap<Box<str>, usize>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RouteEntry {
+    pub(crate) app: Arc<str>,
+    backends: Vec<BackendEntry>,
+    next: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct BackendEntry {
+    replica: Arc<str>,
+    authority: Authority,
+    slot: Arc<Slot>,
+}
+
+/// The backend chosen for one request, counted in flight while this lives.
+#[derive(Debug)]
+pub(crate) struct Pick {
+    pub(crate) app: Arc<str>,
+    pub(crate) replica: Arc<str>,
+    pub(crate) authority: Authority,
+    /// Whether the route has another backend to retry on.
+    pub(crate) others: bool,
+    pub(crate) guard: InflightGuard,
+}
+
+impl Table {
+    /// Index `table`, taking each replica's counter from `counters`. When two routes
+    /// claim the same host, the first one in the table wins.
+    pub(crate) fn build(table: RouteTable, counters: &Counters) -> Table {
+        let mut built = Table::default();
+        for (index, route) in table.routes.into_iter().enumerate() {
+            for host in &route.hosts {
+                let host = normalize_host(host);
+                let (map, key) = match host.strip_prefix('*') {
+                    Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 => {
+                        (&mut built.wildcard, suffix)
+                    }
+                    _ => (&mut built.exact, &*host),
+                };
+                if map.contains_key(key) {
+                    tracing::warn!(host = key, app = route.app, "host claimed twice, ignored");
+                } else {
+                    map.insert(key.into(), index);
+                }
+            }
+            built.routes.push(RouteEntry::new(route, counters));
+        }
+        counters.prune();
+        built
+    }
+
+    /// The route serving `host` (normalized: lowercase, no port, no trailing dot).
+    pub(crate) fn find(&self, host: &str) -> Option<&RouteEntry> {
+        let index = self.exact.get(host).copied().or_else(|| {
+            // Suffixes starting at each dot, longest first; `*.d` never matches `d`.
+            host.char_indices()
+                .filter(|&(i, c)| c == '.' && i > 0)
+                .find_map(|(i, _)| self.wildcard.get(&host[i..]).copied())
+        })?;
+        self.routes.get(index)
+    }
+}
+
+impl RouteEntry {
+    fn new(route: Route, counters: &Counters) -> RouteEntry {
+        let backends = route
+            .backends
+            .into_iter()
+            .filter_map(|backend| {
+                let authority = match Authority::try_from(backend.addr.to_string()) {
+                    Ok(authority) => authority,
+                    Err(error) => {
+                        tracing::warn!(replica = backend.replica, %error, "bad backend address");
+                        return None;
+                    }
+                };
+                let replica: Arc<str> = Arc::from(backend.replica);
+                let slot = counters.slot(&replica);
+                Some(BackendEntry {
+                    replica,
+                    authority,
+                    slot,
+                })
+            })
+            .collect();
+        RouteEntry {
+            app: Arc::from(route.app),
+            backends,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The backend with the fewest requests in flight, skipping `exclude`; among
+    /// equals, the first one after a rotating start, so ties go round-robin.
+    pub(crate) fn pick(&self, exclude: Option<&str>) -> Option<Pick> {
+        let n = self.backends.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let chosen = (0..n)
+            .map(|i| &self.backends[(start + i) % n])
+            .filter(|b| exclude != Some(&*b.replica))
+            .min_by_key(|b| b.slot.load())?;
+        Some(Pick {
+            app: self.app.clone(),
+            replica: chosen.replica.clone(),
+            authority: chosen.authority.clone(),
+            others: n > 1,
+            guard: InflightGuard::new(chosen.slot.clone()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wharf_types::route::Backend;
+
+    fn route(app: &str, hosts: &[&str], replicas: &[&str]) -> Route {
+        Route {
+            app: app.into(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            backends: replicas
+                .iter()
+                .enumerate()
+                .map(|(i, r)| Backend {
+                    replica: r.to_string(),
+                    release: 1,
+                    addr: ([127, 0, 0, 1], 9000 + i as u16).into(),
+                })
+                .collect(),
+        }
+    }
+
+    fn table(routes: Vec<Route>) -> Table {
+        Table::build(RouteTable { version: 1, routes }, &Counters::default())
+    }
+
+    fn app_of<'t>(t: &'t Table, host: &str) -> Option<&'t str> {
+        t.find(&normalize_host(host)).map(|r| &*r.app)
+    }
+
+    #[test]
+    fn host_lookup() {
+        let t = table(vec![
+            route("a", &["a.localhost", "www.example.com"], &[]),
+            route("wild", &["*.example.com"], &[]),
+            route("deep", &["*.api.example.com"], &[]),
+            route("shop", &["Shop.Example.ORG."], &[]),
+        ]);
+        // exact, and exact before wildcard
+        assert_eq!(app_of(&t, "a.localhost"), Some("a"));
+        assert_eq!(app_of(&t, "www.example.com"), Some("a"));
+        // wildcard, any depth, never the bare domain
+        assert_eq!(app_of(&t, "x.example.com"), Some("wild"));
+        assert_eq!(app_of(&t, "x.y.example.com"), Some("wild"));
+        assert_eq!(app_of(&t, "example.com"), None);
+        // longest suffix wins
+        assert_eq!(app_of(&t, "v1.api.example.com"), Some("deep"));
+        assert_eq!(app_of(&t, "api.example.com"), Some("wild"));
+        // port, case, trailing dot, on both sides
+        assert_eq!(app_of(&t, "A.LocalHost:8080"), Some("a"));
+        assert_eq!(app_of(&t, "a.localhost.:80"), Some("a"));
+        assert_eq!(app_of(&t, "shop.example.org"), Some("shop"));
+        // unknown
+        assert_eq!(app_of(&t, "b.localhost"), None);
+        assert_eq!(app_of(&t, "localhost"), None);
+        assert_eq!(app_of(&t, ""), None);
+    }
+
+    #[test]
+    fn first_route_wins_a_host_claimed_twice() {
+        let t = table(vec![
+            route("one", &["x.test"], &[]),
+            route("two", &["x.test"], &[]),
+        ]);
+        assert_eq!(app_of(&t, "x.test"), Some("one"));
+    }
+
+    #[test]
+    fn ties_go_round_robin() {
+        let t = table(vec![route("a", &["a.test"], &["r0", "r1", "r2"])]);
+        let r = t.find("a.test").expect("route");
+        let picked: Vec<String> = (0..6)
+            .map(|_| r.pick(None).expect("pick").replica.to_string())
+            .collect();
+        assert_eq!(picked, ["r0", "r1", "r2", "r0", "r1", "r2"]);
+    }
+
+    #[test]
+    fn busy_backend_is_avoided() {
+        let t = table(vec![route("a", &["a.test"], &["r0", "r1"])]);
+        let r = t.find("a.test").expect("route");
+        let held = r.pick(None).expect("pick");
+        assert_eq!(&*held.replica, "r0");
+        // r0 has one in flight: every pick goes to r1 (each released at once).
+        for _ in 0..4 {
+            assert_eq!(&*r.pick(None).expect("pick").replica, "r1");
+        }
+        // once both have one in flight, ties rotate again
+        let also = r.pick(None).expect("pick");
+        assert_eq!(&*also.replica, "r1");
+        let picked: Vec<String> = (0..4)
+            .map(|_| r.pick(None).expect("pick").replica.to_string())
+            .collect();
+        assert_eq!(picked, ["r0", "r1", "r0", "r1"]);
+    }
+
+    #[test]
+    fn exclude_and_empty() {
+        let t = table(vec![
+            route("a", &["a.test"], &["r0", "r1"]),
+            route("e", &["e.test"], &[]),
+        ]);
+        let r = t.find("a.test").expect("route");
+        for _ in 0..3 {
+            assert_eq!(&*r.pick(Some("r0")).expect("pick").replica, "r1");
+        }
+        assert!(t.find("e.test").expect("route").pick(None).is_none());
+        let single = table(vec![route("s", &["s.test"], &["r0"])]);
+        assert!(single
+            .find("s.test")
+            .expect("route")
+            .pick(Some("r0"))
+            .is_none());
+    }
+}

@@ -1,0 +1,442 @@
+//! End-to-end tests: a real router in front of real hyper backends, all on 127.0.0.1
+//! with port 0.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+use wharf_router::{Router, RouterConfig};
+use wharf_types::route::{Backend, Route, RouteTable};
+
+/// A replica: answers its name; `/slow` waits for `release`; `/hop` answers with
+/// hop-by-hop headers. Every request's path and headers are reported on `seen`.
+struct TestBackend {
+    addr: SocketAddr,
+    release: Arc<Notify>,
+    seen: mpsc::UnboundedReceiver<(String, HeaderMap)>,
+}
+
+async fn backend(name: &'static str) -> TestBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let release = Arc::new(Notify::new());
+    let (tx, seen) = mpsc::unbounded_channel();
+    let notify = release.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (tx, notify) = (tx.clone(), notify.clone());
+            let service = service_fn(move |req: Request<Incoming>| {
+                let (tx, notify) = (tx.clone(), notify.clone());
+                async move {
+                    let path = req.uri().path().to_string();
+                    let _ = tx.send((path.clone(), req.headers().clone()));
+                    let _ = req.into_body().collect().await;
+                    if path == "/slow" {
+                        notify.notified().await;
+                    }
+                    let mut resp = Response::new(Full::new(Bytes::from(name)));
+                    if path == "/hop" {
+                        let h = resp.headers_mut();
+                        for (k, v) in [
+                            ("connection", "x-secret"),
+                            ("x-secret", "1"),
+                            ("keep-alive", "timeout=5"),
+                            ("proxy-connection", "keep-alive"),
+                            ("trailer", "x-t"),
+                            ("upgrade", "foo"),
+                            ("x-kept", "1"),
+                        ] {
+                            h.insert(k, HeaderValue::from_static(v));
+                        }
+                    }
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+        }
+    });
+    TestBackend {
+        addr,
+        release,
+        seen,
+    }
+}
+
+/// An address nothing listens on.
+async fn dead_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+fn route(app: &str, hosts: &[&str], backends: &[(&str, SocketAddr)]) -> Route {
+    Route {
+        app: app.into(),
+        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        backends: backends
+            .iter()
+            .map(|(replica, addr)| Backend {
+                replica: replica.to_string(),
+                release: 1,
+                addr: *addr,
+            })
+            .collect(),
+    }
+}
+
+fn table(version: u64, routes: Vec<Route>) -> RouteTable {
+    RouteTable { version, routes }
+}
+
+struct TestRouter {
+    router: Arc<Router>,
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    served: JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(config: RouterConfig, routes: RouteTable) -> TestRouter {
+    let router = Router::new(config);
+    router.publish(routes);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = oneshot::channel::<()>();
+    let served = tokio::spawn(router.clone().serve(listener, async move {
+        let _ = rx.await;
+    }));
+    TestRouter {
+        router,
+        addr,
+        shutdown: Some(tx),
+        served,
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+async fn send(router: SocketAddr, request: Request<Full<Bytes>>) -> Answer {
+    let stream = TcpStream::connect(router).await.expect("connect router");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let response = sender.send_request(request).await.expect("response");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+fn get(host: &str, path: &str) -> Request<Full<Bytes>> {
+    Request::get(path)
+        .header("host", host)
+        .body(Full::default())
+        .expect("request")
+}
+
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn routes_by_host_and_answers_unknown_and_empty() {
+    let a = backend("a").await;
+    let b = backend("b").await;
+    let t = start(
+        RouterConfig::default(),
+        table(
+            1,
+            vec![
+                route("a", &["a.localhost"], &[("a-1", a.addr)]),
+                route("b", &["b.localhost", "*.b.test"], &[("b-1", b.addr)]),
+                route("idle", &["idle.localhost"], &[]),
+            ],
+        ),
+    )
+    .await;
+
+    let answer = send(t.addr, get("A.localhost:8080", "/")).await;
+    assert_eq!((answer.status, answer.body.as_str()), (StatusCode::OK, "a"));
+    assert_eq!(send(t.addr, get("b.localhost", "/")).await.body, "b");
+    assert_eq!(send(t.addr, get("x.y.b.test", "/")).await.body, "b");
+
+    let unknown = send(t.addr, get("nope.localhost:80", "/")).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        unknown.body,
+        "no app is routed at host \"nope.localhost\"\n"
+    );
+    assert!(unknown.headers["content-type"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("text/plain"));
+    assert!(unknown.headers.contains_key("x-request-id"));
+
+    let idle = send(t.addr, get("idle.localhost", "/")).await;
+    assert_eq!(idle.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(idle.headers["retry-after"], "1");
+    assert_eq!(idle.body, "no ready replica for app \"idle\"\n");
+}
+
+#[tokio::test]
+async fn forwarding_headers_and_request_ids() {
+    let mut a = backend("a").await;
+    let config = RouterConfig {
+        proto: "https",
+        ..RouterConfig::default()
+    };
+    let t = start(
+        config,
+        table(1, vec![route("a", &["a.localhost"], &[("a-1", a.addr)])]),
+    )
+    .await;
+
+    let mut request = get("a.localhost:1234", "/path?q=1");
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+    let answer = send(t.addr, request).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let (path, seen) = a.seen.recv().await.expect("seen");
+    assert_eq!(path, "/path");
+    assert_eq!(seen["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "https");
+    assert_eq!(seen["host"], "a.localhost:1234");
+    let id = seen["x-request-id"].to_str().expect("ascii").to_owned();
+    assert_eq!(id.len(), 32);
+    assert!(id.bytes().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(answer.headers["x-request-id"], id.as_str());
+
+    // a second generated id differs; a client's id is kept and returned
+    send(t.addr, get("a.localhost", "/")).await;
+    let (_, seen) = a.seen.recv().await.expect("seen");
+    assert_ne!(seen["x-request-id"], id.as_str());
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+
+    let mut request = get("a.localhost", "/");
+    request
+        .headers_mut()
+        .insert("x-request-id", HeaderValue::from_static("client-id-7"));
+    let answer = send(t.addr, request).await;
+    let (_, seen) = a.seen.recv().await.expect("seen");
+    assert_eq!(seen["x-request-id"], "client-id-7");
+    assert_eq!(answer.headers["x-request-id"], "client-id-7");
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_stripped_both_ways() {
+    let mut a = backend("a").await;
+    let t = start(
+        RouterConfig::default(),
+        table(1, vec![route("a", &["a.localhost"], &[("a-1", a.addr)])]),
+    )
+    .await;
+    let mut request = get("a.localhost", "/hop");
+    for (k, v) in [
+        ("connection", "x-secret"),
+        ("x-secret", "1"),
+        ("keep-alive", "timeout=5"),
+        ("proxy-connection", "keep-alive"),
+        ("te", "trailers"),
+        ("trailer", "x-t"),
+        ("x-kept", "1"),
+    ] {
+        request.headers_mut().insert(k, HeaderValue::from_static(v));
+    }
+    let answer = send(t.addr, request).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let (_, seen) = a.seen.recv().await.expect("seen");
+    let hop = [
+        "connection",
+        "x-secret",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "transfer-encoding",
+    ];
+    for name in hop {
+        assert!(!seen.contains_key(name), "upstream saw {name}");
+        assert!(!answer.headers.contains_key(name), "client saw {name}");
+    }
+    assert_eq!(seen["x-kept"], "1");
+    assert_eq!(answer.headers["x-kept"], "1");
+}
+
+#[tokio::test]
+async fn publish_during_a_slow_request() {
+    let mut old = backend("old").await;
+    let new = backend("new").await;
+    let t = start(
+        RouterConfig::default(),
+        table(
+            1,
+            vec![route("a", &["a.localhost"], &[("old-1", old.addr)])],
+        ),
+    )
+    .await;
+    let addr = t.addr;
+    let slow = tokio::spawn(async move { send(addr, get("a.localhost", "/slow")).await });
+    old.seen.recv().await.expect("slow request arrived");
+    assert_eq!(t.router.inflight("old-1"), 1);
+
+    t.router.publish(table(
+        2,
+        vec![route("a", &["a.localhost"], &[("new-1", new.addr)])],
+    ));
+    assert_eq!(send(t.addr, get("a.localhost", "/")).await.body, "new");
+    // removed from the table, still counted until its request ends
+    assert_eq!(t.router.inflight("old-1"), 1);
+    assert_eq!(t.router.inflight("new-1"), 0);
+
+    old.release.notify_one();
+    let answer = slow.await.expect("join");
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (StatusCode::OK, "old")
+    );
+    eventually("old-1 drained", || t.router.inflight("old-1") == 0).await;
+}
+
+#[tokio::test]
+async fn inflight_counts_and_survives_republish() {
+    let mut a = backend("a").await;
+    let routes = || table(1, vec![route("a", &["a.localhost"], &[("a-1", a.addr)])]);
+    let t = start(RouterConfig::default(), routes()).await;
+    assert_eq!(t.router.inflight("a-1"), 0);
+
+    let addr = t.addr;
+    let slow = tokio::spawn(async move { send(addr, get("a.localhost", "/slow")).await });
+    a.seen.recv().await.expect("arrived");
+    assert_eq!(t.router.inflight("a-1"), 1);
+    t.router.publish(routes()); // same replica again: same counter
+    assert_eq!(t.router.inflight("a-1"), 1);
+    a.release.notify_one();
+    assert_eq!(slow.await.expect("join").status, StatusCode::OK);
+    eventually("a-1 back to 0", || t.router.inflight("a-1") == 0).await;
+
+    // a client that goes away mid-request releases the count too
+    let slow = tokio::spawn(async move { send(addr, get("a.localhost", "/slow")).await });
+    a.seen.recv().await.expect("arrived");
+    assert_eq!(t.router.inflight("a-1"), 1);
+    slow.abort();
+    eventually("cancelled request released", || {
+        t.router.inflight("a-1") == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refused_connection_is_retried_on_another_replica() {
+    let live = backend("live").await;
+    let dead = dead_addr().await;
+    let routes = table(
+        1,
+        vec![route(
+            "a",
+            &["a.localhost"],
+            &[("dead-1", dead), ("live-1", live.addr)],
+        )],
+    );
+    let t = start(RouterConfig::default(), routes.clone()).await;
+    // round-robin sends every other first attempt to the dead replica
+    for _ in 0..4 {
+        let answer = send(t.addr, get("a.localhost", "/")).await;
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (StatusCode::OK, "live")
+        );
+    }
+    assert_eq!(t.router.inflight("dead-1"), 0);
+
+    // a request with a body is not resent: a fresh table starts its rotation on dead-1
+    t.router.publish(routes);
+    let post = Request::post("/")
+        .header("host", "a.localhost")
+        .body(Full::new(Bytes::from_static(b"payload")))
+        .expect("request");
+    let answer = send(t.addr, post).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.body, "upstream unavailable\n");
+}
+
+#[tokio::test]
+async fn only_replica_down_is_502() {
+    let dead = dead_addr().await;
+    let t = start(
+        RouterConfig::default(),
+        table(1, vec![route("a", &["a.localhost"], &[("dead-1", dead)])]),
+    )
+    .await;
+    let answer = send(t.addr, get("a.localhost", "/")).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.body, "upstream unavailable\n");
+    assert!(answer.headers.contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_the_request_in_flight() {
+    let mut a = backend("a").await;
+    let mut t = start(
+        RouterConfig::default(),
+        table(1, vec![route("a", &["a.localhost"], &[("a-1", a.addr)])]),
+    )
+    .await;
+    // an idle keep-alive connection must not hold shutdown up
+    let idle = TcpStream::connect(t.addr).await.expect("connect");
+
+    let addr = t.addr;
+    let slow = tokio::spawn(async move { send(addr, get("a.localhost", "/slow")).await });
+    a.seen.recv().await.expect("arrived");
+
+    t.shutdown
+        .take()
+        .expect("once")
+        .send(())
+        .expect("serve is running");
+    // stops accepting
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after shutdown");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        !t.served.is_finished(),
+        "serve returned with a request in flight"
+    );
+
+    a.release.notify_one();
+    let answer = slow.await.expect("join");
+    assert_eq!((answer.status, answer.body.as_str()), (StatusCode::OK, "a"));
+    tokio::time::timeout(Duration::from_secs(10), &mut t.served)
+        .await
+        .expect("serve returns")
+        .expect("join")
+        .expect("serve ok");
+    drop(idle);
+}
