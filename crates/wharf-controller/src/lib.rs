@@ -1,1 +1,178 @@
-//! wharf-controller
+//! wharf-controller: the control plane's event loop.
+//!
+//! User actions (deploy, scale, config, rollback, destroy) write desired state to the
+//! store and wake the loop; every tick the loop observes the world (replica exits, probe
+//! verdicts), asks `wharf_core::plan()` what to do, executes the actions through the
+//! ports (runtime, route sink, store) and publishes the route table.
+//!
+//! Invariants: the store is written before an action is acknowledged; observed state is
+//! rebuilt from the world at start (re-adoption), never trusted from the store; a replica
+//! leaves the route table before it is signalled; every timing decision uses the Clock.
+
+mod actions;
+mod error;
+mod events;
+mod probe;
+mod query;
+mod reconcile;
+mod releases;
+mod state;
+mod stopper;
+
+pub use error::{ControlError, Kind};
+pub use events::Event;
+pub use query::api_kind;
+pub use releases::{load_manifest, DeployOptions, Progress};
+pub use wharf_runtime::logs;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, Notify};
+use wharf_core::ports::{RouteSink, Runtime, Store};
+use wharf_core::Clock;
+use wharf_runtime::Layout;
+use wharf_types::{AppName, AppRecord, Release};
+
+/// Static settings of a controller.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The router's public port, for the URLs shown to users (`http://A.localhost:PORT`).
+    pub public_port: u16,
+    /// Reconcile period when nothing wakes the loop earlier.
+    pub tick: std::time::Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { public_port: 8080, tick: std::time::Duration::from_millis(100) }
+    }
+}
+
+/// The control plane. Cheap to clone; all clones drive the same loop.
+#[derive(Clone)]
+pub struct Controller {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub store: Arc<dyn Store>,
+    pub runtime: Arc<dyn Runtime>,
+    pub routes: Arc<dyn RouteSink>,
+    pub clock: Arc<dyn Clock>,
+    pub layout: Layout,
+    pub settings: Settings,
+    pub state: Mutex<state::State>,
+    /// App records and releases, mirrored from the store (the controller is its only writer).
+    pub apps: Mutex<BTreeMap<AppName, AppRecord>>,
+    pub releases: Mutex<BTreeMap<(AppName, u32), Arc<Release>>>,
+    pub wake: Notify,
+    pub events: broadcast::Sender<Event>,
+    /// Apps with a release being created (deploy, config, rollback): one at a time.
+    pub busy: Mutex<std::collections::BTreeSet<AppName>>,
+}
+
+impl Controller {
+    /// Loads desired state from the store and re-adopts running replicas. Call
+    /// [`Controller::run`] to start reconciling.
+    pub fn new(
+        store: Arc<dyn Store>,
+        runtime: Arc<dyn Runtime>,
+        routes: Arc<dyn RouteSink>,
+        clock: Arc<dyn Clock>,
+        layout: Layout,
+        settings: Settings,
+    ) -> Result<Self, ControlError> {
+        let (events, _) = broadcast::channel(1024);
+        let inner = Arc::new(Inner {
+            store,
+            runtime,
+            routes,
+            clock,
+            layout,
+            settings,
+            state: Mutex::new(state::State::default()),
+            apps: Mutex::new(BTreeMap::new()),
+            releases: Mutex::new(BTreeMap::new()),
+            wake: Notify::new(),
+            events,
+            busy: Mutex::new(Default::default()),
+        });
+        let c = Self { inner };
+        c.load()?;
+        c.adopt();
+        Ok(c)
+    }
+
+    /// Runs the reconcile loop until `shutdown` resolves. Replicas keep running after it
+    /// returns: they belong to the platform, not to this process.
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            self.tick();
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(self.inner.settings.tick) => {}
+            }
+        }
+    }
+
+    /// Subscribes to platform events (rollout progress and outcomes).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    fn load(&self) -> Result<(), ControlError> {
+        let apps = self.inner.store.apps()?;
+        let mut map = self.inner.apps.lock().map_err(ControlError::poisoned)?;
+        for app in apps {
+            for r in self.inner.store.releases(&app.name)? {
+                self.inner.cache_release(r);
+            }
+            map.insert(app.name.clone(), app);
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    pub(crate) fn cache_release(&self, r: Release) -> Arc<Release> {
+        let r = Arc::new(r);
+        if let Ok(mut m) = self.releases.lock() {
+            m.insert((r.app.clone(), r.version), Arc::clone(&r));
+        }
+        r
+    }
+
+    pub(crate) fn release(&self, app: &AppName, version: u32) -> Option<Arc<Release>> {
+        self.releases.lock().ok()?.get(&(app.clone(), version)).cloned()
+    }
+
+    pub(crate) fn app(&self, app: &AppName) -> Option<AppRecord> {
+        self.apps.lock().ok()?.get(app).cloned()
+    }
+
+    /// Persists an app record (and a new release) and mirrors it; then wakes the loop.
+    pub(crate) fn save(&self, app: &AppRecord, release: Option<Release>) -> Result<Option<Arc<Release>>, ControlError> {
+        self.store.put(app, release.as_ref())?;
+        let cached = release.map(|r| self.cache_release(r));
+        self.apps.lock().map_err(ControlError::poisoned)?.insert(app.name.clone(), app.clone());
+        self.wake.notify_one();
+        Ok(cached)
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    pub(crate) fn url(&self, app: &AppName) -> String {
+        match self.settings.public_port {
+            80 => format!("http://{app}.localhost"),
+            p => format!("http://{app}.localhost:{p}"),
+        }
+    }
+}

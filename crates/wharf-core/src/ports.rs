@@ -93,3 +93,11 @@ pub trait Store: Send + Sync {
     /// Deletes the app and all its releases.
     fn delete(&self, app: &AppName) -> Result<(), StoreError>;
 }
+
+/// Where the controller sends the route table, and asks how busy a replica is.
+pub trait RouteSink: Send + Sync {
+    /// Atomically replaces the route table.
+    fn publish(&self, table: wharf_types::route::RouteTable);
+    /// Requests in flight to a replica (0 when unknown).
+    fn inflight(&self, replica: &str) -> usize;
+}

@@ -149,3 +149,12 @@ impl Router {
             .ok_or_else(|| ProxyError::NoReadyReplica(route.app.clone()))
     }
 }
+
+impl wharf_core::ports::RouteSink for Router {
+    fn publish(&self, table: RouteTable) {
+        Router::publish(self, table);
+    }
+    fn inflight(&self, replica: &str) -> usize {
+        Router::inflight(self, replica)
+    }
+}

@@ -137,12 +137,17 @@ impl Runtime for ProcessRuntime {
 
     fn signal(&self, h: &Handle, sig: StopSignal) -> Result<(), RuntimeError> {
         let is_child = self.children.lock().map(|c| c.contains_key(&h.pid)).unwrap_or(false);
-        if !is_child && !self.alive(h) {
-            return Ok(()); // already gone; never signal a pid that may have been reused
-        }
         let res = match sig {
-            StopSignal::Term => signal::kill(pid_of(h), Signal::SIGTERM),
-            StopSignal::Kill => signal::killpg(pid_of(h), Signal::SIGKILL),
+            // SIGTERM goes to the init, which forwards it to the app exactly once.
+            StopSignal::Term if is_child || self.alive(h) => signal::kill(pid_of(h), Signal::SIGTERM),
+            StopSignal::Term => Ok(()),
+            // SIGKILL goes to the whole session's process group: whatever the app forked
+            // dies with it, even after the init itself is gone. A group id cannot be
+            // reused while the group has members, so this never hits a stranger.
+            StopSignal::Kill if is_child || self.alive(h) || procfs::group_has_members(&self.proc_root, h.pid) => {
+                signal::killpg(pid_of(h), Signal::SIGKILL)
+            }
+            StopSignal::Kill => Ok(()),
         };
         match res {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),

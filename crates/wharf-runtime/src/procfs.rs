@@ -18,6 +18,21 @@ pub fn parse_stat(text: &str) -> Option<(char, u64)> {
     Some((state, start))
 }
 
+/// Process group (field 5) of a stat line.
+fn parse_pgrp(text: &str) -> Option<u32> {
+    let rest = &text[text.rfind(')')? + 1..];
+    rest.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// True when some live process is in process group `pgid`.
+pub fn group_has_members(proc_root: &Path, pgid: u32) -> bool {
+    let Ok(rd) = std::fs::read_dir(proc_root) else { return false };
+    rd.flatten()
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .any(|text| parse_pgrp(&text) == Some(pgid) && parse_stat(&text).is_some_and(|(s, _)| s != 'Z'))
+}
+
 /// True when `pid` exists, is not a zombie, and started at `start_time`.
 pub fn is_same_live_process(proc_root: &Path, pid: u32, start_time: u64) -> bool {
     matches!(stat(proc_root, pid), Some((state, start)) if start == start_time && state != 'Z' && state != 'X')
@@ -45,6 +60,8 @@ mod tests {
         assert!(is_same_live_process(dir.path(), 42, 555));
         assert!(!is_same_live_process(dir.path(), 42, 556), "pid reused by another process");
         assert!(!is_same_live_process(dir.path(), 43, 555));
+        assert!(group_has_members(dir.path(), 42));
+        assert!(!group_has_members(dir.path(), 41));
     }
 
     #[test]

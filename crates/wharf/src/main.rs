@@ -1,1 +1,33 @@
-fn main() {}
+//! The `wharf` binary: the CLI, the `server` composition root, and the replica `init`
+//! role. Everything else lives in the library crates.
+
+mod cli;
+mod client;
+mod commands;
+mod output;
+mod server;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    if let cli::Command::Init { run_dir } = &cli.command {
+        // The replica init must not start a runtime or threads before forking the app.
+        return ExitCode::from(u8::try_from(wharf_runtime::init::run(run_dir)).unwrap_or(1));
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(commands::dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}

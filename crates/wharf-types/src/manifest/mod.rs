@@ -12,6 +12,7 @@ mod validate;
 
 pub use error::ManifestError;
 pub use procfile::parse_procfile;
+pub use validate::{valid_host, MAX_REPLICAS};
 
 use crate::{AppName, ProcessSpec, ProcessType};
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,133 @@
+//! Command-line interface definition.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "wharf", version, about = "A self-hosted application platform in one binary")]
+pub struct Cli {
+    /// Data directory (default: $WHARF_DATA_DIR, else /var/lib/wharf as root, else $XDG_DATA_HOME/wharf)
+    #[arg(long, global = true, env = "WHARF_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// API address of the server to talk to (default: the unix socket in the data dir)
+    #[arg(long = "server", global = true, env = "WHARF_SERVER", value_name = "HOST:PORT")]
+    pub server: Option<String>,
+    /// Print data as JSON
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the platform in the foreground (control plane, router, supervisor)
+    Server {
+        /// Router address
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// HTTPS router address (not available yet)
+        #[arg(long)]
+        listen_tls: Option<String>,
+        /// Also serve the API over TCP at this address
+        #[arg(long)]
+        api: Option<String>,
+    },
+    /// Quick start: start a server if none answers, deploy DIR, follow its logs
+    Up {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Router address of the server started for you
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Build a release from DIR and roll it out
+    Deploy {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// App name (overrides the manifest and the directory name)
+        #[arg(long)]
+        app: Option<String>,
+        /// Environment (not available yet)
+        #[arg(long)]
+        env: Option<String>,
+        /// rolling | blue-green | canary
+        #[arg(long)]
+        strategy: Option<String>,
+        /// Return once the release is created
+        #[arg(long)]
+        detach: bool,
+    },
+    /// List apps
+    Apps,
+    /// One app's release, processes, routes and health
+    Status { app: String },
+    /// Replicas with state, release, pid, address
+    Ps { app: Option<String> },
+    /// The release ledger
+    Releases { app: String },
+    /// Roll back to the previous release, or to vN
+    Rollback { app: String, release: Option<String> },
+    /// Set replica counts: wharf scale APP web=3 worker=1
+    Scale {
+        app: String,
+        #[arg(required = true, value_name = "TYPE=N")]
+        counts: Vec<String>,
+    },
+    /// App logs, kept across deploys and restarts
+    Logs {
+        app: String,
+        /// Follow new lines
+        #[arg(short, long)]
+        follow: bool,
+        /// Only lines newer than this (10m, 1h, or an RFC 3339 time)
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this process type
+        #[arg(long)]
+        process: Option<String>,
+        /// Number of lines (default 100 unless --since)
+        #[arg(short = 'n', long)]
+        lines: Option<usize>,
+    },
+    /// Show config vars, or change them (a change is a new release)
+    #[command(args_conflicts_with_subcommands = true)]
+    Config {
+        #[command(subcommand)]
+        action: Option<ConfigAction>,
+        /// App (when showing)
+        app: Option<String>,
+    },
+    /// Run a one-off process with the app's release and config
+    Run {
+        app: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Stop and remove an app
+    Destroy {
+        app: String,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
+    /// The replica init (internal)
+    #[command(hide = true)]
+    Init { run_dir: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Set variables: wharf config set APP K=V...
+    Set {
+        app: String,
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+    },
+    /// Remove variables: wharf config unset APP K...
+    Unset {
+        app: String,
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+    },
+}

@@ -1,0 +1,171 @@
+//! The API client: HTTP/1.1 over the server's unix socket (or TCP with --server).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::PathBuf;
+use wharf_types::api::{ApiError, ErrorKind};
+
+/// A failure the CLI reports: message and exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub code: u8,
+}
+
+impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Self { message: message.into(), code }
+    }
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(2, message)
+    }
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::new(1, message)
+    }
+    /// Exit code of an API error kind: bad input and unknown things are the user's (2).
+    pub fn from_api(e: ApiError) -> Self {
+        let code = match e.kind {
+            ErrorKind::BadInput | ErrorKind::NotFound => 2,
+            _ => 1,
+        };
+        let message = match e.manifest {
+            Some(m) => m.to_string(),
+            None => e.error,
+        };
+        Self::new(code, message)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Failure>;
+
+/// Where the server's API is.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "{}", p.display()),
+            Endpoint::Tcp(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub endpoint: Endpoint,
+}
+
+impl Client {
+    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Response<Incoming>> {
+        let unreachable = |e: &dyn std::fmt::Display| {
+            Failure::failed(format!(
+                "no wharf server answers at {} ({e}); start one with `wharf server` or `wharf up`",
+                self.endpoint
+            ))
+        };
+        let mut sender = match &self.endpoint {
+            Endpoint::Unix(p) => {
+                let s = tokio::net::UnixStream::connect(p).await.map_err(|e| unreachable(&e))?;
+                handshake(s).await.map_err(|e| unreachable(&e))?
+            }
+            Endpoint::Tcp(a) => {
+                let s = tokio::net::TcpStream::connect(a).await.map_err(|e| unreachable(&e))?;
+                handshake(s).await.map_err(|e| unreachable(&e))?
+            }
+        };
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "wharf")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| Failure::failed(e.to_string()))?;
+        sender.send_request(req).await.map_err(|e| Failure::failed(format!("the server closed the connection: {e}")))
+    }
+
+    /// Sends a request and decodes a JSON answer (or the API error).
+    pub async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&impl Serialize>) -> Result<T> {
+        let body = body.map(|b| serde_json::to_vec(b)).transpose().map_err(|e| Failure::failed(e.to_string()))?;
+        let resp = self.send(method, path, body).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(|e| Failure::failed(e.to_string()))?.to_bytes();
+        decode(status, &bytes)
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+
+    /// Sends a request whose answer is newline-delimited JSON; calls `on` per value.
+    pub async fn stream<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        mut on: impl FnMut(T) -> Result<()>,
+    ) -> Result<()> {
+        let body = body.map(|b| serde_json::to_vec(b)).transpose().map_err(|e| Failure::failed(e.to_string()))?;
+        let resp = self.send(method, path, body).await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await.map_err(|e| Failure::failed(e.to_string()))?.to_bytes();
+            return decode::<()>(status, &bytes);
+        }
+        let mut buf = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Failure::failed(format!("the server stopped answering: {e}")))?;
+            if let Some(data) = frame.data_ref() {
+                buf.extend_from_slice(data);
+                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    let v = serde_json::from_slice(&line).map_err(|e| Failure::failed(format!("unexpected answer from the server: {e}")))?;
+                    on(v)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the server answers its health check.
+    pub async fn healthy(&self) -> bool {
+        match self.send(Method::GET, "/healthz", None).await {
+            Ok(r) => r.status() == StatusCode::OK,
+            Err(_) => false,
+        }
+    }
+}
+
+async fn handshake<S>(s: S) -> std::io::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<T> {
+    if status.is_success() {
+        return serde_json::from_slice(bytes).map_err(|e| Failure::failed(format!("unexpected answer from the server: {e}")));
+    }
+    match serde_json::from_slice::<ApiError>(bytes) {
+        Ok(e) => Err(Failure::from_api(e)),
+        Err(_) => {
+            let text = String::from_utf8_lossy(bytes).trim().to_string();
+            let code = if status.is_client_error() { 2 } else { 1 };
+            Err(Failure::new(code, format!("the server answered {status}: {text}")))
+        }
+    }
+}

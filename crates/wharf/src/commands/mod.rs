@@ -1,0 +1,98 @@
+//! One function per command; `dispatch` picks it.
+
+mod deploy;
+mod logs;
+mod manage;
+mod run;
+mod show;
+mod up;
+
+use crate::cli::{Cli, Command, ConfigAction};
+use crate::client::{Client, Endpoint, Failure, Result};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use wharf_types::AppName;
+
+/// The data dir: --data-dir / $WHARF_DATA_DIR, else /var/lib/wharf as root, else
+/// $XDG_DATA_HOME/wharf (or ~/.local/share/wharf).
+pub fn data_dir(flag: Option<PathBuf>) -> PathBuf {
+    if let Some(d) = flag {
+        return d;
+    }
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/wharf");
+    }
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(x) if !x.is_empty() => PathBuf::from(x).join("wharf"),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".local/share/wharf"),
+    }
+}
+
+fn client(cli: &Cli) -> Client {
+    let endpoint = match &cli.server {
+        Some(addr) => Endpoint::Tcp(addr.clone()),
+        None => Endpoint::Unix(data_dir(cli.data_dir.clone()).join("wharf.sock")),
+    };
+    Client { endpoint }
+}
+
+/// Checks an app name before it goes anywhere.
+pub fn app(name: &str) -> Result<AppName> {
+    AppName::new(name).map_err(|e| Failure::usage(e.to_string()))
+}
+
+fn init_tracing(server: bool) {
+    let default = if server { "info" } else { "warn" };
+    let filter: tracing_subscriber::filter::Targets = std::env::var("WHARF_LOG")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| default.parse().unwrap_or_default());
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
+        .with(filter)
+        .try_init();
+}
+
+pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    init_tracing(matches!(cli.command, Command::Server { .. }));
+    let c = client(&cli);
+    let json = cli.json;
+    match cli.command {
+        Command::Server { listen, listen_tls, api } => {
+            let dir = data_dir(cli.data_dir.clone());
+            crate::server::run(&dir, crate::server::Options { listen, listen_tls, api }).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up { dir, listen } => up::up(&c, data_dir(cli.data_dir.clone()), &dir, &listen).await,
+        Command::Deploy { dir, app, env, strategy, detach } => {
+            if env.is_some() {
+                return Err(Failure::usage("--env: environments are not available in this version yet"));
+            }
+            let strategy = strategy.map(|s| s.parse().map_err(Failure::usage)).transpose()?;
+            deploy::deploy(&c, &dir, app, strategy, detach, json).await
+        }
+        Command::Apps => show::apps(&c, json).await,
+        Command::Status { app: a } => show::status(&c, &app(&a)?, json).await,
+        Command::Ps { app: a } => show::ps(&c, a.as_deref().map(app).transpose()?.as_ref(), json).await,
+        Command::Releases { app: a } => show::releases(&c, &app(&a)?, json).await,
+        Command::Rollback { app: a, release } => {
+            let to = release
+                .map(|r| r.trim_start_matches('v').parse::<u32>().map_err(|_| Failure::usage(format!("invalid release {r:?}; use a number like v3 or 3"))))
+                .transpose()?;
+            deploy::rollback(&c, &app(&a)?, to, json).await
+        }
+        Command::Scale { app: a, counts } => manage::scale(&c, &app(&a)?, &counts, json).await,
+        Command::Logs { app: a, follow, since, process, lines } => logs::logs(&c, &app(&a)?, follow, since, process, lines, json).await,
+        Command::Config { action, app: a } => match (action, a) {
+            (Some(ConfigAction::Set { app: a, pairs }), _) => deploy::config_set(&c, &app(&a)?, &pairs, json).await,
+            (Some(ConfigAction::Unset { app: a, keys }), _) => deploy::config_unset(&c, &app(&a)?, keys, json).await,
+            (None, Some(a)) => show::config(&c, &app(&a)?, json).await,
+            (None, None) => Err(Failure::usage("usage: wharf config APP | wharf config set APP K=V... | wharf config unset APP K...")),
+        },
+        Command::Run { app: a, command } => run::run(&c, &app(&a)?, &command).await,
+        Command::Destroy { app: a, yes } => manage::destroy(&c, &app(&a)?, yes, json).await,
+        Command::Init { .. } => Err(Failure::usage("init is run by the server, not by hand")),
+    }
+}
