@@ -11,7 +11,11 @@ pub struct HttpError(pub ApiError);
 
 impl HttpError {
     pub fn bad_input(message: impl Into<String>) -> Self {
-        Self(ApiError { kind: ErrorKind::BadInput, error: message.into(), manifest: None })
+        Self(ApiError {
+            kind: ErrorKind::BadInput,
+            error: message.into(),
+            manifest: None,
+        })
     }
 }
 
@@ -21,7 +25,11 @@ impl From<ControlError> for HttpError {
             ControlError::Manifest(m) => Some(m.clone()),
             _ => None,
         };
-        Self(ApiError { kind: api_kind(e.kind()), error: e.to_string(), manifest })
+        Self(ApiError {
+            kind: api_kind(e.kind()),
+            error: e.to_string(),
+            manifest,
+        })
     }
 }
 

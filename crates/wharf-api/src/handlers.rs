@@ -21,7 +21,11 @@ fn app_name(s: String) -> Result<AppName> {
 }
 
 pub async fn metrics(State(c): State<Controller>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], c.metrics()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        c.metrics(),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -30,21 +34,38 @@ pub struct DeployQuery {
     detach: bool,
 }
 
-pub async fn deploy(State(c): State<Controller>, Query(q): Query<DeployQuery>, Json(req): Json<DeployRequest>) -> Response {
+pub async fn deploy(
+    State(c): State<Controller>,
+    Query(q): Query<DeployQuery>,
+    Json(req): Json<DeployRequest>,
+) -> Response {
     let (progress, rx) = Progress::channel(256);
-    let opts = DeployOptions { dir: req.dir.into(), app: req.app, strategy: req.strategy, detach: q.detach };
+    let opts = DeployOptions {
+        dir: req.dir.into(),
+        app: req.app,
+        strategy: req.strategy,
+        detach: q.detach,
+    };
     tokio::spawn(async move { c.deploy(opts, progress).await });
     ndjson(rx)
 }
 
-pub async fn rollback(State(c): State<Controller>, Path(app): Path<String>, Json(req): Json<RollbackRequest>) -> Result<Response> {
+pub async fn rollback(
+    State(c): State<Controller>,
+    Path(app): Path<String>,
+    Json(req): Json<RollbackRequest>,
+) -> Result<Response> {
     let app = app_name(app)?;
     let (progress, rx) = Progress::channel(256);
     tokio::spawn(async move { c.rollback(&app, req.to, progress).await });
     Ok(ndjson(rx))
 }
 
-pub async fn configure(State(c): State<Controller>, Path(app): Path<String>, Json(req): Json<ConfigRequest>) -> Result<Response> {
+pub async fn configure(
+    State(c): State<Controller>,
+    Path(app): Path<String>,
+    Json(req): Json<ConfigRequest>,
+) -> Result<Response> {
     let app = app_name(app)?;
     let (progress, rx) = Progress::channel(256);
     tokio::spawn(async move { c.configure(&app, req.set, req.unset, progress).await });
@@ -73,7 +94,11 @@ pub async fn releases(State(c): State<Controller>, Path(app): Path<String>) -> R
     Ok(Json(c.releases(&app_name(app)?)?).into_response())
 }
 
-pub async fn scale(State(c): State<Controller>, Path(app): Path<String>, Json(req): Json<ScaleRequest>) -> Result<Response> {
+pub async fn scale(
+    State(c): State<Controller>,
+    Path(app): Path<String>,
+    Json(req): Json<ScaleRequest>,
+) -> Result<Response> {
     Ok(Json(c.scale(&app_name(app)?, &req.counts)?).into_response())
 }
 
@@ -104,7 +129,9 @@ pub struct LogsQuery {
 /// Parses `--since`: a duration back from now (`10m`) or an RFC 3339 time.
 fn since(s: &str) -> Result<String> {
     if let Ok(d) = humantime::parse_duration(s) {
-        let t = SystemTime::now().checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH);
+        let t = SystemTime::now()
+            .checked_sub(d)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         return Ok(logs::timestamp(t));
     }
     humantime::parse_rfc3339_weak(s)
@@ -112,11 +139,23 @@ fn since(s: &str) -> Result<String> {
         .map_err(|_| HttpError::bad_input(format!("invalid --since {s:?}; use a duration like 10m or a time like 2026-01-02T15:04:05Z")))
 }
 
-pub async fn logs(State(c): State<Controller>, Path(app): Path<String>, Query(q): Query<LogsQuery>) -> Result<Response> {
+pub async fn logs(
+    State(c): State<Controller>,
+    Path(app): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response> {
     let app = app_name(app)?;
     let path = c.log_path(&app)?;
-    let filter = Filter { since: q.since.as_deref().map(since).transpose()?, process: q.process, replica: None };
-    let last = q.tail.or(if filter.since.is_some() { None } else { Some(100) });
+    let filter = Filter {
+        since: q.since.as_deref().map(since).transpose()?,
+        process: q.process,
+        replica: None,
+    };
+    let last = q.tail.or(if filter.since.is_some() {
+        None
+    } else {
+        Some(100)
+    });
     let (records, offset) = {
         let (path, filter) = (path.clone(), filter.clone());
         tokio::task::spawn_blocking(move || logs::read(&path, &filter, last))

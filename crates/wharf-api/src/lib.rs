@@ -23,11 +23,17 @@ pub fn router(controller: Controller) -> Router {
         .route("/v1/deploy", post(handlers::deploy))
         .route("/v1/ps", get(handlers::ps))
         .route("/v1/apps", get(handlers::apps))
-        .route("/v1/apps/{app}", get(handlers::status).delete(handlers::destroy))
+        .route(
+            "/v1/apps/{app}",
+            get(handlers::status).delete(handlers::destroy),
+        )
         .route("/v1/apps/{app}/releases", get(handlers::releases))
         .route("/v1/apps/{app}/rollback", post(handlers::rollback))
         .route("/v1/apps/{app}/scale", post(handlers::scale))
-        .route("/v1/apps/{app}/config", get(handlers::config).post(handlers::configure))
+        .route(
+            "/v1/apps/{app}/config",
+            get(handlers::config).post(handlers::configure),
+        )
         .route("/v1/apps/{app}/run", post(handlers::run))
         .route("/v1/apps/{app}/logs", get(handlers::logs))
         .with_state(controller)

@@ -14,7 +14,8 @@ pub const NDJSON: &str = "application/x-ndjson";
 /// Streams every value received as one JSON line.
 pub fn ndjson<T: Serialize + Send + 'static>(rx: mpsc::Receiver<T>) -> Response {
     let stream = ReceiverStream::new(rx).map(|v| {
-        let mut line = serde_json::to_vec(&v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
+        let mut line = serde_json::to_vec(&v)
+            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
         line.push(b'\n');
         Ok::<_, std::convert::Infallible>(Bytes::from(line))
     });

@@ -17,28 +17,50 @@ impl Controller {
     pub(crate) fn execute(&self, action: Action, now: UnixMillis) {
         let inner = &self.inner;
         match action {
-            Action::Start { app, process, release, ordinal, id } => {
+            Action::Start {
+                app,
+                process,
+                release,
+                ordinal,
+                id,
+            } => {
                 let replica = Replica::new(app.clone(), process, release, ordinal, now);
                 debug_assert_eq!(replica.id, id);
                 if let Ok(mut state) = inner.state.lock() {
-                    state.entries.insert((app.clone(), id.clone()), Entry::new(replica));
+                    state
+                        .entries
+                        .insert((app.clone(), id.clone()), Entry::new(replica));
                 }
                 inner.launch(&app, &id, now, false);
             }
             Action::Restart { app, id } => inner.launch(&app, &id, now, true),
             Action::Stop { app, id, reason } => self.begin_stop(&app, &id, reason, now),
-            Action::RolloutSucceeded { app, release } => inner.rollout_succeeded(&app, release, now),
-            Action::RolloutFailed { app, release, reason, replica } => inner.rollout_failed(&app, release, reason, replica, now),
+            Action::RolloutSucceeded { app, release } => {
+                inner.rollout_succeeded(&app, release, now)
+            }
+            Action::RolloutFailed {
+                app,
+                release,
+                reason,
+                replica,
+            } => inner.rollout_failed(&app, release, reason, replica, now),
         }
     }
 
     fn begin_stop(&self, app: &AppName, id: &str, reason: StopReason, now: UnixMillis) {
         let inner = &self.inner;
         let key = (app.clone(), id.to_string());
-        let Ok(mut state) = inner.state.lock() else { return };
-        let Some(entry) = state.entries.get_mut(&key) else { return };
+        let Ok(mut state) = inner.state.lock() else {
+            return;
+        };
+        let Some(entry) = state.entries.get_mut(&key) else {
+            return;
+        };
         let running = entry.replica.is_running();
-        entry.replica.phase = Phase::Stopping { since: now, draining: running };
+        entry.replica.phase = Phase::Stopping {
+            since: now,
+            draining: running,
+        };
         entry.replica.ready = false;
         drop(state);
         let why = match reason {
@@ -46,7 +68,10 @@ impl Controller {
             StopReason::ScaledDown => "scaled down",
             StopReason::NotDesired => "no longer desired",
         };
-        inner.emit(Event::Progress { app: app.clone(), message: format!("stopping {id} ({why})") });
+        inner.emit(Event::Progress {
+            app: app.clone(),
+            message: format!("stopping {id} ({why})"),
+        });
         // The route table without this replica goes out before the stopper starts draining.
         inner.publish_routes();
         let c = self.clone();
@@ -58,20 +83,31 @@ impl Inner {
     /// Starts (or restarts) the process of a slot on a fresh port.
     fn launch(&self, app: &AppName, id: &str, now: UnixMillis, restart: bool) {
         let key = (app.clone(), id.to_string());
-        let Ok(mut state) = self.state.lock() else { return };
-        let Some(entry) = state.entries.get_mut(&key) else { return };
-        let r = entry.replica.clone();
-        let Some(release) = self.release(app, r.release) else {
-            entry.replica.record_exit(start_failure(now, format!("release v{} is missing from the store", r.release)));
+        let Ok(mut state) = self.state.lock() else {
             return;
         };
-        let Some(spec) = release.processes.get(&r.process) else { return };
+        let Some(entry) = state.entries.get_mut(&key) else {
+            return;
+        };
+        let r = entry.replica.clone();
+        let Some(release) = self.release(app, r.release) else {
+            entry.replica.record_exit(start_failure(
+                now,
+                format!("release v{} is missing from the store", r.release),
+            ));
+            return;
+        };
+        let Some(spec) = release.processes.get(&r.process) else {
+            return;
+        };
         let port = match spec.port {
             Some(p) => p,
             None => match free_port() {
                 Ok(p) => p,
                 Err(e) => {
-                    entry.replica.record_exit(start_failure(now, format!("no free port: {e}")));
+                    entry
+                        .replica
+                        .record_exit(start_failure(now, format!("no free port: {e}")));
                     return;
                 }
             },
@@ -94,7 +130,10 @@ impl Inner {
                 let pid = handle.pid;
                 entry.started(handle, now);
                 let verb = if restart { "restarted" } else { "started" };
-                self.emit(Event::Progress { app: app.clone(), message: format!("{verb} {id} (pid {pid}, port {port})") });
+                self.emit(Event::Progress {
+                    app: app.clone(),
+                    message: format!("{verb} {id} (pid {pid}, port {port})"),
+                });
             }
             Err(e) => {
                 if restart {
@@ -108,10 +147,18 @@ impl Inner {
 
     fn rollout_succeeded(&self, app: &AppName, release: u32, now: UnixMillis) {
         let Some(mut rec) = self.app(app) else { return };
-        let Some(rollout) = rec.rollout.take() else { return };
+        let Some(rollout) = rec.rollout.take() else {
+            return;
+        };
         if rollout.reverting.is_none() {
             rec.last_good = Some(release);
-            rec.last_outcome = Some(RolloutOutcome { release, succeeded: true, at: now, reason: None, replica: None });
+            rec.last_outcome = Some(RolloutOutcome {
+                release,
+                succeeded: true,
+                at: now,
+                reason: None,
+                replica: None,
+            });
         } else {
             rec.last_good = Some(release);
         }
@@ -120,28 +167,63 @@ impl Inner {
             return;
         }
         match rollout.reverting {
-            None => self.emit(Event::RolloutSucceeded { app: app.clone(), release }),
-            Some(_) => self.emit(Event::Progress { app: app.clone(), message: format!("v{release} serves all traffic again") }),
+            None => self.emit(Event::RolloutSucceeded {
+                app: app.clone(),
+                release,
+            }),
+            Some(_) => self.emit(Event::Progress {
+                app: app.clone(),
+                message: format!("v{release} serves all traffic again"),
+            }),
         }
     }
 
-    fn rollout_failed(&self, app: &AppName, release: u32, reason: String, replica: Option<String>, now: UnixMillis) {
+    fn rollout_failed(
+        &self,
+        app: &AppName,
+        release: u32,
+        reason: String,
+        replica: Option<String>,
+        now: UnixMillis,
+    ) {
         let Some(mut rec) = self.app(app) else { return };
         let from = rec.rollout.as_ref().and_then(|r| r.from);
         rec.target = from;
-        rec.rollout = from.map(|f| Rollout { release: f, from: Some(release), started_at: now, reverting: Some(reason.clone()) });
-        rec.last_outcome = Some(RolloutOutcome { release, succeeded: false, at: now, reason: Some(reason.clone()), replica: replica.clone() });
+        rec.rollout = from.map(|f| Rollout {
+            release: f,
+            from: Some(release),
+            started_at: now,
+            reverting: Some(reason.clone()),
+        });
+        rec.last_outcome = Some(RolloutOutcome {
+            release,
+            succeeded: false,
+            at: now,
+            reason: Some(reason.clone()),
+            replica: replica.clone(),
+        });
         if let Err(e) = self.save(&rec, None) {
             tracing::error!(app = %app, "cannot record the failed rollout of v{release}: {e}");
             return;
         }
-        let logs = replica.as_deref().map(|id| self.runtime.tail(app, id, FAILURE_LOG_LINES)).unwrap_or_default();
+        let logs = replica
+            .as_deref()
+            .map(|id| self.runtime.tail(app, id, FAILURE_LOG_LINES))
+            .unwrap_or_default();
         tracing::warn!(app = %app, "rollout of v{release} failed: {reason}");
-        self.emit(Event::RolloutFailed { app: app.clone(), release, reason, replica, logs });
+        self.emit(Event::RolloutFailed {
+            app: app.clone(),
+            release,
+            reason,
+            replica,
+            logs,
+        });
     }
 }
 
 /// A port nobody listens on right now (the kernel's choice for port 0).
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

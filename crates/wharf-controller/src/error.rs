@@ -31,19 +31,34 @@ impl ControlError {
         }
     }
     pub fn bad_input(message: impl Into<String>) -> Self {
-        Self::Op { kind: Kind::BadInput, message: message.into() }
+        Self::Op {
+            kind: Kind::BadInput,
+            message: message.into(),
+        }
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::Op { kind: Kind::NotFound, message: message.into() }
+        Self::Op {
+            kind: Kind::NotFound,
+            message: message.into(),
+        }
     }
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::Op { kind: Kind::Conflict, message: message.into() }
+        Self::Op {
+            kind: Kind::Conflict,
+            message: message.into(),
+        }
     }
     pub fn failed(message: impl Into<String>) -> Self {
-        Self::Op { kind: Kind::Failed, message: message.into() }
+        Self::Op {
+            kind: Kind::Failed,
+            message: message.into(),
+        }
     }
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::Op { kind: Kind::Internal, message: message.into() }
+        Self::Op {
+            kind: Kind::Internal,
+            message: message.into(),
+        }
     }
     pub(crate) fn poisoned<T>(_: T) -> Self {
         Self::internal("controller state lock poisoned (a previous panic); restart the server")

@@ -8,13 +8,21 @@ pub enum Event {
     Progress { app: AppName, message: String },
     /// A rollout finished.
     RolloutSucceeded { app: AppName, release: u32 },
-    RolloutFailed { app: AppName, release: u32, reason: String, replica: Option<String>, logs: Vec<String> },
+    RolloutFailed {
+        app: AppName,
+        release: u32,
+        reason: String,
+        replica: Option<String>,
+        logs: Vec<String>,
+    },
 }
 
 impl Event {
     pub fn app(&self) -> &AppName {
         match self {
-            Event::Progress { app, .. } | Event::RolloutSucceeded { app, .. } | Event::RolloutFailed { app, .. } => app,
+            Event::Progress { app, .. }
+            | Event::RolloutSucceeded { app, .. }
+            | Event::RolloutFailed { app, .. } => app,
         }
     }
 }

@@ -44,7 +44,10 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { public_port: 8080, tick: std::time::Duration::from_millis(100) }
+        Self {
+            public_port: 8080,
+            tick: std::time::Duration::from_millis(100),
+        }
     }
 }
 
@@ -149,7 +152,11 @@ impl Inner {
     }
 
     pub(crate) fn release(&self, app: &AppName, version: u32) -> Option<Arc<Release>> {
-        self.releases.lock().ok()?.get(&(app.clone(), version)).cloned()
+        self.releases
+            .lock()
+            .ok()?
+            .get(&(app.clone(), version))
+            .cloned()
     }
 
     pub(crate) fn app(&self, app: &AppName) -> Option<AppRecord> {
@@ -157,10 +164,17 @@ impl Inner {
     }
 
     /// Persists an app record (and a new release) and mirrors it; then wakes the loop.
-    pub(crate) fn save(&self, app: &AppRecord, release: Option<Release>) -> Result<Option<Arc<Release>>, ControlError> {
+    pub(crate) fn save(
+        &self,
+        app: &AppRecord,
+        release: Option<Release>,
+    ) -> Result<Option<Arc<Release>>, ControlError> {
         self.store.put(app, release.as_ref())?;
         let cached = release.map(|r| self.cache_release(r));
-        self.apps.lock().map_err(ControlError::poisoned)?.insert(app.name.clone(), app.clone());
+        self.apps
+            .lock()
+            .map_err(ControlError::poisoned)?
+            .insert(app.name.clone(), app.clone());
         self.wake.notify_one();
         Ok(cached)
     }

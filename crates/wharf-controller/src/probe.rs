@@ -8,7 +8,13 @@ use tokio::net::TcpStream;
 use wharf_types::Check;
 
 /// Runs `check` against a replica listening on 127.0.0.1:`port`; true when it passes.
-pub(crate) async fn run(check: &Check, port: u16, timeout: Duration, dir: &Path, env: &BTreeMap<String, String>) -> bool {
+pub(crate) async fn run(
+    check: &Check,
+    port: u16,
+    timeout: Duration,
+    dir: &Path,
+    env: &BTreeMap<String, String>,
+) -> bool {
     let attempt = async {
         match check {
             Check::Tcp => TcpStream::connect(("127.0.0.1", port)).await.is_ok(),
@@ -16,7 +22,9 @@ pub(crate) async fn run(check: &Check, port: u16, timeout: Duration, dir: &Path,
             Check::Exec { command } => exec(command, dir, env).await,
         }
     };
-    tokio::time::timeout(timeout, attempt).await.unwrap_or(false)
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or(false)
 }
 
 async fn http(port: u16, path: &str, expected: Option<u16>) -> std::io::Result<bool> {
@@ -88,19 +96,83 @@ mod tests {
                 let mut buf = [0u8; 1024];
                 let n = s.read(&mut buf).await.unwrap_or(0);
                 let ok = String::from_utf8_lossy(&buf[..n]).starts_with("GET /ok ");
-                let resp: &[u8] = if ok { b"HTTP/1.1 200 OK\r\n\r\n" } else { b"HTTP/1.1 500 no\r\n\r\n" };
+                let resp: &[u8] = if ok {
+                    b"HTTP/1.1 200 OK\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 500 no\r\n\r\n"
+                };
                 let _ = s.write_all(resp).await;
             }
         });
         let t = Duration::from_secs(2);
         let dir = std::env::temp_dir();
-        let env = BTreeMap::from([("PATH".to_string(), std::env::var("PATH").unwrap_or_default())]);
+        let env = BTreeMap::from([(
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_default(),
+        )]);
         assert!(run(&Check::Tcp, port, t, &dir, &env).await);
-        assert!(run(&Check::Http { path: "/ok".into(), status: None }, port, t, &dir, &env).await);
-        assert!(!run(&Check::Http { path: "/bad".into(), status: None }, port, t, &dir, &env).await);
-        assert!(run(&Check::Exec { command: "true".into() }, port, t, &dir, &env).await);
-        assert!(!run(&Check::Exec { command: "exit 1".into() }, port, t, &dir, &env).await);
-        assert!(!run(&Check::Exec { command: "sleep 5".into() }, port, Duration::from_millis(100), &dir, &env).await);
+        assert!(
+            run(
+                &Check::Http {
+                    path: "/ok".into(),
+                    status: None
+                },
+                port,
+                t,
+                &dir,
+                &env
+            )
+            .await
+        );
+        assert!(
+            !run(
+                &Check::Http {
+                    path: "/bad".into(),
+                    status: None
+                },
+                port,
+                t,
+                &dir,
+                &env
+            )
+            .await
+        );
+        assert!(
+            run(
+                &Check::Exec {
+                    command: "true".into()
+                },
+                port,
+                t,
+                &dir,
+                &env
+            )
+            .await
+        );
+        assert!(
+            !run(
+                &Check::Exec {
+                    command: "exit 1".into()
+                },
+                port,
+                t,
+                &dir,
+                &env
+            )
+            .await
+        );
+        assert!(
+            !run(
+                &Check::Exec {
+                    command: "sleep 5".into()
+                },
+                port,
+                Duration::from_millis(100),
+                &dir,
+                &env
+            )
+            .await
+        );
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()

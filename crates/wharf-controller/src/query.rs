@@ -3,7 +3,9 @@
 use crate::{ControlError, Controller, Kind};
 use std::collections::BTreeMap;
 use wharf_core::Phase;
-use wharf_types::api::{AppStatus, ErrorKind, ProcessStatus, ReleaseInfo, ReplicaInfo, ReplicaState, RunSpec};
+use wharf_types::api::{
+    AppStatus, ErrorKind, ProcessStatus, ReleaseInfo, ReplicaInfo, ReplicaState, RunSpec,
+};
 use wharf_types::AppName;
 
 /// Maps a controller error kind to the API's.
@@ -19,11 +21,18 @@ pub fn api_kind(k: Kind) -> ErrorKind {
 
 impl Controller {
     fn known(&self, app: &AppName) -> Result<wharf_types::AppRecord, ControlError> {
-        self.inner.app(app).ok_or_else(|| ControlError::not_found(format!("no app named {app}; see `wharf apps`")))
+        self.inner
+            .app(app)
+            .ok_or_else(|| ControlError::not_found(format!("no app named {app}; see `wharf apps`")))
     }
 
     pub fn apps(&self) -> Vec<AppStatus> {
-        let names: Vec<AppName> = self.inner.apps.lock().map(|a| a.keys().cloned().collect()).unwrap_or_default();
+        let names: Vec<AppName> = self
+            .inner
+            .apps
+            .lock()
+            .map(|a| a.keys().cloned().collect())
+            .unwrap_or_default();
         names.iter().filter_map(|n| self.status(n).ok()).collect()
     }
 
@@ -37,11 +46,22 @@ impl Controller {
         if let Some(r) = &release {
             for (p, spec) in &r.processes {
                 let desired = rec.desired(p, spec);
-                let mine = replicas.iter().filter(|x| x.process == p.as_str() && x.release == r.version);
-                let ready = mine.clone().filter(|x| x.state == ReplicaState::Ready).count() as u32;
+                let mine = replicas
+                    .iter()
+                    .filter(|x| x.process == p.as_str() && x.release == r.version);
+                let ready = mine
+                    .clone()
+                    .filter(|x| x.state == ReplicaState::Ready)
+                    .count() as u32;
                 let running = mine.filter(|x| x.pid.is_some()).count() as u32;
                 all_ready &= ready >= desired;
-                processes.push(ProcessStatus { process: p.to_string(), command: spec.command.clone(), desired, ready, running });
+                processes.push(ProcessStatus {
+                    process: p.to_string(),
+                    command: spec.command.clone(),
+                    desired,
+                    ready,
+                    running,
+                });
             }
         }
         let status = match (&rec.rollout, &release) {
@@ -101,7 +121,10 @@ impl Controller {
                     release: r.release,
                     state,
                     pid: e.handle.as_ref().filter(|_| running).map(|h| h.pid),
-                    address: e.port().filter(|_| running).map(|p| format!("127.0.0.1:{p}")),
+                    address: e
+                        .port()
+                        .filter(|_| running)
+                        .map(|p| format!("127.0.0.1:{p}")),
                     restarts: r.restarts,
                     last_exit: r.last_exit.as_ref().map(|x| x.reason.clone()),
                     started_at,
@@ -122,7 +145,11 @@ impl Controller {
                 description: r.description.clone(),
                 created_at: r.created_at,
                 current: rec.target == Some(r.version),
-                processes: r.processes.iter().map(|(p, s)| (p.to_string(), s.command.clone())).collect(),
+                processes: r
+                    .processes
+                    .iter()
+                    .map(|(p, s)| (p.to_string(), s.command.clone()))
+                    .collect(),
             })
             .collect())
     }
@@ -130,7 +157,11 @@ impl Controller {
     /// The environment of the current release (what the app sees, without PORT).
     pub fn config(&self, app: &AppName) -> Result<BTreeMap<String, String>, ControlError> {
         let rec = self.known(app)?;
-        Ok(rec.target.and_then(|v| self.inner.release(app, v)).map(|r| r.env.clone()).unwrap_or_else(|| rec.config.clone()))
+        Ok(rec
+            .target
+            .and_then(|v| self.inner.release(app, v))
+            .map(|r| r.env.clone())
+            .unwrap_or_else(|| rec.config.clone()))
     }
 
     /// What a one-off process of the current release needs.
@@ -139,7 +170,9 @@ impl Controller {
         let release = rec
             .target
             .and_then(|v| self.inner.release(app, v))
-            .ok_or_else(|| ControlError::bad_input(format!("{app} has no running release; deploy it first")))?;
+            .ok_or_else(|| {
+                ControlError::bad_input(format!("{app} has no running release; deploy it first"))
+            })?;
         let mut env: BTreeMap<String, String> = ["PATH", "HOME", "LANG", "TZ", "USER", "TERM"]
             .iter()
             .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
@@ -150,7 +183,12 @@ impl Controller {
         env.insert("WHARF_RELEASE".into(), release.version.to_string());
         Ok(RunSpec {
             release: release.version,
-            dir: self.inner.layout.artifact(&release.artifact).display().to_string(),
+            dir: self
+                .inner
+                .layout
+                .artifact(&release.artifact)
+                .display()
+                .to_string(),
             env,
         })
     }
@@ -168,19 +206,31 @@ impl Controller {
         let mut counts: BTreeMap<(String, String, String), u64> = BTreeMap::new();
         let mut restarts: BTreeMap<(String, String), u64> = BTreeMap::new();
         for r in self.ps(None).unwrap_or_default() {
-            *counts.entry((r.app.clone(), r.process.clone(), r.state.to_string())).or_default() += 1;
+            *counts
+                .entry((r.app.clone(), r.process.clone(), r.state.to_string()))
+                .or_default() += 1;
             *restarts.entry((r.app, r.process)).or_default() += u64::from(r.restarts);
         }
         for ((a, p, s), n) in counts {
-            out.push_str(&format!("wharf_replicas{{app=\"{a}\",process=\"{p}\",state=\"{s}\"}} {n}\n"));
+            out.push_str(&format!(
+                "wharf_replicas{{app=\"{a}\",process=\"{p}\",state=\"{s}\"}} {n}\n"
+            ));
         }
         out.push_str("# HELP wharf_replica_restarts Restarts of current replicas.\n# TYPE wharf_replica_restarts gauge\n");
         for ((a, p), n) in restarts {
-            out.push_str(&format!("wharf_replica_restarts{{app=\"{a}\",process=\"{p}\"}} {n}\n"));
+            out.push_str(&format!(
+                "wharf_replica_restarts{{app=\"{a}\",process=\"{p}\"}} {n}\n"
+            ));
         }
-        out.push_str("# HELP wharf_release Current release of each app.\n# TYPE wharf_release gauge\n");
+        out.push_str(
+            "# HELP wharf_release Current release of each app.\n# TYPE wharf_release gauge\n",
+        );
         for s in self.apps() {
-            out.push_str(&format!("wharf_release{{app=\"{}\"}} {}\n", s.name, s.release.unwrap_or(0)));
+            out.push_str(&format!(
+                "wharf_release{{app=\"{}\"}} {}\n",
+                s.name,
+                s.release.unwrap_or(0)
+            ));
         }
         out
     }

@@ -18,9 +18,19 @@ impl Controller {
         self.observe(now);
         self.schedule_probes(now);
         let (replicas, warming) = {
-            let Ok(state) = inner.state.lock() else { return };
-            let warming = now < state.warm_until && state.entries.values().any(|e| e.awaiting_first_probe);
-            (state.entries.values().map(|e| e.replica.clone()).collect::<Vec<Replica>>(), warming)
+            let Ok(state) = inner.state.lock() else {
+                return;
+            };
+            let warming =
+                now < state.warm_until && state.entries.values().any(|e| e.awaiting_first_probe);
+            (
+                state
+                    .entries
+                    .values()
+                    .map(|e| e.replica.clone())
+                    .collect::<Vec<Replica>>(),
+                warming,
+            )
         };
         if !warming {
             let desired = inner.desired();
@@ -34,9 +44,13 @@ impl Controller {
     /// Polls every running process; records exits.
     fn observe(&self, now: UnixMillis) {
         let inner = &self.inner;
-        let Ok(mut state) = inner.state.lock() else { return };
+        let Ok(mut state) = inner.state.lock() else {
+            return;
+        };
         for entry in state.entries.values_mut() {
-            let Some(handle) = entry.handle.as_ref() else { continue };
+            let Some(handle) = entry.handle.as_ref() else {
+                continue;
+            };
             if !entry.replica.is_running() {
                 continue;
             }
@@ -74,18 +88,26 @@ impl Controller {
     /// Starts due probes, each in its own task; results come back through the state.
     fn schedule_probes(&self, now: UnixMillis) {
         let inner = &self.inner;
-        let Ok(mut state) = inner.state.lock() else { return };
+        let Ok(mut state) = inner.state.lock() else {
+            return;
+        };
         for (key, entry) in state.entries.iter_mut() {
             if !entry.replica.is_running() || entry.probing || now < entry.next_probe {
                 continue;
             }
             let Some(port) = entry.port() else { continue };
             let readiness = inner.readiness_probe(&entry.replica);
-            let liveness = if entry.ready_since_start { inner.liveness_probe(&entry.replica) } else { None };
+            let liveness = if entry.ready_since_start {
+                inner.liveness_probe(&entry.replica)
+            } else {
+                None
+            };
             if readiness.is_none() && liveness.is_none() {
                 continue;
             }
-            let Some(release) = inner.release(&entry.replica.app, entry.replica.release) else { continue };
+            let Some(release) = inner.release(&entry.replica.app, entry.replica.release) else {
+                continue;
+            };
             entry.probing = true;
             let pid = entry.replica.pid();
             let key = key.clone();
@@ -101,7 +123,12 @@ impl Controller {
                     Some(p) => Some(probe::run(&p.check, port, p.timeout, &dir, &env).await),
                     None => None,
                 };
-                c.record_probe(&key, pid, readiness.as_ref().zip(ready), liveness.as_ref().zip(live));
+                c.record_probe(
+                    &key,
+                    pid,
+                    readiness.as_ref().zip(ready),
+                    liveness.as_ref().zip(live),
+                );
             });
         }
     }
@@ -115,8 +142,12 @@ impl Controller {
     ) {
         let inner = &self.inner;
         let now = inner.clock.now();
-        let Ok(mut state) = inner.state.lock() else { return };
-        let Some(entry) = state.entries.get_mut(key) else { return };
+        let Ok(mut state) = inner.state.lock() else {
+            return;
+        };
+        let Some(entry) = state.entries.get_mut(key) else {
+            return;
+        };
         entry.probing = false;
         if entry.replica.pid() != pid || !entry.replica.is_running() {
             return; // a different process now; this result is stale
@@ -125,7 +156,10 @@ impl Controller {
         let mut interval = u64::MAX;
         if let Some((p, ok)) = ready {
             interval = interval.min(p.interval.as_millis() as u64);
-            if entry.readiness.record(ok, p.success_threshold, p.failure_threshold) {
+            if entry
+                .readiness
+                .record(ok, p.success_threshold, p.failure_threshold)
+            {
                 entry.replica.ready = entry.readiness.passing;
                 let id = entry.replica.id.clone();
                 let message = if entry.readiness.passing {
@@ -135,20 +169,31 @@ impl Controller {
                 } else {
                     format!("{id} failed its readiness check: out of routing")
                 };
-                inner.emit(Event::Progress { app: entry.replica.app.clone(), message });
+                inner.emit(Event::Progress {
+                    app: entry.replica.app.clone(),
+                    message,
+                });
                 inner.wake.notify_one();
             }
         }
         if let Some((p, ok)) = live {
             interval = interval.min(p.interval.as_millis() as u64);
-            if entry.liveness.record(ok, p.success_threshold, p.failure_threshold) && !entry.liveness.passing {
+            if entry
+                .liveness
+                .record(ok, p.success_threshold, p.failure_threshold)
+                && !entry.liveness.passing
+            {
                 entry.kill_reason = Some("restarted: liveness check failed".into());
                 if let Some(h) = entry.handle.as_ref() {
                     let _ = inner.runtime.signal(h, wharf_core::ports::StopSignal::Kill);
                 }
             }
         }
-        let period = if entry.ready_since_start { interval } else { STARTUP_PROBE_PERIOD_MS.min(interval) };
+        let period = if entry.ready_since_start {
+            interval
+        } else {
+            STARTUP_PROBE_PERIOD_MS.min(interval)
+        };
         entry.next_probe = now.saturating_add(period.max(10));
     }
 
@@ -157,19 +202,39 @@ impl Controller {
     pub(crate) fn adopt(&self) {
         let inner = &self.inner;
         let now = inner.clock.now();
-        let Ok(mut state) = inner.state.lock() else { return };
+        let Ok(mut state) = inner.state.lock() else {
+            return;
+        };
         for (handle, live) in inner.runtime.discover() {
-            let ordinal = handle.id.split('-').rev().nth(1).and_then(|o| o.parse().ok()).unwrap_or(0);
-            let mut replica = Replica::new(handle.app.clone(), handle.process.clone(), handle.release, ordinal, now);
+            let ordinal = handle
+                .id
+                .split('-')
+                .rev()
+                .nth(1)
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(0);
+            let mut replica = Replica::new(
+                handle.app.clone(),
+                handle.process.clone(),
+                handle.release,
+                ordinal,
+                now,
+            );
             replica.id = handle.id.clone();
             // A replica that was serving before the restart is not a failed new release.
-            replica.ever_ready = inner.app(&handle.app).and_then(|a| a.rollout).is_none_or(|r| r.release != handle.release);
+            replica.ever_ready = inner
+                .app(&handle.app)
+                .and_then(|a| a.rollout)
+                .is_none_or(|r| r.release != handle.release);
             let mut entry = Entry::new(replica);
             match live {
                 Liveness::Running => {
                     tracing::info!(app = %handle.app, replica = %handle.id, pid = handle.pid, "re-adopted running replica");
                     entry.started(handle.clone(), now);
-                    entry.replica.phase = Phase::Running { pid: handle.pid, since: handle.started_at };
+                    entry.replica.phase = Phase::Running {
+                        pid: handle.pid,
+                        since: handle.started_at,
+                    };
                     entry.awaiting_first_probe = inner.readiness_probe(&entry.replica).is_some();
                     entry.next_probe = now;
                 }
@@ -180,7 +245,9 @@ impl Controller {
                     entry.replica.phase = Phase::Exited { restart_at: now };
                 }
             }
-            state.entries.insert((handle.app.clone(), handle.id.clone()), entry);
+            state
+                .entries
+                .insert((handle.app.clone(), handle.id.clone()), entry);
         }
         state.warm_until = now + ADOPTION_WARMUP_MS;
     }
@@ -188,7 +255,10 @@ impl Controller {
 
 impl Inner {
     fn process_spec(&self, r: &Replica) -> Option<wharf_types::ProcessSpec> {
-        self.release(&r.app, r.release)?.processes.get(&r.process).cloned()
+        self.release(&r.app, r.release)?
+            .processes
+            .get(&r.process)
+            .cloned()
     }
     pub(crate) fn readiness_probe(&self, r: &Replica) -> Option<wharf_types::Probe> {
         self.process_spec(r)?.readiness
@@ -199,7 +269,9 @@ impl Inner {
 
     /// Desired state of every app, from the mirrored records and releases.
     pub(crate) fn desired(&self) -> Vec<AppDesired> {
-        let Ok(apps) = self.apps.lock() else { return Vec::new() };
+        let Ok(apps) = self.apps.lock() else {
+            return Vec::new();
+        };
         apps.values()
             .map(|app| {
                 let release = app.target.and_then(|v| self.release(&app.name, v));
@@ -208,11 +280,24 @@ impl Inner {
                     .map(|r| {
                         r.processes
                             .iter()
-                            .map(|(p, spec)| (p.clone(), ProcessDesired { count: app.desired(p, spec), deploy: spec.deploy.clone() }))
+                            .map(|(p, spec)| {
+                                (
+                                    p.clone(),
+                                    ProcessDesired {
+                                        count: app.desired(p, spec),
+                                        deploy: spec.deploy.clone(),
+                                    },
+                                )
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
-                AppDesired { app: app.name.clone(), release: release.map(|r| r.version), processes, rollout: app.rollout.clone() }
+                AppDesired {
+                    app: app.name.clone(),
+                    release: release.map(|r| r.version),
+                    processes,
+                    rollout: app.rollout.clone(),
+                }
             })
             .collect()
     }
@@ -220,11 +305,17 @@ impl Inner {
     /// The environment of a replica process: a few variables of the server's own
     /// environment (so that `node` and `python3` are found), the release's config, PORT
     /// and the WHARF_* identity variables.
-    pub(crate) fn env_for(&self, release: &wharf_types::Release, r: &Replica, port: u16) -> std::collections::BTreeMap<String, String> {
-        let mut env: std::collections::BTreeMap<String, String> = ["PATH", "HOME", "LANG", "TZ", "USER"]
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-            .collect();
+    pub(crate) fn env_for(
+        &self,
+        release: &wharf_types::Release,
+        r: &Replica,
+        port: u16,
+    ) -> std::collections::BTreeMap<String, String> {
+        let mut env: std::collections::BTreeMap<String, String> =
+            ["PATH", "HOME", "LANG", "TZ", "USER"]
+                .iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+                .collect();
         env.extend(release.env.clone());
         env.insert("PORT".into(), port.to_string());
         env.insert("WHARF_APP".into(), r.app.to_string());
@@ -241,13 +332,26 @@ impl Inner {
             let Ok(apps) = self.apps.lock() else { return };
             let Ok(state) = self.state.lock() else { return };
             for app in apps.values() {
-                let Some(target) = app.target.and_then(|v| self.release(&app.name, v)) else { continue };
+                let Some(target) = app.target.and_then(|v| self.release(&app.name, v)) else {
+                    continue;
+                };
                 let mut hosts = vec![format!("{}.localhost", app.name)];
-                hosts.extend(target.hosts.iter().filter(|h| !hosts.contains(h)).cloned().collect::<Vec<_>>());
+                hosts.extend(
+                    target
+                        .hosts
+                        .iter()
+                        .filter(|h| !hosts.contains(h))
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                );
                 let backends = state
                     .entries
                     .values()
-                    .filter(|e| e.replica.app == app.name && e.replica.process.as_str() == ProcessType::WEB && e.replica.is_ready())
+                    .filter(|e| {
+                        e.replica.app == app.name
+                            && e.replica.process.as_str() == ProcessType::WEB
+                            && e.replica.is_ready()
+                    })
                     .filter_map(|e| {
                         Some(Backend {
                             replica: e.replica.id.clone(),
@@ -256,10 +360,16 @@ impl Inner {
                         })
                     })
                     .collect();
-                routes.push(Route { app: app.name.to_string(), hosts, backends });
+                routes.push(Route {
+                    app: app.name.to_string(),
+                    hosts,
+                    backends,
+                });
             }
         }
-        let Ok(mut state) = self.state.lock() else { return };
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
         let changed = state.published.as_ref().is_none_or(|p| p.routes != routes);
         if changed {
             let version = state.published.as_ref().map_or(1, |p| p.version + 1);
@@ -272,5 +382,10 @@ impl Inner {
 
 /// Converts a start failure into an exit, so that backoff and rollout checks apply.
 pub(crate) fn start_failure(now: UnixMillis, message: String) -> Exit {
-    Exit { at: now, code: None, signal: None, reason: message }
+    Exit {
+        at: now,
+        code: None,
+        signal: None,
+        reason: message,
+    }
 }

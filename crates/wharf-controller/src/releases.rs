@@ -34,7 +34,10 @@ impl Progress {
         let _ = self.0.send(e).await;
     }
     async fn say(&self, message: impl Into<String>) {
-        self.send(DeployEvent::Progress { message: message.into() }).await;
+        self.send(DeployEvent::Progress {
+            message: message.into(),
+        })
+        .await;
     }
     /// Reports an error as the final event.
     pub async fn fail(&self, e: &ControlError) {
@@ -42,7 +45,14 @@ impl Progress {
             ControlError::Manifest(m) => (ErrorKind::BadInput, Some(m.clone())),
             other => (crate::api_kind(other.kind()), None),
         };
-        self.send(DeployEvent::Failed { reason: e.to_string(), kind, replica: None, logs: Vec::new(), manifest }).await;
+        self.send(DeployEvent::Failed {
+            reason: e.to_string(),
+            kind,
+            replica: None,
+            logs: Vec::new(),
+            manifest,
+        })
+        .await;
     }
 }
 
@@ -60,7 +70,10 @@ impl<'a> Busy<'a> {
                 "{app} is busy with another deploy, rollback or config change; wait for it to finish"
             )));
         }
-        Ok(Self { inner, app: app.clone() })
+        Ok(Self {
+            inner,
+            app: app.clone(),
+        })
     }
 }
 
@@ -75,20 +88,36 @@ impl Drop for Busy<'_> {
 /// Reads the manifest (or Procfile) of an app directory.
 pub fn load_manifest(dir: &Path, app: Option<&str>) -> Result<Manifest, ControlError> {
     if !dir.is_dir() {
-        return Err(ControlError::bad_input(format!("{} is not a directory", dir.display())));
+        return Err(ControlError::bad_input(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
     }
     let dir_name = dir.file_name().map(|n| n.to_string_lossy().to_string());
     let default_app = app.map(str::to_string).or(dir_name);
     let toml_path = dir.join("wharf.toml");
     let proc_path = dir.join("Procfile");
-    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| ControlError::bad_input(format!("cannot read {}: {e}", p.display())));
-    let procfile = if proc_path.is_file() { Some(read(&proc_path)?) } else { None };
+    let read = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map_err(|e| ControlError::bad_input(format!("cannot read {}: {e}", p.display())))
+    };
+    let procfile = if proc_path.is_file() {
+        Some(read(&proc_path)?)
+    } else {
+        None
+    };
     let proc_name = proc_path.display().to_string();
     let mut m = if toml_path.is_file() {
         let text = read(&toml_path)?;
-        parse_manifest(&text, &toml_path.display().to_string(), default_app.as_deref(), procfile.as_deref().map(|p| (p, proc_name.as_str())))?
+        parse_manifest(
+            &text,
+            &toml_path.display().to_string(),
+            default_app.as_deref(),
+            procfile.as_deref().map(|p| (p, proc_name.as_str())),
+        )?
     } else if let Some(text) = procfile {
-        let name = default_app.ok_or_else(|| ControlError::bad_input("cannot name the app; pass --app NAME"))?;
+        let name = default_app
+            .ok_or_else(|| ControlError::bad_input("cannot name the app; pass --app NAME"))?;
         manifest_from_procfile(&text, &proc_name, &name)?
     } else {
         return Err(ControlError::bad_input(format!(
@@ -110,7 +139,11 @@ impl Controller {
         }
     }
 
-    async fn try_deploy(&self, opts: DeployOptions, progress: &Progress) -> Result<(), ControlError> {
+    async fn try_deploy(
+        &self,
+        opts: DeployOptions,
+        progress: &Progress,
+    ) -> Result<(), ControlError> {
         let mut manifest = load_manifest(&opts.dir, opts.app.as_deref())?;
         if let Some(s) = opts.strategy {
             for spec in manifest.processes.values_mut() {
@@ -122,13 +155,31 @@ impl Controller {
         let app = manifest.app.clone();
         let _busy = Busy::take(inner, &app)?;
         let existing = inner.app(&app);
-        let config = existing.as_ref().map(|a| a.config.clone()).unwrap_or_default();
+        let config = existing
+            .as_ref()
+            .map(|a| a.config.clone())
+            .unwrap_or_default();
         let mut env = manifest.env.clone();
         env.extend(config);
 
         let latest = existing.as_ref().map_or(0, |a| a.latest);
-        progress.say(format!("building {app} v{} from {}", latest + 1, opts.dir.display())).await;
-        let artifact = self.build(&app, latest + 1, &opts.dir, manifest.build.clone(), env.clone(), progress).await?;
+        progress
+            .say(format!(
+                "building {app} v{} from {}",
+                latest + 1,
+                opts.dir.display()
+            ))
+            .await;
+        let artifact = self
+            .build(
+                &app,
+                latest + 1,
+                &opts.dir,
+                manifest.build.clone(),
+                env.clone(),
+                progress,
+            )
+            .await?;
         progress.say(format!("artifact {}", short(&artifact))).await;
 
         let release = Release {
@@ -160,25 +211,44 @@ impl Controller {
         let src = dir.to_path_buf();
         let tx = progress.0.clone();
         let res = tokio::task::spawn_blocking(move || {
-            let spec = BuildSpec { src: &src, command: command.as_deref(), env: &env, log: &log };
+            let spec = BuildSpec {
+                src: &src,
+                command: command.as_deref(),
+                env: &env,
+                log: &log,
+            };
             build::build(&layout, &spec, &mut |line| {
-                let _ = tx.blocking_send(DeployEvent::Build { line: line.to_string() });
+                let _ = tx.blocking_send(DeployEvent::Build {
+                    line: line.to_string(),
+                });
             })
         })
         .await
         .map_err(|e| ControlError::internal(format!("build task failed: {e}")))?;
         match res {
             Ok(a) => Ok(a.hash),
-            Err(BuildError::Failed { command, status, tail }) => Err(ControlError::failed(format!(
+            Err(BuildError::Failed {
+                command,
+                status,
+                tail,
+            }) => Err(ControlError::failed(format!(
                 "build failed: `{command}` {status}; nothing was changed\n{}",
                 tail.join("\n")
             ))),
-            Err(e) => Err(ControlError::failed(format!("build failed: {e}; nothing was changed"))),
+            Err(e) => Err(ControlError::failed(format!(
+                "build failed: {e}; nothing was changed"
+            ))),
         }
     }
 
     /// Records `release` as the app's next version and waits for its rollout.
-    async fn roll_out(&self, mut rec: AppRecord, mut release: Release, detach: bool, progress: &Progress) -> Result<(), ControlError> {
+    async fn roll_out(
+        &self,
+        mut rec: AppRecord,
+        mut release: Release,
+        detach: bool,
+        progress: &Progress,
+    ) -> Result<(), ControlError> {
         let inner = &self.inner;
         let now = inner.clock.now();
         let app = &rec.name.clone();
@@ -186,15 +256,29 @@ impl Controller {
         release.version = rec.latest;
         release.created_at = now;
         // Keep the formation in step with process types that exist in this release.
-        rec.formation.retain(|p, _| release.processes.contains_key(p));
-        rec.rollout = Some(Rollout { release: release.version, from: rec.target, started_at: now, reverting: None });
+        rec.formation
+            .retain(|p, _| release.processes.contains_key(p));
+        rec.rollout = Some(Rollout {
+            release: release.version,
+            from: rec.target,
+            started_at: now,
+            reverting: None,
+        });
         rec.target = Some(release.version);
         let version = release.version;
         let mut events = self.subscribe();
         inner.save(&rec, Some(release))?;
-        progress.say(format!("release v{version} created; rolling out")).await;
+        progress
+            .say(format!("release v{version} created; rolling out"))
+            .await;
         if detach {
-            progress.send(DeployEvent::Done { app: app.to_string(), release: version, url: inner.url(app) }).await;
+            progress
+                .send(DeployEvent::Done {
+                    app: app.to_string(),
+                    release: version,
+                    url: inner.url(app),
+                })
+                .await;
             return Ok(());
         }
         loop {
@@ -209,16 +293,38 @@ impl Controller {
             match event {
                 Event::Progress { message, .. } => progress.say(message).await,
                 Event::RolloutSucceeded { release, .. } if release == version => {
-                    progress.send(DeployEvent::Done { app: app.to_string(), release, url: inner.url(app) }).await;
+                    progress
+                        .send(DeployEvent::Done {
+                            app: app.to_string(),
+                            release,
+                            url: inner.url(app),
+                        })
+                        .await;
                     return Ok(());
                 }
-                Event::RolloutFailed { release, reason, replica, logs, .. } if release == version => {
+                Event::RolloutFailed {
+                    release,
+                    reason,
+                    replica,
+                    logs,
+                    ..
+                } if release == version => {
                     let back = inner.app(app).and_then(|a| a.target);
                     let reason = match back {
                         Some(v) => format!("{reason}; rolled back to v{v}, which keeps serving"),
-                        None => format!("{reason}; nothing was serving before, so nothing serves now"),
+                        None => {
+                            format!("{reason}; nothing was serving before, so nothing serves now")
+                        }
                     };
-                    progress.send(DeployEvent::Failed { reason, kind: ErrorKind::Failed, replica, logs, manifest: None }).await;
+                    progress
+                        .send(DeployEvent::Failed {
+                            reason,
+                            kind: ErrorKind::Failed,
+                            replica,
+                            logs,
+                            manifest: None,
+                        })
+                        .await;
                     return Ok(());
                 }
                 _ => {}
@@ -232,24 +338,35 @@ impl Controller {
         let res = async {
             let _busy = Busy::take(&self.inner, app)?;
             let rec = self.inner.app(app).ok_or_else(|| no_app(app))?;
-            let current = rec.target.ok_or_else(|| ControlError::bad_input(format!("{app} has no running release to roll back from")))?;
+            let current = rec.target.ok_or_else(|| {
+                ControlError::bad_input(format!("{app} has no running release to roll back from"))
+            })?;
             let to = match to {
                 Some(v) => v,
                 None => current.checked_sub(1).filter(|v| *v > 0).ok_or_else(|| {
-                    ControlError::bad_input(format!("{app} is at v{current}: there is no earlier release to roll back to"))
+                    ControlError::bad_input(format!(
+                        "{app} is at v{current}: there is no earlier release to roll back to"
+                    ))
                 })?,
             };
             if to == current {
                 return Err(ControlError::bad_input(format!("{app} already runs v{to}")));
             }
             let old = self.inner.release(app, to).ok_or_else(|| {
-                ControlError::not_found(format!("{app} has no release v{to}; see `wharf releases {app}`"))
+                ControlError::not_found(format!(
+                    "{app} has no release v{to}; see `wharf releases {app}`"
+                ))
             })?;
             let mut release = (*old).clone();
             release.description = format!("rollback to v{to}");
             // The app's config follows the release rolled back to.
             let mut rec = rec;
-            rec.config = release.env.iter().filter(|(k, v)| release.manifest_env.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+            rec.config = release
+                .env
+                .iter()
+                .filter(|(k, v)| release.manifest_env.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             self.roll_out(rec, release, false, &progress).await
         }
         .await;
@@ -259,26 +376,40 @@ impl Controller {
     }
 
     /// Sets and unsets config vars: a new release with the current artifact.
-    pub async fn configure(&self, app: &AppName, set: BTreeMap<String, String>, unset: Vec<String>, progress: Progress) {
+    pub async fn configure(
+        &self,
+        app: &AppName,
+        set: BTreeMap<String, String>,
+        unset: Vec<String>,
+        progress: Progress,
+    ) {
         let res = async {
             for k in set.keys() {
                 check_env_name(k)?;
             }
             let _busy = Busy::take(&self.inner, app)?;
             let mut rec = self.inner.app(app).ok_or_else(|| no_app(app))?;
-            let base = rec.target.or(Some(rec.latest)).and_then(|v| self.inner.release(app, v)).ok_or_else(|| {
-                ControlError::bad_input(format!("{app} has no release yet; deploy it first"))
-            })?;
+            let base = rec
+                .target
+                .or(Some(rec.latest))
+                .and_then(|v| self.inner.release(app, v))
+                .ok_or_else(|| {
+                    ControlError::bad_input(format!("{app} has no release yet; deploy it first"))
+                })?;
             for k in &unset {
                 if !rec.config.contains_key(k) {
                     if base.manifest_env.contains_key(k) {
-                        return Err(ControlError::bad_input(format!("{k} comes from the manifest's [env]; remove it there and deploy")));
+                        return Err(ControlError::bad_input(format!(
+                            "{k} comes from the manifest's [env]; remove it there and deploy"
+                        )));
                     }
                     return Err(ControlError::bad_input(format!("{k} is not set on {app}")));
                 }
             }
             if set.iter().all(|(k, v)| rec.config.get(k) == Some(v)) && unset.is_empty() {
-                return Err(ControlError::bad_input("nothing changes: every variable already has that value"));
+                return Err(ControlError::bad_input(
+                    "nothing changes: every variable already has that value",
+                ));
             }
             for k in &unset {
                 rec.config.remove(k);
@@ -300,17 +431,27 @@ impl Controller {
     }
 
     /// Sets replica counts of process types of the current release.
-    pub fn scale(&self, app: &AppName, counts: &BTreeMap<String, u32>) -> Result<BTreeMap<String, u32>, ControlError> {
+    pub fn scale(
+        &self,
+        app: &AppName,
+        counts: &BTreeMap<String, u32>,
+    ) -> Result<BTreeMap<String, u32>, ControlError> {
         let inner = &self.inner;
         let mut rec = inner.app(app).ok_or_else(|| no_app(app))?;
-        let release = rec.target.and_then(|v| inner.release(app, v)).ok_or_else(|| {
-            ControlError::bad_input(format!("{app} has no running release; deploy it first"))
-        })?;
+        let release = rec
+            .target
+            .and_then(|v| inner.release(app, v))
+            .ok_or_else(|| {
+                ControlError::bad_input(format!("{app} has no running release; deploy it first"))
+            })?;
         if counts.is_empty() {
-            return Err(ControlError::bad_input("nothing to scale; use TYPE=N, e.g. web=3"));
+            return Err(ControlError::bad_input(
+                "nothing to scale; use TYPE=N, e.g. web=3",
+            ));
         }
         for (p, n) in counts {
-            let ptype = ProcessType::new(p.clone()).map_err(|e| ControlError::bad_input(e.to_string()))?;
+            let ptype =
+                ProcessType::new(p.clone()).map_err(|e| ControlError::bad_input(e.to_string()))?;
             if !release.processes.contains_key(&ptype) {
                 let known: Vec<&str> = release.processes.keys().map(|k| k.as_str()).collect();
                 return Err(ControlError::bad_input(format!(
@@ -320,12 +461,19 @@ impl Controller {
                 )));
             }
             if *n > wharf_types::manifest::MAX_REPLICAS {
-                return Err(ControlError::bad_input(format!("{n} replicas is more than the limit of {}", wharf_types::manifest::MAX_REPLICAS)));
+                return Err(ControlError::bad_input(format!(
+                    "{n} replicas is more than the limit of {}",
+                    wharf_types::manifest::MAX_REPLICAS
+                )));
             }
             rec.formation.insert(ptype, *n);
         }
         inner.save(&rec, None)?;
-        Ok(release.processes.iter().map(|(p, s)| (p.to_string(), rec.desired(p, s))).collect())
+        Ok(release
+            .processes
+            .iter()
+            .map(|(p, s)| (p.to_string(), rec.desired(p, s)))
+            .collect())
     }
 
     /// Stops every replica of the app and forgets it (releases, config, logs).
@@ -336,17 +484,31 @@ impl Controller {
             return Err(no_app(app));
         }
         inner.store.delete(app)?;
-        inner.apps.lock().map_err(ControlError::poisoned)?.remove(app);
-        inner.releases.lock().map_err(ControlError::poisoned)?.retain(|(a, _), _| a != app);
+        inner
+            .apps
+            .lock()
+            .map_err(ControlError::poisoned)?
+            .remove(app);
+        inner
+            .releases
+            .lock()
+            .map_err(ControlError::poisoned)?
+            .retain(|(a, _), _| a != app);
         inner.wake.notify_one();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(300);
         loop {
-            let left = inner.state.lock().map(|s| s.entries.keys().any(|(a, _)| a == app)).unwrap_or(false);
+            let left = inner
+                .state
+                .lock()
+                .map(|s| s.entries.keys().any(|(a, _)| a == app))
+                .unwrap_or(false);
             if !left {
                 break;
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(ControlError::failed(format!("{app} was removed but some replicas are still stopping; see `wharf ps`")));
+                return Err(ControlError::failed(format!(
+                    "{app} was removed but some replicas are still stopping; see `wharf ps`"
+                )));
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
@@ -365,12 +527,17 @@ fn short(hash: &str) -> &str {
 
 fn check_env_name(k: &str) -> Result<(), ControlError> {
     let mut chars = k.chars();
-    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !ok {
-        return Err(ControlError::bad_input(format!("invalid variable name {k:?}; use letters, digits and '_', not starting with a digit")));
+        return Err(ControlError::bad_input(format!(
+            "invalid variable name {k:?}; use letters, digits and '_', not starting with a digit"
+        )));
     }
     if k == "PORT" || k.starts_with("WHARF_") {
-        return Err(ControlError::bad_input(format!("{k} is set by wharf and cannot be configured")));
+        return Err(ControlError::bad_input(format!(
+            "{k} is set by wharf and cannot be configured"
+        )));
     }
     Ok(())
 }

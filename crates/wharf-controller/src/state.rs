@@ -43,7 +43,10 @@ impl Entry {
 
     /// Resets per-process state for a freshly started process.
     pub fn started(&mut self, handle: Handle, now: UnixMillis) {
-        self.replica.phase = wharf_core::Phase::Running { pid: handle.pid, since: now };
+        self.replica.phase = wharf_core::Phase::Running {
+            pid: handle.pid,
+            since: now,
+        };
         self.replica.ready = false;
         self.handle = Some(handle);
         self.readiness = ProbeState::new(false);

@@ -20,13 +20,27 @@ impl Controller {
     pub(crate) async fn stop_replica(&self, key: Key) {
         let inner = &self.inner;
         let (handle, running, spec) = {
-            let Ok(state) = inner.state.lock() else { return };
-            let Some(e) = state.entries.get(&key) else { return };
-            let spec = inner.release(&key.0, e.replica.release).and_then(|r| r.processes.get(&e.replica.process).cloned());
-            (e.handle.clone(), matches!(e.replica.phase, Phase::Stopping { draining: true, .. }), spec)
+            let Ok(state) = inner.state.lock() else {
+                return;
+            };
+            let Some(e) = state.entries.get(&key) else {
+                return;
+            };
+            let spec = inner
+                .release(&key.0, e.replica.release)
+                .and_then(|r| r.processes.get(&e.replica.process).cloned());
+            (
+                e.handle.clone(),
+                matches!(e.replica.phase, Phase::Stopping { draining: true, .. }),
+                spec,
+            )
         };
-        let drain = spec.as_ref().map_or(DEFAULT_DRAIN_TIMEOUT, |s| s.drain_timeout);
-        let grace = spec.as_ref().map_or(DEFAULT_STOP_TIMEOUT, |s| s.stop_timeout);
+        let drain = spec
+            .as_ref()
+            .map_or(DEFAULT_DRAIN_TIMEOUT, |s| s.drain_timeout);
+        let grace = spec
+            .as_ref()
+            .map_or(DEFAULT_STOP_TIMEOUT, |s| s.stop_timeout);
         let mut how = "stopped".to_string();
         if let (Some(h), true) = (handle.as_ref(), running) {
             sleep(ROUTE_SETTLE).await;
@@ -43,7 +57,10 @@ impl Controller {
             }
             let _ = inner.runtime.signal(h, StopSignal::Term);
             if !self.wait_exit(h, grace).await {
-                how = format!("killed after the {} grace period", humantime::format_duration(grace));
+                how = format!(
+                    "killed after the {} grace period",
+                    humantime::format_duration(grace)
+                );
                 let _ = inner.runtime.signal(h, StopSignal::Kill);
                 self.wait_exit(h, KILL_WAIT).await;
             }
@@ -56,7 +73,10 @@ impl Controller {
         if let Ok(mut state) = inner.state.lock() {
             state.entries.remove(&key);
         }
-        inner.emit(Event::Progress { app: key.0.clone(), message: format!("{} {how}", key.1) });
+        inner.emit(Event::Progress {
+            app: key.0.clone(),
+            message: format!("{} {how}", key.1),
+        });
         inner.wake.notify_one();
     }
 

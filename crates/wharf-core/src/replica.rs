@@ -52,7 +52,13 @@ impl Replica {
     }
 
     /// A fresh slot about to be started.
-    pub fn new(app: AppName, process: ProcessType, release: u32, ordinal: u32, now: UnixMillis) -> Self {
+    pub fn new(
+        app: AppName,
+        process: ProcessType,
+        release: u32,
+        ordinal: u32,
+        now: UnixMillis,
+    ) -> Self {
         Self {
             id: Self::make_id(&process, ordinal, release),
             app,

@@ -16,11 +16,21 @@ pub const FAILURE_TAIL: usize = 30;
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("cannot copy {path}: {source}")]
-    Copy { path: PathBuf, source: std::io::Error },
+    Copy {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot run the build command `{command}`: {source}")]
-    Spawn { command: String, source: std::io::Error },
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
     #[error("build command `{command}` failed ({status})")]
-    Failed { command: String, status: String, tail: Vec<String> },
+    Failed {
+        command: String,
+        status: String,
+        tail: Vec<String>,
+    },
     #[error("cannot store the artifact: {0}")]
     Store(std::io::Error),
 }
@@ -44,8 +54,14 @@ pub struct BuildSpec<'a> {
 }
 
 /// Builds and stores an artifact; `on_line` receives every line of build output.
-pub fn build(layout: &Layout, spec: &BuildSpec<'_>, on_line: &mut dyn FnMut(&str)) -> Result<Artifact, BuildError> {
-    let scratch = layout.builds().join(format!("{}-{}", std::process::id(), unique()));
+pub fn build(
+    layout: &Layout,
+    spec: &BuildSpec<'_>,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<Artifact, BuildError> {
+    let scratch = layout
+        .builds()
+        .join(format!("{}-{}", std::process::id(), unique()));
     let work = scratch.join("app");
     let result = (|| {
         copy_tree(spec.src, &work)?;
@@ -65,7 +81,9 @@ pub fn build(layout: &Layout, spec: &BuildSpec<'_>, on_line: &mut dyn FnMut(&str
 }
 
 fn unique() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 fn run_command(
@@ -82,12 +100,24 @@ fn run_command(
             cmd.env(key, v);
         }
     }
-    cmd.envs(env).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| BuildError::Spawn { command: command.to_string(), source })?;
+    cmd.envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| BuildError::Spawn {
+        command: command.to_string(),
+        source,
+    })?;
     let (tx, rx) = mpsc::channel::<String>();
     let pumps: Vec<_> = [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
     ]
     .into_iter()
     .flatten()
@@ -119,11 +149,18 @@ fn run_command(
     for p in pumps {
         let _ = p.join();
     }
-    let status = child.wait().map_err(|source| BuildError::Spawn { command: command.to_string(), source })?;
+    let status = child.wait().map_err(|source| BuildError::Spawn {
+        command: command.to_string(),
+        source,
+    })?;
     if status.success() {
         Ok(())
     } else {
-        Err(BuildError::Failed { command: command.to_string(), status: status.to_string(), tail: tail.into() })
+        Err(BuildError::Failed {
+            command: command.to_string(),
+            status: status.to_string(),
+            tail: tail.into(),
+        })
     }
 }
 
@@ -217,16 +254,28 @@ mod tests {
         let src = app_dir();
         let env = BTreeMap::new();
         let log = data.path().join("b.log");
-        let spec = BuildSpec { src: src.path(), command: None, env: &env, log: &log };
+        let spec = BuildSpec {
+            src: src.path(),
+            command: None,
+            env: &env,
+            log: &log,
+        };
         let a = build(&layout, &spec, &mut |_| {}).unwrap();
         let b = build(&layout, &spec, &mut |_| {}).unwrap();
         assert_eq!(a, b);
         assert!(a.path.join("lib/x.txt").exists());
-        assert!(!a.path.join(".git").exists(), ".git is not part of a release");
+        assert!(
+            !a.path.join(".git").exists(),
+            ".git is not part of a release"
+        );
         std::fs::write(src.path().join("lib/x.txt"), "y").unwrap();
         let c = build(&layout, &spec, &mut |_| {}).unwrap();
         assert_ne!(a.hash, c.hash);
-        assert_eq!(std::fs::read_dir(layout.builds()).unwrap().count(), 0, "scratch space is cleaned");
+        assert_eq!(
+            std::fs::read_dir(layout.builds()).unwrap().count(),
+            0,
+            "scratch space is cleaned"
+        );
     }
 
     #[test]
@@ -236,14 +285,25 @@ mod tests {
         let src = app_dir();
         let env = BTreeMap::from([("GREETING".to_string(), "hi".to_string())]);
         let log = data.path().join("logs/b.log");
-        let spec = BuildSpec { src: src.path(), command: Some("echo $GREETING; echo oops >&2; echo built > out.txt"), env: &env, log: &log };
+        let spec = BuildSpec {
+            src: src.path(),
+            command: Some("echo $GREETING; echo oops >&2; echo built > out.txt"),
+            env: &env,
+            log: &log,
+        };
         let mut lines = Vec::new();
         let a = build(&layout, &spec, &mut |l| lines.push(l.to_string())).unwrap();
         lines.sort();
         assert_eq!(lines, ["hi", "oops"]);
-        assert_eq!(std::fs::read_to_string(a.path.join("out.txt")).unwrap(), "built\n");
+        assert_eq!(
+            std::fs::read_to_string(a.path.join("out.txt")).unwrap(),
+            "built\n"
+        );
         assert!(std::fs::read_to_string(&log).unwrap().contains("oops"));
-        assert!(!src.path().join("out.txt").exists(), "the build never touches the source");
+        assert!(
+            !src.path().join("out.txt").exists(),
+            "the build never touches the source"
+        );
     }
 
     #[test]
@@ -253,7 +313,12 @@ mod tests {
         let src = app_dir();
         let env = BTreeMap::new();
         let log = data.path().join("b.log");
-        let spec = BuildSpec { src: src.path(), command: Some("echo npm ERR! missing; exit 7"), env: &env, log: &log };
+        let spec = BuildSpec {
+            src: src.path(),
+            command: Some("echo npm ERR! missing; exit 7"),
+            env: &env,
+            log: &log,
+        };
         match build(&layout, &spec, &mut |_| {}) {
             Err(BuildError::Failed { status, tail, .. }) => {
                 assert!(status.contains('7'), "{status}");
@@ -261,6 +326,9 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(!layout.artifacts().exists() || std::fs::read_dir(layout.artifacts()).unwrap().count() == 0);
+        assert!(
+            !layout.artifacts().exists()
+                || std::fs::read_dir(layout.artifacts()).unwrap().count() == 0
+        );
     }
 }

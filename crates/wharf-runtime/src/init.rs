@@ -70,7 +70,10 @@ fn now_ms() -> u64 {
 /// Writes `value` as JSON to `path` atomically (temp file + rename).
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(value).map_err(std::io::Error::other)?,
+    )?;
     std::fs::rename(tmp, path)
 }
 
@@ -82,7 +85,10 @@ pub fn run(run_dir: &Path) -> i32 {
     {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("wharf init: cannot read {}: {e}", run_dir.join(LAUNCH_FILE).display());
+            eprintln!(
+                "wharf init: cannot read {}: {e}",
+                run_dir.join(LAUNCH_FILE).display()
+            );
             return 2;
         }
     };
@@ -95,7 +101,11 @@ pub fn run(run_dir: &Path) -> i32 {
     };
     let note = |msg: &str| write_line(&log, &launch.source, "wharf", msg);
 
-    let handler = SigAction::new(SigHandler::Handler(remember_signal), SaFlags::empty(), SigSet::empty());
+    let handler = SigAction::new(
+        SigHandler::Handler(remember_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
     for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         // SAFETY: the handler only stores into an atomic, which is async-signal-safe; it
         // is installed before any other thread exists. Handlers (unlike ignored signals)
@@ -121,14 +131,26 @@ pub fn run(run_dir: &Path) -> i32 {
         Ok(c) => c,
         Err(e) => {
             note(&format!("cannot start `{}`: {e}", launch.command));
-            let exit = ExitFile { code: Some(127), signal: None, at_ms: now_ms() };
+            let exit = ExitFile {
+                code: Some(127),
+                signal: None,
+                at_ms: now_ms(),
+            };
             let _ = write_json_atomic(&run_dir.join(EXIT_FILE), &exit);
             return 1;
         }
     };
     let readers: Vec<_> = [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>).map(|s| (s, "stdout")),
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>).map(|s| (s, "stderr")),
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>)
+            .map(|s| (s, "stdout")),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>)
+            .map(|s| (s, "stderr")),
     ]
     .into_iter()
     .flatten()
@@ -142,8 +164,20 @@ pub fn run(run_dir: &Path) -> i32 {
     let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
     let status = loop {
         match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, code)) => break ExitFile { code: Some(code), signal: None, at_ms: now_ms() },
-            Ok(WaitStatus::Signaled(_, sig, _)) => break ExitFile { code: None, signal: Some(sig as i32), at_ms: now_ms() },
+            Ok(WaitStatus::Exited(_, code)) => {
+                break ExitFile {
+                    code: Some(code),
+                    signal: None,
+                    at_ms: now_ms(),
+                }
+            }
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                break ExitFile {
+                    code: None,
+                    signal: Some(sig as i32),
+                    at_ms: now_ms(),
+                }
+            }
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => {
                 let sig = PENDING_SIGNAL.swap(0, Ordering::SeqCst);
@@ -153,7 +187,11 @@ pub fn run(run_dir: &Path) -> i32 {
             }
             Err(e) => {
                 note(&format!("lost track of the app process: {e}"));
-                break ExitFile { code: None, signal: None, at_ms: now_ms() };
+                break ExitFile {
+                    code: None,
+                    signal: None,
+                    at_ms: now_ms(),
+                };
             }
         }
     };
@@ -184,7 +222,11 @@ fn pump(stream: Box<dyn Read + Send>, log: &Mutex<File>, source: &Source, name: 
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        match reader.by_ref().take(logs::MAX_LINE as u64).read_until(b'\n', &mut buf) {
+        match reader
+            .by_ref()
+            .take(logs::MAX_LINE as u64)
+            .read_until(b'\n', &mut buf)
+        {
             Ok(0) | Err(_) => return,
             Ok(_) => write_line(log, source, name, &String::from_utf8_lossy(&buf)),
         }

@@ -37,7 +37,10 @@ impl Layout {
     }
     /// Build output of a release, kept next to its artifact.
     pub fn build_log(&self, app: &AppName, release: u32) -> PathBuf {
-        self.root.join("logs").join(app.as_str()).join(format!("build-v{release}.log"))
+        self.root
+            .join("logs")
+            .join(app.as_str())
+            .join(format!("build-v{release}.log"))
     }
     /// Per-replica run directories (launch spec, handle, exit record).
     pub fn run(&self) -> PathBuf {

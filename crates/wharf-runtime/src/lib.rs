@@ -19,8 +19,8 @@ pub mod build;
 pub mod init;
 pub mod layout;
 pub mod logs;
-pub mod procfs;
 mod process;
+pub mod procfs;
 
 pub use layout::Layout;
 pub use process::ProcessRuntime;

@@ -76,7 +76,9 @@ pub struct Filter {
 
 impl Filter {
     pub fn matches(&self, r: &LogRecord) -> bool {
-        self.since.as_ref().is_none_or(|s| r.ts.as_str() >= s.as_str())
+        self.since
+            .as_ref()
+            .is_none_or(|s| r.ts.as_str() >= s.as_str())
             && self.process.as_ref().is_none_or(|p| &r.process == p)
             && self.replica.as_ref().is_none_or(|p| &r.replica == p)
     }
@@ -87,7 +89,11 @@ fn parse_line(line: &str) -> Option<LogRecord> {
 }
 
 /// Reads matching records; with `last`, only the last N of them.
-pub fn read(path: &Path, filter: &Filter, last: Option<usize>) -> std::io::Result<(Vec<LogRecord>, u64)> {
+pub fn read(
+    path: &Path,
+    filter: &Filter,
+    last: Option<usize>,
+) -> std::io::Result<(Vec<LogRecord>, u64)> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
@@ -124,7 +130,11 @@ pub struct Follower {
 
 impl Follower {
     pub fn new(path: PathBuf, offset: u64) -> Self {
-        Self { path, offset, partial: Vec::new() }
+        Self {
+            path,
+            offset,
+            partial: Vec::new(),
+        }
     }
 
     /// New records since the last call (none if the file does not exist yet).
@@ -148,7 +158,9 @@ impl Follower {
         let mut out = Vec::new();
         while let Some(pos) = self.partial.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=pos).collect();
-            if let Some(rec) = parse_line(&String::from_utf8_lossy(&line)).filter(|r| filter.matches(r)) {
+            if let Some(rec) =
+                parse_line(&String::from_utf8_lossy(&line)).filter(|r| filter.matches(r))
+            {
                 out.push(rec);
             }
         }
@@ -161,12 +173,21 @@ mod tests {
     use super::*;
 
     fn src() -> Source {
-        Source { app: "a".into(), process: "web".into(), replica: "web-1-v1".into(), release: 1 }
+        Source {
+            app: "a".into(),
+            process: "web".into(),
+            replica: "web-1-v1".into(),
+            release: 1,
+        }
     }
 
     #[test]
     fn json_lines_keep_their_fields() {
-        let r = record(&src(), "stdout", "{\"level\":\"info\",\"msg\":\"started\",\"port\":8080}\n");
+        let r = record(
+            &src(),
+            "stdout",
+            "{\"level\":\"info\",\"msg\":\"started\",\"port\":8080}\n",
+        );
         assert_eq!(r.msg, "started");
         assert_eq!(r.fields.as_ref().unwrap()["port"], 8080);
         let r = record(&src(), "stderr", "plain text\r\n");
@@ -191,11 +212,20 @@ mod tests {
 
         let (all, offset) = read(&path, &Filter::default(), None).unwrap();
         assert_eq!(all.len(), 3);
-        let since = Filter { since: Some("2020-01-01T00:00:00.000Z".into()), ..Filter::default() };
+        let since = Filter {
+            since: Some("2020-01-01T00:00:00.000Z".into()),
+            ..Filter::default()
+        };
         assert_eq!(read(&path, &since, None).unwrap().0.len(), 2);
-        let web = Filter { process: Some("web".into()), ..Filter::default() };
+        let web = Filter {
+            process: Some("web".into()),
+            ..Filter::default()
+        };
         let (last, _) = read(&path, &web, Some(1)).unwrap();
-        assert_eq!(last.iter().map(|r| r.msg.as_str()).collect::<Vec<_>>(), ["one"]);
+        assert_eq!(
+            last.iter().map(|r| r.msg.as_str()).collect::<Vec<_>>(),
+            ["one"]
+        );
 
         let mut follow = Follower::new(path.clone(), offset);
         assert!(follow.poll(&Filter::default()).unwrap().is_empty());
@@ -204,7 +234,10 @@ mod tests {
         let got = follow.poll(&Filter::default()).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].msg, "two");
-        assert!(follow.poll(&Filter::default()).unwrap().is_empty(), "a partial line waits for its end");
+        assert!(
+            follow.poll(&Filter::default()).unwrap().is_empty(),
+            "a partial line waits for its end"
+        );
     }
 
     #[test]
@@ -212,6 +245,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (v, off) = read(&dir.path().join("nope"), &Filter::default(), None).unwrap();
         assert!(v.is_empty() && off == 0);
-        assert!(Follower::new(dir.path().join("nope"), 0).poll(&Filter::default()).unwrap().is_empty());
+        assert!(Follower::new(dir.path().join("nope"), 0)
+            .poll(&Filter::default())
+            .unwrap()
+            .is_empty());
     }
 }

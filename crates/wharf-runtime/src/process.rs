@@ -30,7 +30,12 @@ impl ProcessRuntime {
     /// `init` is the command that runs [`init::run`] with the run directory appended,
     /// normally `[current_exe, "init"]`.
     pub fn new(layout: Layout, init: Vec<OsString>) -> Self {
-        Self { layout, init, proc_root: PathBuf::from("/proc"), children: Mutex::new(HashMap::new()) }
+        Self {
+            layout,
+            init,
+            proc_root: PathBuf::from("/proc"),
+            children: Mutex::new(HashMap::new()),
+        }
     }
 
     fn run_dir(&self, h: &Handle) -> PathBuf {
@@ -39,9 +44,22 @@ impl ProcessRuntime {
 
     fn exit_of(&self, h: &Handle, fallback: &str) -> Exit {
         let dir = self.run_dir(h);
-        match std::fs::read(dir.join(EXIT_FILE)).ok().and_then(|b| serde_json::from_slice::<ExitFile>(&b).ok()) {
-            Some(e) => Exit { at: e.at_ms, code: e.code, signal: e.signal, reason: e.reason() },
-            None => Exit { at: now_ms(), code: None, signal: None, reason: fallback.to_string() },
+        match std::fs::read(dir.join(EXIT_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ExitFile>(&b).ok())
+        {
+            Some(e) => Exit {
+                at: e.at_ms,
+                code: e.code,
+                signal: e.signal,
+                reason: e.reason(),
+            },
+            None => Exit {
+                at: now_ms(),
+                code: None,
+                signal: None,
+                reason: fallback.to_string(),
+            },
         }
     }
 
@@ -62,10 +80,14 @@ fn pid_of(h: &Handle) -> Pid {
 
 impl Runtime for ProcessRuntime {
     fn start(&self, l: &Launch) -> Result<Handle, RuntimeError> {
-        let fail = |message: String| RuntimeError::Start { id: l.id.clone(), message };
+        let fail = |message: String| RuntimeError::Start {
+            id: l.id.clone(),
+            message,
+        };
         let dir = self.layout.run_dir(&l.app, &l.id);
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
         let launch = LaunchFile {
             source: Source {
                 app: l.app.to_string(),
@@ -78,20 +100,40 @@ impl Runtime for ProcessRuntime {
             env: l.env.clone(),
             log: self.layout.app_log(&l.app),
         };
-        init::write_json_atomic(&dir.join(LAUNCH_FILE), &launch).map_err(|e| fail(e.to_string()))?;
-        let init_err = std::fs::File::create(dir.join("init.err")).map_err(|e| fail(e.to_string()))?;
-        let (program, args) = self.init.split_first().ok_or_else(|| fail("no init command configured".into()))?;
+        init::write_json_atomic(&dir.join(LAUNCH_FILE), &launch)
+            .map_err(|e| fail(e.to_string()))?;
+        let init_err =
+            std::fs::File::create(dir.join("init.err")).map_err(|e| fail(e.to_string()))?;
+        let (program, args) = self
+            .init
+            .split_first()
+            .ok_or_else(|| fail("no init command configured".into()))?;
         let mut cmd = Command::new(program);
-        cmd.args(args).arg(&dir).stdin(Stdio::null()).stdout(Stdio::null()).stderr(init_err);
+        cmd.args(args)
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(init_err);
         // SAFETY: between fork and exec only setsid(2) runs, which is async-signal-safe
         // and touches no memory of the parent.
         #[allow(unsafe_code)]
         unsafe {
-            cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(|_| ())
+                    .map_err(std::io::Error::from)
+            });
         }
-        let child = cmd.spawn().map_err(|e| fail(format!("cannot run the replica init {}: {e}", program.to_string_lossy())))?;
+        let child = cmd.spawn().map_err(|e| {
+            fail(format!(
+                "cannot run the replica init {}: {e}",
+                program.to_string_lossy()
+            ))
+        })?;
         let pid = child.id();
-        let start_time = procfs::stat(&self.proc_root, pid).map(|(_, t)| t).unwrap_or(0);
+        let start_time = procfs::stat(&self.proc_root, pid)
+            .map(|(_, t)| t)
+            .unwrap_or(0);
         let handle = Handle {
             app: l.app.clone(),
             process: l.process.clone(),
@@ -105,7 +147,8 @@ impl Runtime for ProcessRuntime {
         if let Ok(mut children) = self.children.lock() {
             children.insert(pid, child);
         }
-        init::write_json_atomic(&dir.join(HANDLE_FILE), &handle).map_err(|e| fail(e.to_string()))?;
+        init::write_json_atomic(&dir.join(HANDLE_FILE), &handle)
+            .map_err(|e| fail(e.to_string()))?;
         Ok(handle)
     }
 
@@ -119,7 +162,10 @@ impl Runtime for ProcessRuntime {
                 Ok(None) => Liveness::Running,
                 Ok(Some(status)) => {
                     children.remove(&h.pid);
-                    Liveness::Exited(self.exit_of(h, &format!("replica init ended without recording an exit ({status})")))
+                    Liveness::Exited(self.exit_of(
+                        h,
+                        &format!("replica init ended without recording an exit ({status})"),
+                    ))
                 }
                 Err(e) => {
                     children.remove(&h.pid);
@@ -136,22 +182,35 @@ impl Runtime for ProcessRuntime {
     }
 
     fn signal(&self, h: &Handle, sig: StopSignal) -> Result<(), RuntimeError> {
-        let is_child = self.children.lock().map(|c| c.contains_key(&h.pid)).unwrap_or(false);
+        let is_child = self
+            .children
+            .lock()
+            .map(|c| c.contains_key(&h.pid))
+            .unwrap_or(false);
         let res = match sig {
             // SIGTERM goes to the init, which forwards it to the app exactly once.
-            StopSignal::Term if is_child || self.alive(h) => signal::kill(pid_of(h), Signal::SIGTERM),
+            StopSignal::Term if is_child || self.alive(h) => {
+                signal::kill(pid_of(h), Signal::SIGTERM)
+            }
             StopSignal::Term => Ok(()),
             // SIGKILL goes to the whole session's process group: whatever the app forked
             // dies with it, even after the init itself is gone. A group id cannot be
             // reused while the group has members, so this never hits a stranger.
-            StopSignal::Kill if is_child || self.alive(h) || procfs::group_has_members(&self.proc_root, h.pid) => {
+            StopSignal::Kill
+                if is_child
+                    || self.alive(h)
+                    || procfs::group_has_members(&self.proc_root, h.pid) =>
+            {
                 signal::killpg(pid_of(h), Signal::SIGKILL)
             }
             StopSignal::Kill => Ok(()),
         };
         match res {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-            Err(e) => Err(RuntimeError::Signal { id: h.id.clone(), message: e.to_string() }),
+            Err(e) => Err(RuntimeError::Signal {
+                id: h.id.clone(),
+                message: e.to_string(),
+            }),
         }
     }
 
@@ -171,13 +230,20 @@ impl Runtime for ProcessRuntime {
         let mut out = Vec::new();
         for app_dir in read_dirs(&self.layout.run()) {
             for dir in read_dirs(&app_dir) {
-                match std::fs::read(dir.join(HANDLE_FILE)).ok().and_then(|b| serde_json::from_slice::<Handle>(&b).ok()) {
+                match std::fs::read(dir.join(HANDLE_FILE))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Handle>(&b).ok())
+                {
                     Some(h) => {
-                        let live = if self.alive(&h) {
-                            Liveness::Running
-                        } else {
-                            Liveness::Exited(self.exit_of(&h, "replica init is gone (killed or machine restarted)"))
-                        };
+                        let live =
+                            if self.alive(&h) {
+                                Liveness::Running
+                            } else {
+                                Liveness::Exited(self.exit_of(
+                                    &h,
+                                    "replica init is gone (killed or machine restarted)",
+                                ))
+                            };
                         out.push((h, live));
                     }
                     None => {
@@ -191,17 +257,29 @@ impl Runtime for ProcessRuntime {
     }
 
     fn tail(&self, app: &AppName, id: &str, n: usize) -> Vec<String> {
-        let filter = logs::Filter { replica: Some(id.to_string()), ..logs::Filter::default() };
+        let filter = logs::Filter {
+            replica: Some(id.to_string()),
+            ..logs::Filter::default()
+        };
         match logs::read(&self.layout.app_log(app), &filter, Some(n)) {
-            Ok((recs, _)) => recs.into_iter().map(|r| format!("{} {}[{}]: {}", r.ts, r.replica, r.stream, r.msg)).collect(),
+            Ok((recs, _)) => recs
+                .into_iter()
+                .map(|r| format!("{} {}[{}]: {}", r.ts, r.replica, r.stream, r.msg))
+                .collect(),
             Err(_) => Vec::new(),
         }
     }
 }
 
 fn read_dirs(path: &Path) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(path) else { return Vec::new() };
-    let mut v: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let Ok(rd) = std::fs::read_dir(path) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     v.sort();
     v
 }

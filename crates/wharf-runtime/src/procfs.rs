@@ -26,11 +26,20 @@ fn parse_pgrp(text: &str) -> Option<u32> {
 
 /// True when some live process is in process group `pgid`.
 pub fn group_has_members(proc_root: &Path, pgid: u32) -> bool {
-    let Ok(rd) = std::fs::read_dir(proc_root) else { return false };
+    let Ok(rd) = std::fs::read_dir(proc_root) else {
+        return false;
+    };
     rd.flatten()
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .any(|text| parse_pgrp(&text) == Some(pgid) && parse_stat(&text).is_some_and(|(s, _)| s != 'Z'))
+        .any(|text| {
+            parse_pgrp(&text) == Some(pgid) && parse_stat(&text).is_some_and(|(s, _)| s != 'Z')
+        })
 }
 
 /// True when `pid` exists, is not a zombie, and started at `start_time`.
@@ -53,12 +62,26 @@ mod tests {
     fn reads_a_fake_proc_tree() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("42")).unwrap();
-        std::fs::write(dir.path().join("42/stat"), "42 (sh) Z 1 42 42 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 555 0 0 0").unwrap();
+        std::fs::write(
+            dir.path().join("42/stat"),
+            "42 (sh) Z 1 42 42 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 555 0 0 0",
+        )
+        .unwrap();
         assert_eq!(stat(dir.path(), 42), Some(('Z', 555)));
-        assert!(!is_same_live_process(dir.path(), 42, 555), "zombies are dead");
-        std::fs::write(dir.path().join("42/stat"), "42 (sh) S 1 42 42 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 555 0 0 0").unwrap();
+        assert!(
+            !is_same_live_process(dir.path(), 42, 555),
+            "zombies are dead"
+        );
+        std::fs::write(
+            dir.path().join("42/stat"),
+            "42 (sh) S 1 42 42 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 555 0 0 0",
+        )
+        .unwrap();
         assert!(is_same_live_process(dir.path(), 42, 555));
-        assert!(!is_same_live_process(dir.path(), 42, 556), "pid reused by another process");
+        assert!(
+            !is_same_live_process(dir.path(), 42, 556),
+            "pid reused by another process"
+        );
         assert!(!is_same_live_process(dir.path(), 43, 555));
         assert!(group_has_members(dir.path(), 42));
         assert!(!group_has_members(dir.path(), 41));

@@ -18,7 +18,9 @@ struct Inner {
 
 impl MemStore {
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
-        self.inner.lock().map_err(|_| StoreError("memory store poisoned".into()))
+        self.inner
+            .lock()
+            .map_err(|_| StoreError("memory store poisoned".into()))
     }
 }
 
@@ -34,7 +36,10 @@ impl Store for MemStore {
         if let Some(r) = release {
             let key = (r.app.clone(), r.version);
             if g.releases.contains_key(&key) {
-                return Err(StoreError(format!("release v{} of {} already exists; releases are immutable", r.version, r.app)));
+                return Err(StoreError(format!(
+                    "release v{} of {} already exists; releases are immutable",
+                    r.version, r.app
+                )));
             }
             g.releases.insert(key, r.clone());
         }
@@ -45,7 +50,13 @@ impl Store for MemStore {
         Ok(self.lock()?.releases.get(&(app.clone(), version)).cloned())
     }
     fn releases(&self, app: &AppName) -> Result<Vec<Release>, StoreError> {
-        Ok(self.lock()?.releases.iter().filter(|((a, _), _)| a == app).map(|(_, r)| r.clone()).collect())
+        Ok(self
+            .lock()?
+            .releases
+            .iter()
+            .filter(|((a, _), _)| a == app)
+            .map(|(_, r)| r.clone())
+            .collect())
     }
     fn delete(&self, app: &AppName) -> Result<(), StoreError> {
         let mut g = self.lock()?;

@@ -66,12 +66,16 @@ impl Store for RedbStore {
         let tx = self.db.begin_write().map_err(err)?;
         {
             let mut apps = tx.open_table(APPS).map_err(err)?;
-            apps.insert(app.name.as_str(), encode(app)?.as_slice()).map_err(err)?;
+            apps.insert(app.name.as_str(), encode(app)?.as_slice())
+                .map_err(err)?;
             if let Some(r) = release {
                 let mut releases = tx.open_table(RELEASES).map_err(err)?;
                 let key = (r.app.as_str(), r.version);
                 if releases.get(key).map_err(err)?.is_some() {
-                    return Err(StoreError(format!("release v{} of {} already exists; releases are immutable", r.version, r.app)));
+                    return Err(StoreError(format!(
+                        "release v{} of {} already exists; releases are immutable",
+                        r.version, r.app
+                    )));
                 }
                 releases.insert(key, encode(r)?.as_slice()).map_err(err)?;
             }
@@ -90,7 +94,10 @@ impl Store for RedbStore {
         let tx = self.db.begin_read().map_err(err)?;
         let table = tx.open_table(RELEASES).map_err(err)?;
         let mut out = Vec::new();
-        for row in table.range((app.as_str(), 0)..=(app.as_str(), u32::MAX)).map_err(err)? {
+        for row in table
+            .range((app.as_str(), 0)..=(app.as_str(), u32::MAX))
+            .map_err(err)?
+        {
             let (_, v) = row.map_err(err)?;
             out.push(decode(v.value())?);
         }
@@ -103,7 +110,9 @@ impl Store for RedbStore {
             let mut apps = tx.open_table(APPS).map_err(err)?;
             apps.remove(app.as_str()).map_err(err)?;
             let mut releases = tx.open_table(RELEASES).map_err(err)?;
-            releases.retain_in((app.as_str(), 0)..=(app.as_str(), u32::MAX), |_, _| false).map_err(err)?;
+            releases
+                .retain_in((app.as_str(), 0)..=(app.as_str(), u32::MAX), |_, _| false)
+                .map_err(err)?;
         }
         tx.commit().map_err(err)
     }

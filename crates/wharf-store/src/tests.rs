@@ -26,9 +26,22 @@ fn contract(store: &dyn Store) {
     store.put(&rec, Some(&release("a", 1))).unwrap();
     rec.latest = 2;
     store.put(&rec, Some(&release("a", 2))).unwrap();
-    store.put(&AppRecord::new(AppName::new("b").unwrap(), 1), Some(&release("b", 1))).unwrap();
+    store
+        .put(
+            &AppRecord::new(AppName::new("b").unwrap(), 1),
+            Some(&release("b", 1)),
+        )
+        .unwrap();
     assert_eq!(store.app(&a).unwrap().unwrap().latest, 2);
-    assert_eq!(store.releases(&a).unwrap().iter().map(|r| r.version).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        store
+            .releases(&a)
+            .unwrap()
+            .iter()
+            .map(|r| r.version)
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
     assert_eq!(store.release(&a, 2).unwrap().unwrap().env["K"], "2");
     let e = store.put(&rec, Some(&release("a", 2))).unwrap_err();
     assert!(e.to_string().contains("immutable"), "{e}");
@@ -37,7 +50,10 @@ fn contract(store: &dyn Store) {
     store.delete(&a).unwrap();
     assert!(store.app(&a).unwrap().is_none());
     assert!(store.releases(&a).unwrap().is_empty());
-    assert_eq!(store.releases(&AppName::new("b").unwrap()).unwrap().len(), 1);
+    assert_eq!(
+        store.releases(&AppName::new("b").unwrap()).unwrap().len(),
+        1
+    );
 }
 
 #[test]
@@ -55,7 +71,13 @@ fn redb_store_contract_and_durability() {
     }
     let s = RedbStore::open(&path).unwrap();
     assert_eq!(s.apps().unwrap().len(), 1, "survives reopening");
-    assert_eq!(s.release(&AppName::new("b").unwrap(), 1).unwrap().unwrap().version, 1);
+    assert_eq!(
+        s.release(&AppName::new("b").unwrap(), 1)
+            .unwrap()
+            .unwrap()
+            .version,
+        1
+    );
 }
 
 #[test]

@@ -44,7 +44,11 @@ pub enum DeployEvent {
     /// A line of build output.
     Build { line: String },
     /// The release serves all traffic.
-    Done { app: String, release: u32, url: String },
+    Done {
+        app: String,
+        release: u32,
+        url: String,
+    },
     /// The rollout failed and the previous release serves (or nothing did before).
     Failed {
         reason: String,

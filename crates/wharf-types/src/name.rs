@@ -128,7 +128,16 @@ mod tests {
         for ok in ["a", "sample-app", "app2", &"a".repeat(63)] {
             assert!(AppName::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Sample", "1app", "app-", "a_b", "a.b", &"a".repeat(64), "-a"] {
+        for bad in [
+            "",
+            "Sample",
+            "1app",
+            "app-",
+            "a_b",
+            "a.b",
+            &"a".repeat(64),
+            "-a",
+        ] {
             assert!(AppName::new(bad).is_err(), "{bad}");
         }
     }

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 /// Parses a humantime duration such as `500ms`, `2s`, `5m`, `1h 30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("invalid duration {s:?} ({e}); use forms like \"500ms\", \"2s\", \"5m\""))
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("invalid duration {s:?} ({e}); use forms like \"500ms\", \"2s\", \"5m\"")
+    })
 }
 
 /// Formats a duration the way `parse_duration` reads it back.
@@ -43,7 +44,7 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
 /// Formats bytes with the largest exact binary suffix.
 pub fn format_memory(bytes: u64) -> String {
     for (suffix, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
-        if bytes >= (1 << shift) && bytes % (1 << shift) == 0 {
+        if bytes >= (1 << shift) && bytes.is_multiple_of(1 << shift) {
             return format!("{}{suffix}", bytes >> shift);
         }
     }
@@ -73,7 +74,10 @@ mod tests {
         assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
         assert!(parse_duration("soon").unwrap_err().contains("\"soon\""));
         assert!(parse_duration("10").is_err());
-        assert_eq!(parse_duration(&format_duration(Duration::from_millis(1500))).unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration(&format_duration(Duration::from_millis(1500))).unwrap(),
+            Duration::from_millis(1500)
+        );
     }
 
     #[test]
@@ -82,7 +86,15 @@ mod tests {
         assert_eq!(parse_memory("1Gi").unwrap(), 1 << 30);
         assert_eq!(parse_memory("512M").unwrap(), 512_000_000);
         assert_eq!(parse_memory("4096").unwrap(), 4096);
-        for bad in ["", "Mi", "12 parsecs", "1.5Gi", "-1Mi", "0", "99999999999999Ti"] {
+        for bad in [
+            "",
+            "Mi",
+            "12 parsecs",
+            "1.5Gi",
+            "-1Mi",
+            "0",
+            "99999999999999Ti",
+        ] {
             assert!(parse_memory(bad).is_err(), "{bad}");
         }
         assert_eq!(format_memory(256 << 20), "256Mi");

@@ -64,7 +64,10 @@ impl AppRecord {
 
     /// Desired replicas of `process` in `release`: the scale override, else the spec.
     pub fn desired(&self, process: &ProcessType, spec: &ProcessSpec) -> u32 {
-        self.formation.get(process).copied().unwrap_or(spec.replicas)
+        self.formation
+            .get(process)
+            .copied()
+            .unwrap_or(spec.replicas)
     }
 }
 

@@ -136,14 +136,19 @@ impl Amount {
             Amount::Count(n) => n,
             Amount::Percent(p) => {
                 let num = u64::from(of) * u64::from(p);
-                let v = if round_up { num.div_ceil(100) } else { num / 100 };
+                let v = if round_up {
+                    num.div_ceil(100)
+                } else {
+                    num / 100
+                };
                 u32::try_from(v).unwrap_or(u32::MAX)
             }
         }
     }
 
     pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid amount {s:?}; use a count like 1 or a percentage like \"25%\"");
+        let bad =
+            || format!("invalid amount {s:?}; use a count like 1 or a percentage like \"25%\"");
         match s.trim().strip_suffix('%') {
             Some(p) => p.trim().parse().map(Amount::Percent).map_err(|_| bad()),
             None => s.trim().parse().map(Amount::Count).map_err(|_| bad()),
@@ -190,7 +195,10 @@ mod tests {
 
     #[test]
     fn strategies() {
-        assert_eq!("blue-green".parse::<Strategy>().unwrap(), Strategy::BlueGreen);
+        assert_eq!(
+            "blue-green".parse::<Strategy>().unwrap(),
+            Strategy::BlueGreen
+        );
         assert!("yolo".parse::<Strategy>().unwrap_err().contains("rolling"));
     }
 }

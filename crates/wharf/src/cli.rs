@@ -4,13 +4,22 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "wharf", version, about = "A self-hosted application platform in one binary")]
+#[command(
+    name = "wharf",
+    version,
+    about = "A self-hosted application platform in one binary"
+)]
 pub struct Cli {
     /// Data directory (default: $WHARF_DATA_DIR, else /var/lib/wharf as root, else $XDG_DATA_HOME/wharf)
     #[arg(long, global = true, env = "WHARF_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// API address of the server to talk to (default: the unix socket in the data dir)
-    #[arg(long = "server", global = true, env = "WHARF_SERVER", value_name = "HOST:PORT")]
+    #[arg(
+        long = "server",
+        global = true,
+        env = "WHARF_SERVER",
+        value_name = "HOST:PORT"
+    )]
     pub server: Option<String>,
     /// Print data as JSON
     #[arg(long, global = true)]
@@ -67,7 +76,10 @@ pub enum Command {
     /// The release ledger
     Releases { app: String },
     /// Roll back to the previous release, or to vN
-    Rollback { app: String, release: Option<String> },
+    Rollback {
+        app: String,
+        release: Option<String>,
+    },
     /// Set replica counts: wharf scale APP web=3 worker=1
     Scale {
         app: String,

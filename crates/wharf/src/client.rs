@@ -19,7 +19,10 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(code: u8, message: impl Into<String>) -> Self {
-        Self { message: message.into(), code }
+        Self {
+            message: message.into(),
+            code,
+        }
     }
     pub fn usage(message: impl Into<String>) -> Self {
         Self::new(2, message)
@@ -65,7 +68,12 @@ pub struct Client {
 }
 
 impl Client {
-    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Response<Incoming>> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response<Incoming>> {
         let unreachable = |e: &dyn std::fmt::Display| {
             Failure::failed(format!(
                 "no wharf server answers at {} ({e}); start one with `wharf server` or `wharf up`",
@@ -74,11 +82,15 @@ impl Client {
         };
         let mut sender = match &self.endpoint {
             Endpoint::Unix(p) => {
-                let s = tokio::net::UnixStream::connect(p).await.map_err(|e| unreachable(&e))?;
+                let s = tokio::net::UnixStream::connect(p)
+                    .await
+                    .map_err(|e| unreachable(&e))?;
                 handshake(s).await.map_err(|e| unreachable(&e))?
             }
             Endpoint::Tcp(a) => {
-                let s = tokio::net::TcpStream::connect(a).await.map_err(|e| unreachable(&e))?;
+                let s = tokio::net::TcpStream::connect(a)
+                    .await
+                    .map_err(|e| unreachable(&e))?;
                 handshake(s).await.map_err(|e| unreachable(&e))?
             }
         };
@@ -89,15 +101,31 @@ impl Client {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| Failure::failed(e.to_string()))?;
-        sender.send_request(req).await.map_err(|e| Failure::failed(format!("the server closed the connection: {e}")))
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| Failure::failed(format!("the server closed the connection: {e}")))
     }
 
     /// Sends a request and decodes a JSON answer (or the API error).
-    pub async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&impl Serialize>) -> Result<T> {
-        let body = body.map(|b| serde_json::to_vec(b)).transpose().map_err(|e| Failure::failed(e.to_string()))?;
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
+        let body = body
+            .map(|b| serde_json::to_vec(b))
+            .transpose()
+            .map_err(|e| Failure::failed(e.to_string()))?;
         let resp = self.send(method, path, body).await?;
         let status = resp.status();
-        let bytes = resp.into_body().collect().await.map_err(|e| Failure::failed(e.to_string()))?.to_bytes();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Failure::failed(e.to_string()))?
+            .to_bytes();
         decode(status, &bytes)
     }
 
@@ -113,22 +141,32 @@ impl Client {
         body: Option<&impl Serialize>,
         mut on: impl FnMut(T) -> Result<()>,
     ) -> Result<()> {
-        let body = body.map(|b| serde_json::to_vec(b)).transpose().map_err(|e| Failure::failed(e.to_string()))?;
+        let body = body
+            .map(|b| serde_json::to_vec(b))
+            .transpose()
+            .map_err(|e| Failure::failed(e.to_string()))?;
         let resp = self.send(method, path, body).await?;
         let status = resp.status();
         let mut body = resp.into_body();
         if !status.is_success() {
-            let bytes = body.collect().await.map_err(|e| Failure::failed(e.to_string()))?.to_bytes();
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| Failure::failed(e.to_string()))?
+                .to_bytes();
             return decode::<()>(status, &bytes);
         }
         let mut buf = Vec::new();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| Failure::failed(format!("the server stopped answering: {e}")))?;
+            let frame =
+                frame.map_err(|e| Failure::failed(format!("the server stopped answering: {e}")))?;
             if let Some(data) = frame.data_ref() {
                 buf.extend_from_slice(data);
                 while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=pos).collect();
-                    let v = serde_json::from_slice(&line).map_err(|e| Failure::failed(format!("unexpected answer from the server: {e}")))?;
+                    let v = serde_json::from_slice(&line).map_err(|e| {
+                        Failure::failed(format!("unexpected answer from the server: {e}"))
+                    })?;
                     on(v)?;
                 }
             }
@@ -149,7 +187,9 @@ async fn handshake<S>(s: S) -> std::io::Result<hyper::client::conn::http1::SendR
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.map_err(std::io::Error::other)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .map_err(std::io::Error::other)?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -158,14 +198,18 @@ where
 
 fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<T> {
     if status.is_success() {
-        return serde_json::from_slice(bytes).map_err(|e| Failure::failed(format!("unexpected answer from the server: {e}")));
+        return serde_json::from_slice(bytes)
+            .map_err(|e| Failure::failed(format!("unexpected answer from the server: {e}")));
     }
     match serde_json::from_slice::<ApiError>(bytes) {
         Ok(e) => Err(Failure::from_api(e)),
         Err(_) => {
             let text = String::from_utf8_lossy(bytes).trim().to_string();
             let code = if status.is_client_error() { 2 } else { 1 };
-            Err(Failure::new(code, format!("the server answered {status}: {text}")))
+            Err(Failure::new(
+                code,
+                format!("the server answered {status}: {text}"),
+            ))
         }
     }
 }

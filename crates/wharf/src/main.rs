@@ -16,7 +16,10 @@ fn main() -> ExitCode {
         // The replica init must not start a runtime or threads before forking the app.
         return ExitCode::from(u8::try_from(wharf_runtime::init::run(run_dir)).unwrap_or(1));
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

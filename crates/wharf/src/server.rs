@@ -23,9 +23,16 @@ pub struct Options {
 
 pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     if opts.listen_tls.is_some() {
-        return Err(Failure::usage("--listen-tls: HTTPS is not available in this version yet; serve HTTP with --listen"));
+        return Err(Failure::usage(
+            "--listen-tls: HTTPS is not available in this version yet; serve HTTP with --listen",
+        ));
     }
-    std::fs::create_dir_all(data_dir).map_err(|e| Failure::failed(format!("cannot create the data dir {}: {e}", data_dir.display())))?;
+    std::fs::create_dir_all(data_dir).map_err(|e| {
+        Failure::failed(format!(
+            "cannot create the data dir {}: {e}",
+            data_dir.display()
+        ))
+    })?;
     let _ = std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700));
     let layout = Layout::new(data_dir);
     if nix::unistd::geteuid().is_root() {
@@ -36,7 +43,12 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
 
     let socket = layout.socket();
     if socket.exists() {
-        if (Client { endpoint: Endpoint::Unix(socket.clone()) }).healthy().await {
+        if (Client {
+            endpoint: Endpoint::Unix(socket.clone()),
+        })
+        .healthy()
+        .await
+        {
             return Err(Failure::failed(format!(
                 "another wharf server is running with the data dir {}; stop it or pass a different --data-dir",
                 data_dir.display()
@@ -47,26 +59,47 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     let store = RedbStore::open(&layout.store()).map_err(|e| Failure::failed(e.to_string()))?;
 
     let listener = TcpListener::bind(&opts.listen).await.map_err(|e| {
-        Failure::failed(format!("cannot listen on {}: {e}; pass --listen 127.0.0.1:PORT", opts.listen))
+        Failure::failed(format!(
+            "cannot listen on {}: {e}; pass --listen 127.0.0.1:PORT",
+            opts.listen
+        ))
     })?;
-    let router_addr = listener.local_addr().map_err(|e| Failure::failed(e.to_string()))?;
+    let router_addr = listener
+        .local_addr()
+        .map_err(|e| Failure::failed(e.to_string()))?;
     let router = Router::new(RouterConfig::default());
 
-    let exe = std::env::current_exe().map_err(|e| Failure::failed(format!("cannot find the wharf binary: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::failed(format!("cannot find the wharf binary: {e}")))?;
     let runtime = ProcessRuntime::new(layout.clone(), vec![exe.into_os_string(), "init".into()]);
-    let settings = Settings { public_port: router_addr.port(), ..Settings::default() };
-    let controller = Controller::new(Arc::new(store), Arc::new(runtime), router.clone(), Arc::new(SystemClock), layout.clone(), settings)
-        .map_err(|e| Failure::failed(e.to_string()))?;
+    let settings = Settings {
+        public_port: router_addr.port(),
+        ..Settings::default()
+    };
+    let controller = Controller::new(
+        Arc::new(store),
+        Arc::new(runtime),
+        router.clone(),
+        Arc::new(SystemClock),
+        layout.clone(),
+        settings,
+    )
+    .map_err(|e| Failure::failed(e.to_string()))?;
     // Publish what was re-adopted before the first request arrives.
     controller.tick();
 
-    let unix = UnixListener::bind(&socket).map_err(|e| Failure::failed(format!("cannot bind {}: {e}", socket.display())))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(|e| Failure::failed(e.to_string()))?;
+    let unix = UnixListener::bind(&socket)
+        .map_err(|e| Failure::failed(format!("cannot bind {}: {e}", socket.display())))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Failure::failed(e.to_string()))?;
     let api = wharf_api::router(controller.clone());
-    let tcp_api = match &opts.api {
-        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| Failure::failed(format!("cannot listen on {addr} for the API: {e}")))?),
-        None => None,
-    };
+    let tcp_api =
+        match &opts.api {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                Failure::failed(format!("cannot listen on {addr} for the API: {e}"))
+            })?),
+            None => None,
+        };
     let api_addr = tcp_api.as_ref().and_then(|l| l.local_addr().ok());
 
     let info = serde_json::json!({
@@ -77,7 +110,13 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     });
     let _ = std::fs::write(data_dir.join("server.json"), info.to_string());
     println!("wharf: router listening on http://{router_addr}");
-    println!("wharf: api on {}{}", socket.display(), api_addr.map(|a| format!(" and http://{a}")).unwrap_or_default());
+    println!(
+        "wharf: api on {}{}",
+        socket.display(),
+        api_addr
+            .map(|a| format!(" and http://{a}"))
+            .unwrap_or_default()
+    );
     println!("wharf: data dir {}", data_dir.display());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -107,8 +146,14 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     if let Some(t) = tcp_task {
         let _ = t.await;
     }
-    if tokio::time::timeout(ROUTER_DRAIN, router_task).await.is_err() {
-        eprintln!("wharf: some requests did not finish within {}s", ROUTER_DRAIN.as_secs());
+    if tokio::time::timeout(ROUTER_DRAIN, router_task)
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "wharf: some requests did not finish within {}s",
+            ROUTER_DRAIN.as_secs()
+        );
     }
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(data_dir.join("server.json"));

@@ -35,7 +35,11 @@ pub(super) fn plan_process(
 ) -> Step {
     let n = pd.count;
     let stop = |r: &Replica, reason, out: &mut Vec<Action>| {
-        out.push(Action::Stop { app: app.clone(), id: r.id.clone(), reason });
+        out.push(Action::Stop {
+            app: app.clone(),
+            id: r.id.clone(),
+            reason,
+        });
     };
     let (mut new, mut old): (Vec<&Replica>, Vec<&Replica>) =
         replicas.iter().copied().partition(|r| r.release == release);
@@ -51,14 +55,21 @@ pub(super) fn plan_process(
     for r in &new {
         if let Phase::Exited { restart_at } = r.phase {
             if now >= restart_at {
-                out.push(Action::Restart { app: app.clone(), id: r.id.clone() });
+                out.push(Action::Restart {
+                    app: app.clone(),
+                    id: r.id.clone(),
+                });
             }
         }
     }
 
     let surge = pd.deploy.max_surge.resolve(n, true);
     let unavailable = pd.deploy.max_unavailable.resolve(n, false);
-    let (surge, unavailable) = if surge == 0 && unavailable == 0 { (1, 0) } else { (surge, unavailable) };
+    let (surge, unavailable) = if surge == 0 && unavailable == 0 {
+        (1, 0)
+    } else {
+        (surge, unavailable)
+    };
 
     // Scale up the new set within the surge budget.
     let total = (new.len() + old.len()) as u32;
@@ -96,5 +107,7 @@ pub(super) fn plan_process(
         stop(r, StopReason::Replaced, out);
     }
 
-    Step { complete: ready_new >= n }
+    Step {
+        complete: ready_new >= n,
+    }
 }

@@ -14,35 +14,76 @@ fn web() -> ProcessType {
 }
 
 fn desired(release: u32, count: u32, rollout_from: Option<Option<u32>>) -> AppDesired {
-    desired_with(release, count, rollout_from, Amount::Percent(100), Amount::Count(0))
+    desired_with(
+        release,
+        count,
+        rollout_from,
+        Amount::Percent(100),
+        Amount::Count(0),
+    )
 }
 
-fn desired_with(release: u32, count: u32, rollout_from: Option<Option<u32>>, surge: Amount, unav: Amount) -> AppDesired {
-    let deploy = DeploySpec { max_surge: surge, max_unavailable: unav, timeout: Duration::from_secs(60), ..DeploySpec::default() };
+fn desired_with(
+    release: u32,
+    count: u32,
+    rollout_from: Option<Option<u32>>,
+    surge: Amount,
+    unav: Amount,
+) -> AppDesired {
+    let deploy = DeploySpec {
+        max_surge: surge,
+        max_unavailable: unav,
+        timeout: Duration::from_secs(60),
+        ..DeploySpec::default()
+    };
     AppDesired {
         app: app(),
         release: Some(release),
-        processes: [(web(), ProcessDesired { count, deploy })].into_iter().collect(),
-        rollout: rollout_from.map(|from| Rollout { release, from, started_at: T0, reverting: None }),
+        processes: [(web(), ProcessDesired { count, deploy })]
+            .into_iter()
+            .collect(),
+        rollout: rollout_from.map(|from| Rollout {
+            release,
+            from,
+            started_at: T0,
+            reverting: None,
+        }),
     }
 }
 
 fn running(release: u32, ordinal: u32, ready: bool) -> Replica {
     let mut r = Replica::new(app(), web(), release, ordinal, T0);
-    r.phase = Phase::Running { pid: 100 + ordinal, since: T0 };
+    r.phase = Phase::Running {
+        pid: 100 + ordinal,
+        since: T0,
+    };
     r.ready = ready;
     r.ever_ready = ready;
     r
 }
 
 fn starts(actions: &[Action]) -> Vec<String> {
-    actions.iter().filter_map(|a| match a { Action::Start { id, .. } => Some(id.clone()), _ => None }).collect()
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Start { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .collect()
 }
 fn stops(actions: &[Action]) -> Vec<String> {
-    actions.iter().filter_map(|a| match a { Action::Stop { id, .. } => Some(id.clone()), _ => None }).collect()
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Stop { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .collect()
 }
 fn succeeded(actions: &[Action]) -> bool {
-    actions.iter().any(|a| matches!(a, Action::RolloutSucceeded { .. }))
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::RolloutSucceeded { .. }))
 }
 
 #[test]
@@ -54,29 +95,62 @@ fn first_deploy_starts_every_replica() {
 
 #[test]
 fn first_deploy_succeeds_when_all_ready() {
-    let reps = [running(1, 1, true), running(1, 2, true), running(1, 3, false)];
+    let reps = [
+        running(1, 1, true),
+        running(1, 2, true),
+        running(1, 3, false),
+    ];
     assert!(!succeeded(&plan(&[desired(1, 3, Some(None))], &reps, T0)));
-    let reps = [running(1, 1, true), running(1, 2, true), running(1, 3, true)];
+    let reps = [
+        running(1, 1, true),
+        running(1, 2, true),
+        running(1, 3, true),
+    ];
     let a = plan(&[desired(1, 3, Some(None))], &reps, T0);
-    assert_eq!(a, vec![Action::RolloutSucceeded { app: app(), release: 1 }]);
+    assert_eq!(
+        a,
+        vec![Action::RolloutSucceeded {
+            app: app(),
+            release: 1
+        }]
+    );
 }
 
 #[test]
 fn rolling_default_surges_then_replaces_as_new_become_ready() {
     let d = desired(2, 3, Some(Some(1)));
-    let old = vec![running(1, 1, true), running(1, 2, true), running(1, 3, true)];
-    let a = plan(&[d.clone()], &old, T0);
+    let old = vec![
+        running(1, 1, true),
+        running(1, 2, true),
+        running(1, 3, true),
+    ];
+    let a = plan(std::slice::from_ref(&d), &old, T0);
     assert_eq!(starts(&a), ["web-1-v2", "web-2-v2", "web-3-v2"]);
-    assert!(stops(&a).is_empty(), "max_unavailable 0: no old replica leaves before a new one is ready");
+    assert!(
+        stops(&a).is_empty(),
+        "max_unavailable 0: no old replica leaves before a new one is ready"
+    );
 
     let mut reps = old.clone();
-    reps.extend([running(2, 1, true), running(2, 2, false), running(2, 3, false)]);
-    let a = plan(&[d.clone()], &reps, T0);
-    assert_eq!(stops(&a), ["web-3-v1"], "one new ready: one old leaves, highest ordinal first");
+    reps.extend([
+        running(2, 1, true),
+        running(2, 2, false),
+        running(2, 3, false),
+    ]);
+    let a = plan(std::slice::from_ref(&d), &reps, T0);
+    assert_eq!(
+        stops(&a),
+        ["web-3-v1"],
+        "one new ready: one old leaves, highest ordinal first"
+    );
     assert!(starts(&a).is_empty());
 
     let mut reps = old;
-    reps.extend([running(2, 1, true), running(2, 2, true), running(2, 3, true)]);
+    reps.extend([
+        running(2, 1, true),
+        running(2, 2, true),
+        running(2, 3, true),
+    ]);
     let a = plan(&[d], &reps, T0);
     assert_eq!(stops(&a).len(), 3);
     assert!(succeeded(&a));
@@ -85,9 +159,16 @@ fn rolling_default_surges_then_replaces_as_new_become_ready() {
 #[test]
 fn rolling_with_max_unavailable_stops_first() {
     let d = desired_with(2, 3, Some(Some(1)), Amount::Count(0), Amount::Count(1));
-    let old = vec![running(1, 1, true), running(1, 2, true), running(1, 3, true)];
-    let a = plan(&[d.clone()], &old, T0);
-    assert!(starts(&a).is_empty(), "no surge: nothing starts while 3 run");
+    let old = vec![
+        running(1, 1, true),
+        running(1, 2, true),
+        running(1, 3, true),
+    ];
+    let a = plan(std::slice::from_ref(&d), &old, T0);
+    assert!(
+        starts(&a).is_empty(),
+        "no surge: nothing starts while 3 run"
+    );
     assert_eq!(stops(&a), ["web-3-v1"]);
     let a = plan(&[d], &old[..2], T0);
     assert_eq!(starts(&a), ["web-1-v2"]);
@@ -97,12 +178,16 @@ fn rolling_with_max_unavailable_stops_first() {
 #[test]
 fn rolling_with_surge_one_replaces_one_at_a_time() {
     let d = desired_with(2, 3, Some(Some(1)), Amount::Count(1), Amount::Count(0));
-    let old = vec![running(1, 1, true), running(1, 2, true), running(1, 3, true)];
-    let a = plan(&[d.clone()], &old, T0);
+    let old = vec![
+        running(1, 1, true),
+        running(1, 2, true),
+        running(1, 3, true),
+    ];
+    let a = plan(std::slice::from_ref(&d), &old, T0);
     assert_eq!(starts(&a), ["web-1-v2"]);
     let mut reps = old.clone();
     reps.push(running(2, 1, false));
-    let a = plan(&[d.clone()], &reps, T0);
+    let a = plan(std::slice::from_ref(&d), &reps, T0);
     assert!(starts(&a).is_empty() && stops(&a).is_empty());
     reps.pop();
     reps.push(running(2, 1, true));
@@ -112,42 +197,82 @@ fn rolling_with_surge_one_replaces_one_at_a_time() {
 
 #[test]
 fn scale_up_and_down_without_rollout() {
-    let reps = vec![running(1, 1, true), running(1, 2, true), running(1, 3, true)];
+    let reps = vec![
+        running(1, 1, true),
+        running(1, 2, true),
+        running(1, 3, true),
+    ];
     let a = plan(&[desired(1, 5, None)], &reps, T0);
     assert_eq!(starts(&a), ["web-4-v1", "web-5-v1"]);
     let mut reps2 = reps.clone();
     reps2[0].ready = false;
     let a = plan(&[desired(1, 1, None)], &reps2, T0);
-    assert_eq!(stops(&a), ["web-1-v1", "web-3-v1"], "unready first, then highest ordinal");
+    assert_eq!(
+        stops(&a),
+        ["web-1-v1", "web-3-v1"],
+        "unready first, then highest ordinal"
+    );
     let a = plan(&[desired(1, 0, None)], &reps, T0);
     assert_eq!(stops(&a).len(), 3);
-    assert!(plan(&[desired(1, 3, None)], &reps, T0).is_empty(), "converged: nothing to do");
+    assert!(
+        plan(&[desired(1, 3, None)], &reps, T0).is_empty(),
+        "converged: nothing to do"
+    );
 }
 
 #[test]
 fn exited_replica_restarts_after_backoff() {
     let mut r = running(1, 1, true);
-    r.record_exit(Exit { at: T0 + 5_000, code: Some(1), signal: None, reason: "exited with code 1".into() });
+    r.record_exit(Exit {
+        at: T0 + 5_000,
+        code: Some(1),
+        signal: None,
+        reason: "exited with code 1".into(),
+    });
     let reps = vec![r, running(1, 2, true)];
     let d = desired(1, 2, None);
-    assert!(plan(&[d.clone()], &reps, T0 + 5_500).is_empty(), "inside the 1 s backoff");
-    assert_eq!(plan(&[d], &reps, T0 + 6_000), vec![Action::Restart { app: app(), id: "web-1-v1".into() }]);
+    assert!(
+        plan(std::slice::from_ref(&d), &reps, T0 + 5_500).is_empty(),
+        "inside the 1 s backoff"
+    );
+    assert_eq!(
+        plan(&[d], &reps, T0 + 6_000),
+        vec![Action::Restart {
+            app: app(),
+            id: "web-1-v1".into()
+        }]
+    );
 }
 
 #[test]
 fn crash_looping_new_release_fails_the_rollout() {
     let mut bad = Replica::new(app(), web(), 2, 1, T0);
     bad.backoff = Backoff { failures: 3 };
-    bad.last_exit = Some(Exit { at: T0, code: Some(3), signal: None, reason: "exited with code 3".into() });
-    bad.phase = Phase::Exited { restart_at: T0 + 4_000 };
+    bad.last_exit = Some(Exit {
+        at: T0,
+        code: Some(3),
+        signal: None,
+        reason: "exited with code 3".into(),
+    });
+    bad.phase = Phase::Exited {
+        restart_at: T0 + 4_000,
+    };
     let reps = vec![running(1, 1, true), bad];
     let a = plan(&[desired(2, 1, Some(Some(1)))], &reps, T0 + 1_000);
     assert_eq!(a.len(), 1, "{a:?}");
     match &a[0] {
-        Action::RolloutFailed { release, reason, replica, .. } => {
+        Action::RolloutFailed {
+            release,
+            reason,
+            replica,
+            ..
+        } => {
             assert_eq!(*release, 2);
             assert_eq!(replica.as_deref(), Some("web-1-v2"));
-            assert!(reason.contains("exited 3 times") && reason.contains("code 3"), "{reason}");
+            assert!(
+                reason.contains("exited 3 times") && reason.contains("code 3"),
+                "{reason}"
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -157,19 +282,32 @@ fn crash_looping_new_release_fails_the_rollout() {
 fn a_replica_that_was_ready_once_does_not_fail_the_rollout_by_crashing() {
     let mut r = running(2, 1, true);
     r.backoff = Backoff { failures: 5 };
-    r.phase = Phase::Exited { restart_at: T0 + 100_000 };
+    r.phase = Phase::Exited {
+        restart_at: T0 + 100_000,
+    };
     let a = plan(&[desired(2, 1, Some(Some(1)))], &[r], T0 + 1_000);
-    assert!(!a.iter().any(|a| matches!(a, Action::RolloutFailed { .. })), "{a:?}");
+    assert!(
+        !a.iter().any(|a| matches!(a, Action::RolloutFailed { .. })),
+        "{a:?}"
+    );
 }
 
 #[test]
 fn rollout_deadline_fails_naming_the_laggard() {
-    let reps = vec![running(1, 1, true), running(2, 1, true), running(2, 2, false)];
+    let reps = vec![
+        running(1, 1, true),
+        running(2, 1, true),
+        running(2, 2, false),
+    ];
     let d = desired(2, 2, Some(Some(1)));
-    assert!(!plan(&[d.clone()], &reps, T0 + 59_999).iter().any(|a| matches!(a, Action::RolloutFailed { .. })));
+    assert!(!plan(std::slice::from_ref(&d), &reps, T0 + 59_999)
+        .iter()
+        .any(|a| matches!(a, Action::RolloutFailed { .. })));
     let a = plan(&[d], &reps, T0 + 60_000);
     match &a[..] {
-        [Action::RolloutFailed { reason, replica, .. }] => {
+        [Action::RolloutFailed {
+            reason, replica, ..
+        }] => {
             assert_eq!(replica.as_deref(), Some("web-2-v2"));
             assert!(reason.contains("1 of 2 replicas ready"), "{reason}");
             assert!(reason.contains("readiness"), "{reason}");
@@ -183,10 +321,18 @@ fn reverting_rollout_never_fails_and_restores_the_old_release() {
     // v2 failed; the controller set the target back to v1 with a reverting rollout.
     let mut d = desired(1, 2, Some(Some(2)));
     d.rollout.as_mut().unwrap().reverting = Some("v2 failed".into());
-    let reps = vec![running(1, 1, true), running(2, 1, false), running(2, 2, false)];
+    let reps = vec![
+        running(1, 1, true),
+        running(2, 1, false),
+        running(2, 2, false),
+    ];
     let a = plan(&[d], &reps, T0 + 3_600_000);
     assert_eq!(starts(&a), ["web-2-v1"]);
-    assert_eq!(stops(&a), ["web-2-v2", "web-1-v2"], "failed replicas are not ready: they go at once");
+    assert_eq!(
+        stops(&a),
+        ["web-2-v2", "web-1-v2"],
+        "failed replicas are not ready: they go at once"
+    );
     assert!(!a.iter().any(|a| matches!(a, Action::RolloutFailed { .. })));
 }
 
@@ -194,7 +340,10 @@ fn reverting_rollout_never_fails_and_restores_the_old_release() {
 fn readoption_starts_nothing_for_running_replicas() {
     let reps = vec![running(3, 1, false), running(3, 2, false)];
     let a = plan(&[desired(3, 2, None)], &reps, T0);
-    assert!(a.is_empty(), "re-adopted replicas waiting for readiness are not duplicated: {a:?}");
+    assert!(
+        a.is_empty(),
+        "re-adopted replicas waiting for readiness are not duplicated: {a:?}"
+    );
 }
 
 #[test]
@@ -220,7 +369,10 @@ fn no_target_release_stops_everything() {
 #[test]
 fn new_ids_skip_ordinals_of_stopping_replicas() {
     let mut leaving = running(1, 1, true);
-    leaving.phase = Phase::Stopping { since: T0, draining: true };
+    leaving.phase = Phase::Stopping {
+        since: T0,
+        draining: true,
+    };
     let a = plan(&[desired(1, 1, None)], &[leaving], T0);
     assert_eq!(starts(&a), ["web-2-v1"]);
 }
@@ -231,7 +383,13 @@ fn new_ids_skip_ordinals_of_stopping_replicas() {
 fn simulated_rollouts_respect_surge_and_availability() {
     let mut cases = 0;
     for n in 1..=8u32 {
-        for surge in [Amount::Count(0), Amount::Count(1), Amount::Count(2), Amount::Percent(25), Amount::Percent(100)] {
+        for surge in [
+            Amount::Count(0),
+            Amount::Count(1),
+            Amount::Count(2),
+            Amount::Percent(25),
+            Amount::Percent(100),
+        ] {
             for unav in [Amount::Count(0), Amount::Count(1), Amount::Percent(50)] {
                 let s = surge.resolve(n, true);
                 let u = unav.resolve(n, false);
@@ -243,7 +401,7 @@ fn simulated_rollouts_respect_surge_and_availability() {
                 let mut world: Vec<Replica> = (1..=n).map(|i| running(1, i, true)).collect();
                 let mut done = false;
                 for tick in 0..100 {
-                    let actions = plan(&[d.clone()], &world, T0 + tick);
+                    let actions = plan(std::slice::from_ref(&d), &world, T0 + tick);
                     world.retain(|r| !r.is_stopping());
                     for r in world.iter_mut() {
                         if r.is_running() && !r.ready {
@@ -253,10 +411,18 @@ fn simulated_rollouts_respect_surge_and_availability() {
                     }
                     for a in &actions {
                         match a {
-                            Action::Start { release, ordinal, .. } => world.push(running(*release, *ordinal, false)),
+                            Action::Start {
+                                release, ordinal, ..
+                            } => world.push(running(*release, *ordinal, false)),
                             Action::Stop { id, .. } => {
-                                let r = world.iter_mut().find(|r| &r.id == id).expect("stop of a known replica");
-                                r.phase = Phase::Stopping { since: T0, draining: true };
+                                let r = world
+                                    .iter_mut()
+                                    .find(|r| &r.id == id)
+                                    .expect("stop of a known replica");
+                                r.phase = Phase::Stopping {
+                                    since: T0,
+                                    draining: true,
+                                };
                             }
                             Action::RolloutSucceeded { .. } => done = true,
                             other => panic!("unexpected {other:?}"),
@@ -264,7 +430,11 @@ fn simulated_rollouts_respect_surge_and_availability() {
                     }
                     let alive: Vec<&Replica> = world.iter().filter(|r| !r.is_stopping()).collect();
                     let ready = alive.iter().filter(|r| r.is_ready()).count() as u32;
-                    assert!(alive.len() as u32 <= n + s.max(1), "n={n} s={s} u={u}: {} alive", alive.len());
+                    assert!(
+                        alive.len() as u32 <= n + s.max(1),
+                        "n={n} s={s} u={u}: {} alive",
+                        alive.len()
+                    );
                     assert!(ready >= n - u, "n={n} s={s} u={u}: only {ready} ready");
                     if done {
                         break;

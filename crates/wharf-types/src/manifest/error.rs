@@ -84,7 +84,11 @@ impl<'a> Locator<'a> {
             let Some((key, value)) = table.iter().find(|(k, _)| k.get_ref() == segment) else {
                 break;
             };
-            best = Some(if i + 1 == path.len() { value.span() } else { key.span() });
+            best = Some(if i + 1 == path.len() {
+                value.span()
+            } else {
+                key.span()
+            });
             match value.get_ref() {
                 DeValue::Table(t) => table = t,
                 _ => break,

@@ -39,7 +39,8 @@ pub fn parse_manifest(
     default_app: Option<&str>,
     procfile: Option<(&str, &str)>,
 ) -> Result<Manifest, ManifestError> {
-    let raw: raw::RawManifest = toml::from_str(text).map_err(|e| error::from_toml(text, file, &e))?;
+    let raw: raw::RawManifest =
+        toml::from_str(text).map_err(|e| error::from_toml(text, file, &e))?;
     let locator = error::Locator::new(text, file);
     let mut m = validate::validate(raw, &locator, default_app)?;
     if m.processes.is_empty() {
@@ -62,7 +63,8 @@ pub fn manifest_from_procfile(
     file: &str,
     app: &str,
 ) -> Result<Manifest, ManifestError> {
-    let app = AppName::new(app).map_err(|e| ManifestError::whole_file(file, format!("{e}; pass --app NAME")))?;
+    let app = AppName::new(app)
+        .map_err(|e| ManifestError::whole_file(file, format!("{e}; pass --app NAME")))?;
     Ok(Manifest {
         app,
         build: None,

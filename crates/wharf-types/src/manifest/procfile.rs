@@ -5,7 +5,10 @@ use crate::{ProcessSpec, ProcessType};
 use std::collections::BTreeMap;
 
 /// Parses a Procfile. Blank lines and `#` comments are skipped.
-pub fn parse_procfile(text: &str, file: &str) -> Result<BTreeMap<ProcessType, ProcessSpec>, ManifestError> {
+pub fn parse_procfile(
+    text: &str,
+    file: &str,
+) -> Result<BTreeMap<ProcessType, ProcessSpec>, ManifestError> {
     let mut out = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         let trimmed = line.trim();
@@ -20,12 +23,18 @@ pub fn parse_procfile(text: &str, file: &str) -> Result<BTreeMap<ProcessType, Pr
             message,
         };
         let Some((name, command)) = trimmed.split_once(':') else {
-            return Err(err(1, format!("expected `type: command`, found {trimmed:?}")));
+            return Err(err(
+                1,
+                format!("expected `type: command`, found {trimmed:?}"),
+            ));
         };
         let ptype = ProcessType::new(name.trim()).map_err(|e| err(1, e.to_string()))?;
         let command = command.trim();
         if command.is_empty() {
-            return Err(err(name.len() + 2, format!("process `{ptype}` has no command")));
+            return Err(err(
+                name.len() + 2,
+                format!("process `{ptype}` has no command"),
+            ));
         }
         if out.contains_key(&ptype) {
             return Err(err(1, format!("process `{ptype}` is declared twice")));
@@ -34,7 +43,10 @@ pub fn parse_procfile(text: &str, file: &str) -> Result<BTreeMap<ProcessType, Pr
         out.insert(ptype, spec);
     }
     if out.is_empty() {
-        return Err(ManifestError::whole_file(file, "no process declared; add a line like `web: node app.js`"));
+        return Err(ManifestError::whole_file(
+            file,
+            "no process declared; add a line like `web: node app.js`",
+        ));
     }
     Ok(out)
 }

@@ -44,7 +44,10 @@ fn fails(text: &str, line: usize, field: Option<&str>, needle: &str) {
     assert_eq!(e.file, "wharf.toml");
     assert_eq!(e.line, line, "line of {e}");
     assert_eq!(e.field.as_deref(), field, "field of {e}");
-    assert!(e.to_string().contains(needle), "{e:?} should mention {needle:?}");
+    assert!(
+        e.to_string().contains(needle),
+        "{e:?} should mention {needle:?}"
+    );
 }
 
 #[test]
@@ -56,7 +59,13 @@ fn full_manifest_parses() {
     let web = &m.processes[&ProcessType::web()];
     assert_eq!(web.replicas, 3);
     assert_eq!(web.memory, Some(256 << 20));
-    assert_eq!(web.readiness.as_ref().unwrap().check, Check::Http { path: "/".into(), status: None });
+    assert_eq!(
+        web.readiness.as_ref().unwrap().check,
+        Check::Http {
+            path: "/".into(),
+            status: None
+        }
+    );
     assert_eq!(web.deploy.strategy, Strategy::Rolling);
     let worker = &m.processes[&ProcessType::new("worker").unwrap()];
     assert_eq!(worker.replicas, 1);
@@ -68,41 +77,95 @@ fn full_manifest_parses() {
 fn app_defaults_to_directory_name() {
     let m = parse("[process.web]\ncommand = \"x\"\n").unwrap();
     assert_eq!(m.app.as_str(), "dir-name");
-    assert!(m.processes[&ProcessType::web()].readiness.is_some(), "web gets a tcp readiness probe");
-    let e = parse_manifest("[process.web]\ncommand = \"x\"\n", "wharf.toml", Some("My_Dir"), None).unwrap_err();
+    assert!(
+        m.processes[&ProcessType::web()].readiness.is_some(),
+        "web gets a tcp readiness probe"
+    );
+    let e = parse_manifest(
+        "[process.web]\ncommand = \"x\"\n",
+        "wharf.toml",
+        Some("My_Dir"),
+        None,
+    )
+    .unwrap_err();
     assert!(e.message.contains("--app"), "{e}");
 }
 
 #[test]
 fn unknown_key_names_line_and_field() {
-    fails("[process.web]\ncommand = \"x\"\nreplcas = 3\n", 3, Some("process.web.replcas"), "unknown field `replcas`");
+    fails(
+        "[process.web]\ncommand = \"x\"\nreplcas = 3\n",
+        3,
+        Some("process.web.replcas"),
+        "unknown field `replcas`",
+    );
     fails("ap = \"x\"\n", 1, Some("ap"), "unknown field");
     fails("[process.web]\ncommand = \"x\"\n[process.web.readiness]\nhttp = \"/\"\nintervall = \"1s\"\n", 5, Some("process.web.readiness.intervall"), "unknown field");
 }
 
 #[test]
 fn wrong_type_names_line_and_field() {
-    fails("[process.web]\ncommand = \"x\"\nreplicas = \"three\"\n", 3, Some("process.web.replicas"), "invalid type");
-    fails("app = 5\n[process.web]\ncommand = \"x\"\n", 1, Some("app"), "invalid type");
+    fails(
+        "[process.web]\ncommand = \"x\"\nreplicas = \"three\"\n",
+        3,
+        Some("process.web.replicas"),
+        "invalid type",
+    );
+    fails(
+        "app = 5\n[process.web]\ncommand = \"x\"\n",
+        1,
+        Some("app"),
+        "invalid type",
+    );
 }
 
 #[test]
 fn bad_duration_and_memory() {
     fails("[process.web]\ncommand = \"x\"\n[process.web.readiness]\ntcp = true\ninterval = \"soon\"\n", 5, Some("process.web.readiness.interval"), "invalid duration");
-    fails("[process.web]\ncommand = \"x\"\nmemory = \"lots\"\n", 3, Some("process.web.memory"), "invalid memory size");
-    fails("[process.web]\ncommand = \"x\"\nstop_timeout = \"0s\"\n", 3, Some("process.web.stop_timeout"), "greater than zero");
+    fails(
+        "[process.web]\ncommand = \"x\"\nmemory = \"lots\"\n",
+        3,
+        Some("process.web.memory"),
+        "invalid memory size",
+    );
+    fails(
+        "[process.web]\ncommand = \"x\"\nstop_timeout = \"0s\"\n",
+        3,
+        Some("process.web.stop_timeout"),
+        "greater than zero",
+    );
 }
 
 #[test]
 fn invalid_app_name() {
-    fails("app = \"Bad_Name\"\n[process.web]\ncommand = \"x\"\n", 1, Some("app"), "invalid app name");
+    fails(
+        "app = \"Bad_Name\"\n[process.web]\ncommand = \"x\"\n",
+        1,
+        Some("app"),
+        "invalid app name",
+    );
 }
 
 #[test]
 fn missing_command() {
-    fails("[process.web]\nreplicas = 2\n", 1, Some("process.web"), "missing `command`");
-    fails("[process.web]\ncommand = \"  \"\n", 2, Some("process.web.command"), "empty");
-    fails("[build]\n[process.web]\ncommand = \"x\"\n", 1, Some("build.command"), "build command");
+    fails(
+        "[process.web]\nreplicas = 2\n",
+        1,
+        Some("process.web"),
+        "missing `command`",
+    );
+    fails(
+        "[process.web]\ncommand = \"  \"\n",
+        2,
+        Some("process.web.command"),
+        "empty",
+    );
+    fails(
+        "[build]\n[process.web]\ncommand = \"x\"\n",
+        1,
+        Some("build.command"),
+        "build command",
+    );
 }
 
 #[test]
@@ -112,31 +175,71 @@ fn two_processes_on_one_port() {
 
 #[test]
 fn fixed_port_with_many_replicas() {
-    fails("[process.web]\ncommand = \"x\"\nreplicas = 2\nport = 8080\n", 4, Some("process.web.port"), "one replica");
+    fails(
+        "[process.web]\ncommand = \"x\"\nreplicas = 2\nport = 8080\n",
+        4,
+        Some("process.web.port"),
+        "one replica",
+    );
 }
 
 #[test]
 fn probes_need_exactly_one_check() {
-    fails("[process.web]\ncommand = \"x\"\n[process.web.readiness]\ninterval = \"1s\"\n", 3, Some("process.web.readiness"), "exactly one");
-    fails("[process.web]\ncommand = \"x\"\n[process.web.readiness]\nhttp = \"/\"\ntcp = true\n", 3, Some("process.web.readiness"), "exactly one");
-    fails("[process.web]\ncommand = \"x\"\n[process.web.liveness]\nhttp = \"health\"\n", 4, Some("process.web.liveness.http"), "start with '/'");
+    fails(
+        "[process.web]\ncommand = \"x\"\n[process.web.readiness]\ninterval = \"1s\"\n",
+        3,
+        Some("process.web.readiness"),
+        "exactly one",
+    );
+    fails(
+        "[process.web]\ncommand = \"x\"\n[process.web.readiness]\nhttp = \"/\"\ntcp = true\n",
+        3,
+        Some("process.web.readiness"),
+        "exactly one",
+    );
+    fails(
+        "[process.web]\ncommand = \"x\"\n[process.web.liveness]\nhttp = \"health\"\n",
+        4,
+        Some("process.web.liveness.http"),
+        "start with '/'",
+    );
 }
 
 #[test]
 fn deploy_settings() {
-    fails("[process.web]\ncommand = \"x\"\n[process.web.deploy]\nstrategy = \"yolo\"\n", 4, Some("process.web.deploy.strategy"), "unknown strategy");
+    fails(
+        "[process.web]\ncommand = \"x\"\n[process.web.deploy]\nstrategy = \"yolo\"\n",
+        4,
+        Some("process.web.deploy.strategy"),
+        "unknown strategy",
+    );
     fails("[process.web]\ncommand = \"x\"\n[process.web.deploy]\nmax_surge = 0\nmax_unavailable = \"0%\"\n", 4, Some("process.web.deploy.max_surge"), "never progress");
 }
 
 #[test]
 fn env_rules() {
-    fails("[env]\nPORT = \"1\"\n[process.web]\ncommand = \"x\"\n", 2, Some("env.PORT"), "assigned by wharf");
-    fails("[env]\n\"1X\" = \"1\"\n[process.web]\ncommand = \"x\"\n", 2, Some("env.1X"), "invalid variable name");
+    fails(
+        "[env]\nPORT = \"1\"\n[process.web]\ncommand = \"x\"\n",
+        2,
+        Some("env.PORT"),
+        "assigned by wharf",
+    );
+    fails(
+        "[env]\n\"1X\" = \"1\"\n[process.web]\ncommand = \"x\"\n",
+        2,
+        Some("env.1X"),
+        "invalid variable name",
+    );
 }
 
 #[test]
 fn hosts_are_checked() {
-    fails("[process.web]\ncommand = \"x\"\n[route]\nhosts = [\"Bad Host\"]\n", 4, Some("route.hosts"), "invalid host");
+    fails(
+        "[process.web]\ncommand = \"x\"\n[route]\nhosts = [\"Bad Host\"]\n",
+        4,
+        Some("route.hosts"),
+        "invalid host",
+    );
 }
 
 #[test]
@@ -147,7 +250,13 @@ fn no_process_without_procfile() {
 
 #[test]
 fn procfile_supplies_processes() {
-    let m = parse_manifest("app = \"a\"\n", "wharf.toml", None, Some(("web: node app.js\n", "Procfile"))).unwrap();
+    let m = parse_manifest(
+        "app = \"a\"\n",
+        "wharf.toml",
+        None,
+        Some(("web: node app.js\n", "Procfile")),
+    )
+    .unwrap();
     assert_eq!(m.processes[&ProcessType::web()].command, "node app.js");
 }
 
@@ -159,9 +268,16 @@ fn syntax_error_is_located() {
 
 #[test]
 fn procfile_parsing() {
-    let p = parse_procfile("# comment\n\nweb: node app.js\nworker:  node w.js --x\n", "Procfile").unwrap();
+    let p = parse_procfile(
+        "# comment\n\nweb: node app.js\nworker:  node w.js --x\n",
+        "Procfile",
+    )
+    .unwrap();
     assert_eq!(p.len(), 2);
-    assert_eq!(p[&ProcessType::new("worker").unwrap()].command, "node w.js --x");
+    assert_eq!(
+        p[&ProcessType::new("worker").unwrap()].command,
+        "node w.js --x"
+    );
     let e = parse_procfile("web node app.js\n", "Procfile").unwrap_err();
     assert_eq!((e.line, e.file.as_str()), (1, "Procfile"));
     let e = parse_procfile("web: a\nweb: b\n", "Procfile").unwrap_err();
@@ -173,4 +289,3 @@ fn procfile_parsing() {
     let m = manifest_from_procfile("web: x\n", "Procfile", "my-app").unwrap();
     assert_eq!(m.app.as_str(), "my-app");
 }
-

@@ -16,7 +16,11 @@ pub const MAX_REPLICAS: u32 = 256;
 
 type Result<T> = std::result::Result<T, ManifestError>;
 
-pub(crate) fn validate(raw: RawManifest, loc: &Locator<'_>, default_app: Option<&str>) -> Result<Manifest> {
+pub(crate) fn validate(
+    raw: RawManifest,
+    loc: &Locator<'_>,
+    default_app: Option<&str>,
+) -> Result<Manifest> {
     let app = match (&raw.app, default_app) {
         (Some(name), _) => AppName::new(name.clone()).map_err(|e| loc.at(&["app"], e.to_string()))?,
         (None, Some(dir)) => AppName::new(dir).map_err(|e| {
@@ -34,10 +38,16 @@ pub(crate) fn validate(raw: RawManifest, loc: &Locator<'_>, default_app: Option<
     let mut env = BTreeMap::new();
     for (key, value) in raw.env {
         if !valid_env_name(&key) {
-            return Err(loc.at(&["env", &key], "invalid variable name; use letters, digits and '_', not starting with a digit"));
+            return Err(loc.at(
+                &["env", &key],
+                "invalid variable name; use letters, digits and '_', not starting with a digit",
+            ));
         }
         if key == "PORT" {
-            return Err(loc.at(&["env", &key], "PORT is assigned by wharf; use `port = N` in the process table to fix it"));
+            return Err(loc.at(
+                &["env", &key],
+                "PORT is assigned by wharf; use `port = N` in the process table to fix it",
+            ));
         }
         let v = match value {
             EnvValue::String(s) => s,
@@ -50,7 +60,8 @@ pub(crate) fn validate(raw: RawManifest, loc: &Locator<'_>, default_app: Option<
     let mut processes = BTreeMap::new();
     let mut ports: BTreeMap<u16, String> = BTreeMap::new();
     for (name, rp) in raw.process {
-        let ptype = ProcessType::new(name.clone()).map_err(|e| loc.at(&["process", &name], e.to_string()))?;
+        let ptype = ProcessType::new(name.clone())
+            .map_err(|e| loc.at(&["process", &name], e.to_string()))?;
         let spec = process(&ptype, rp, loc)?;
         if let Some(port) = spec.port {
             if let Some(other) = ports.insert(port, name.clone()) {
@@ -73,27 +84,43 @@ pub(crate) fn validate(raw: RawManifest, loc: &Locator<'_>, default_app: Option<
         }
         None => Vec::new(),
     };
-    Ok(Manifest { app, build, env, processes, hosts })
+    Ok(Manifest {
+        app,
+        build,
+        env,
+        processes,
+        hosts,
+    })
 }
 
 fn process(ptype: &ProcessType, rp: RawProcess, loc: &Locator<'_>) -> Result<ProcessSpec> {
     let n = ptype.as_str();
     let at = |field: &str, msg: String| loc.at(&["process", n, field], msg);
-    let command = match rp.command {
-        Some(c) if !c.trim().is_empty() => c,
-        Some(_) => return Err(at("command", "command is empty".into())),
-        None => return Err(loc.at(&["process", n], format!("missing `command`; every process needs one, e.g. command = \"node app.js\""))),
-    };
+    let command =
+        match rp.command {
+            Some(c) if !c.trim().is_empty() => c,
+            Some(_) => return Err(at("command", "command is empty".into())),
+            None => return Err(loc.at(
+                &["process", n],
+                "missing `command`; every process needs one, e.g. command = \"node app.js\"".to_string(),
+            )),
+        };
     let mut spec = ProcessSpec::from_command(ptype, command);
     if let Some(r) = rp.replicas {
         if r > MAX_REPLICAS {
-            return Err(at("replicas", format!("{r} replicas is more than the limit of {MAX_REPLICAS}")));
+            return Err(at(
+                "replicas",
+                format!("{r} replicas is more than the limit of {MAX_REPLICAS}"),
+            ));
         }
         spec.replicas = r;
     }
     if let Some(cpu) = rp.cpu {
         if cpu == 0 {
-            return Err(at("cpu", "cpu units must be at least 1 (1024 = one core)".into()));
+            return Err(at(
+                "cpu",
+                "cpu units must be at least 1 (1024 = one core)".into(),
+            ));
         }
         spec.cpu = Some(cpu);
     }
@@ -118,12 +145,27 @@ fn process(ptype: &ProcessType, rp: RawProcess, loc: &Locator<'_>) -> Result<Pro
     if let Some(d) = rp.deploy {
         spec.deploy = deploy(d, n, loc)?;
     }
-    spec.stop_timeout = positive(rp.stop_timeout, DEFAULT_STOP_TIMEOUT, &["process", n, "stop_timeout"], loc)?;
-    spec.drain_timeout = positive(rp.drain_timeout, DEFAULT_DRAIN_TIMEOUT, &["process", n, "drain_timeout"], loc)?;
+    spec.stop_timeout = positive(
+        rp.stop_timeout,
+        DEFAULT_STOP_TIMEOUT,
+        &["process", n, "stop_timeout"],
+        loc,
+    )?;
+    spec.drain_timeout = positive(
+        rp.drain_timeout,
+        DEFAULT_DRAIN_TIMEOUT,
+        &["process", n, "drain_timeout"],
+        loc,
+    )?;
     Ok(spec)
 }
 
-fn positive(v: Option<String>, default: Duration, path: &[&str], loc: &Locator<'_>) -> Result<Duration> {
+fn positive(
+    v: Option<String>,
+    default: Duration,
+    path: &[&str],
+    loc: &Locator<'_>,
+) -> Result<Duration> {
     let Some(s) = v else { return Ok(default) };
     let d = parse_duration(&s).map_err(|e| loc.at(path, e))?;
     if d.is_zero() {
@@ -142,15 +184,26 @@ fn probe(p: RawProbe, path: &[&str], loc: &Locator<'_>) -> Result<Probe> {
     let mut checks = Vec::new();
     if let Some(path_) = p.http {
         if !path_.starts_with('/') {
-            return Err(loc.at(&field("http"), format!("http path {path_:?} must start with '/'")));
+            return Err(loc.at(
+                &field("http"),
+                format!("http path {path_:?} must start with '/'"),
+            ));
         }
-        checks.push(Check::Http { path: path_, status: p.status });
+        checks.push(Check::Http {
+            path: path_,
+            status: p.status,
+        });
     } else if p.status.is_some() {
         return Err(loc.at(&field("status"), "`status` only applies to an http check"));
     }
     match p.tcp {
         Some(true) => checks.push(Check::Tcp),
-        Some(false) => return Err(loc.at(&field("tcp"), "`tcp = false` is not a check; remove it or use http/exec")),
+        Some(false) => {
+            return Err(loc.at(
+                &field("tcp"),
+                "`tcp = false` is not a check; remove it or use http/exec",
+            ))
+        }
         None => {}
     }
     if let Some(cmd) = p.exec {
@@ -160,14 +213,25 @@ fn probe(p: RawProbe, path: &[&str], loc: &Locator<'_>) -> Result<Probe> {
         checks.push(Check::Exec { command: cmd });
     }
     if checks.len() != 1 {
-        return Err(loc.at(path, "a probe needs exactly one of `http = \"/path\"`, `tcp = true` or `exec = \"cmd\"`"));
+        return Err(loc.at(
+            path,
+            "a probe needs exactly one of `http = \"/path\"`, `tcp = true` or `exec = \"cmd\"`",
+        ));
     }
     let mut probe = Probe::new(checks.remove(0));
     probe.interval = positive(p.interval, probe.interval, &field("interval"), loc)?;
     probe.timeout = positive(p.timeout, probe.timeout, &field("timeout"), loc)?;
     for (v, slot, name) in [
-        (p.failure_threshold, &mut probe.failure_threshold, "failure_threshold"),
-        (p.success_threshold, &mut probe.success_threshold, "success_threshold"),
+        (
+            p.failure_threshold,
+            &mut probe.failure_threshold,
+            "failure_threshold",
+        ),
+        (
+            p.success_threshold,
+            &mut probe.success_threshold,
+            "success_threshold",
+        ),
     ] {
         if let Some(v) = v {
             if v == 0 {
@@ -183,7 +247,9 @@ fn deploy(d: RawDeploy, n: &str, loc: &Locator<'_>) -> Result<DeploySpec> {
     let path = |f: &'static str| ["process", n, "deploy", f];
     let mut spec = DeploySpec::default();
     if let Some(s) = d.strategy {
-        spec.strategy = s.parse().map_err(|e: String| loc.at(&path("strategy"), e))?;
+        spec.strategy = s
+            .parse()
+            .map_err(|e: String| loc.at(&path("strategy"), e))?;
     }
     let amount = |a: RawAmount, f: &'static str| match a {
         RawAmount::Count(c) => Ok(Amount::Count(c)),
@@ -196,7 +262,10 @@ fn deploy(d: RawDeploy, n: &str, loc: &Locator<'_>) -> Result<DeploySpec> {
         spec.max_unavailable = amount(a, "max_unavailable")?;
     }
     if spec.max_surge.resolve(100, true) == 0 && spec.max_unavailable.resolve(100, false) == 0 {
-        return Err(loc.at(&path("max_surge"), "max_surge and max_unavailable cannot both be 0: the rollout could never progress"));
+        return Err(loc.at(
+            &path("max_surge"),
+            "max_surge and max_unavailable cannot both be 0: the rollout could never progress",
+        ));
     }
     spec.timeout = positive(d.timeout, spec.timeout, &path("timeout"), loc)?;
     Ok(spec)
@@ -218,6 +287,7 @@ pub fn valid_host(h: &str) -> bool {
                 && l.len() <= 63
                 && !l.starts_with('-')
                 && !l.ends_with('-')
-                && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         })
 }

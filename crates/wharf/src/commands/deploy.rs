@@ -9,7 +9,13 @@ use wharf_types::api::{ConfigRequest, DeployEvent, DeployRequest, ErrorKind, Rol
 use wharf_types::{AppName, Strategy};
 
 /// Shows deploy events as they come; returns the outcome.
-pub async fn follow(c: &Client, method: Method, path: &str, body: &impl serde::Serialize, json: bool) -> Result<ExitCode> {
+pub async fn follow(
+    c: &Client,
+    method: Method,
+    path: &str,
+    body: &impl serde::Serialize,
+    json: bool,
+) -> Result<ExitCode> {
     let mut outcome: Option<Result<ExitCode>> = None;
     c.stream(method, path, Some(body), |e: DeployEvent| {
         if json {
@@ -24,7 +30,13 @@ pub async fn follow(c: &Client, method: Method, path: &str, body: &impl serde::S
                 }
                 outcome = Some(Ok(ExitCode::SUCCESS));
             }
-            DeployEvent::Failed { reason, kind, replica, logs, manifest } => {
+            DeployEvent::Failed {
+                reason,
+                kind,
+                replica,
+                logs,
+                manifest,
+            } => {
                 let code = match kind {
                     ErrorKind::BadInput | ErrorKind::NotFound => 2,
                     _ => 1,
@@ -35,7 +47,10 @@ pub async fn follow(c: &Client, method: Method, path: &str, body: &impl serde::S
                 };
                 if !logs.is_empty() {
                     let who = replica.unwrap_or_else(|| "the failing replica".into());
-                    msg.push_str(&format!("\nlast log lines of {who}:\n  {}", logs.join("\n  ")));
+                    msg.push_str(&format!(
+                        "\nlast log lines of {who}:\n  {}",
+                        logs.join("\n  ")
+                    ));
                 }
                 outcome = Some(Err(Failure::new(code, msg)));
             }
@@ -44,33 +59,93 @@ pub async fn follow(c: &Client, method: Method, path: &str, body: &impl serde::S
         Ok(())
     })
     .await?;
-    outcome.unwrap_or_else(|| Err(Failure::failed("the server ended the deploy without an outcome; see `wharf status`")))
+    outcome.unwrap_or_else(|| {
+        Err(Failure::failed(
+            "the server ended the deploy without an outcome; see `wharf status`",
+        ))
+    })
 }
 
-pub async fn deploy(c: &Client, dir: &Path, app: Option<String>, strategy: Option<Strategy>, detach: bool, json: bool) -> Result<ExitCode> {
-    let dir = std::fs::canonicalize(dir).map_err(|e| Failure::usage(format!("{}: {e}", dir.display())))?;
+pub async fn deploy(
+    c: &Client,
+    dir: &Path,
+    app: Option<String>,
+    strategy: Option<Strategy>,
+    detach: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let dir = std::fs::canonicalize(dir)
+        .map_err(|e| Failure::usage(format!("{}: {e}", dir.display())))?;
     // Check the manifest here too, so that a typo is reported without a server round trip.
-    wharf_controller::load_manifest(&dir, app.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
-    let req = DeployRequest { dir: dir.display().to_string(), app, strategy };
-    let path = if detach { "/v1/deploy?detach=true" } else { "/v1/deploy" };
+    wharf_controller::load_manifest(&dir, app.as_deref())
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let req = DeployRequest {
+        dir: dir.display().to_string(),
+        app,
+        strategy,
+    };
+    let path = if detach {
+        "/v1/deploy?detach=true"
+    } else {
+        "/v1/deploy"
+    };
     follow(c, Method::POST, path, &req, json).await
 }
 
 pub async fn rollback(c: &Client, app: &AppName, to: Option<u32>, json: bool) -> Result<ExitCode> {
-    follow(c, Method::POST, &format!("/v1/apps/{app}/rollback"), &RollbackRequest { to }, json).await
+    follow(
+        c,
+        Method::POST,
+        &format!("/v1/apps/{app}/rollback"),
+        &RollbackRequest { to },
+        json,
+    )
+    .await
 }
 
-pub async fn config_set(c: &Client, app: &AppName, pairs: &[String], json: bool) -> Result<ExitCode> {
+pub async fn config_set(
+    c: &Client,
+    app: &AppName,
+    pairs: &[String],
+    json: bool,
+) -> Result<ExitCode> {
     let mut set = BTreeMap::new();
     for p in pairs {
-        let (k, v) = p.split_once('=').ok_or_else(|| Failure::usage(format!("expected KEY=VALUE, got {p:?}")))?;
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| Failure::usage(format!("expected KEY=VALUE, got {p:?}")))?;
         set.insert(k.to_string(), v.to_string());
     }
-    let req = ConfigRequest { set, unset: Vec::new() };
-    follow(c, Method::POST, &format!("/v1/apps/{app}/config"), &req, json).await
+    let req = ConfigRequest {
+        set,
+        unset: Vec::new(),
+    };
+    follow(
+        c,
+        Method::POST,
+        &format!("/v1/apps/{app}/config"),
+        &req,
+        json,
+    )
+    .await
 }
 
-pub async fn config_unset(c: &Client, app: &AppName, keys: Vec<String>, json: bool) -> Result<ExitCode> {
-    let req = ConfigRequest { set: BTreeMap::new(), unset: keys };
-    follow(c, Method::POST, &format!("/v1/apps/{app}/config"), &req, json).await
+pub async fn config_unset(
+    c: &Client,
+    app: &AppName,
+    keys: Vec<String>,
+    json: bool,
+) -> Result<ExitCode> {
+    let req = ConfigRequest {
+        set: BTreeMap::new(),
+        unset: keys,
+    };
+    follow(
+        c,
+        Method::POST,
+        &format!("/v1/apps/{app}/config"),
+        &req,
+        json,
+    )
+    .await
 }

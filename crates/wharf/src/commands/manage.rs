@@ -12,11 +12,21 @@ use wharf_types::AppName;
 pub async fn scale(c: &Client, app: &AppName, args: &[String], json: bool) -> Result<ExitCode> {
     let mut counts = BTreeMap::new();
     for a in args {
-        let (k, v) = a.split_once('=').ok_or_else(|| Failure::usage(format!("expected TYPE=N, got {a:?}")))?;
-        let n = v.parse::<u32>().map_err(|_| Failure::usage(format!("{a:?}: {v:?} is not a replica count")))?;
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| Failure::usage(format!("expected TYPE=N, got {a:?}")))?;
+        let n = v
+            .parse::<u32>()
+            .map_err(|_| Failure::usage(format!("{a:?}: {v:?} is not a replica count")))?;
         counts.insert(k.to_string(), n);
     }
-    let result: BTreeMap<String, u32> = c.call(Method::POST, &format!("/v1/apps/{app}/scale"), Some(&ScaleRequest { counts })).await?;
+    let result: BTreeMap<String, u32> = c
+        .call(
+            Method::POST,
+            &format!("/v1/apps/{app}/scale"),
+            Some(&ScaleRequest { counts }),
+        )
+        .await?;
     if json {
         output::json(&result);
     } else {
@@ -31,12 +41,19 @@ pub async fn destroy(c: &Client, app: &AppName, yes: bool, json: bool) -> Result
         eprint!("this stops {app} and deletes its releases, config and logs; type the app name to confirm: ");
         let _ = std::io::stderr().flush();
         let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer).map_err(|e| Failure::failed(e.to_string()))?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .map_err(|e| Failure::failed(e.to_string()))?;
         if answer.trim() != app.as_str() {
-            return Err(Failure::usage("not confirmed; nothing was changed (pass --yes to skip the question)"));
+            return Err(Failure::usage(
+                "not confirmed; nothing was changed (pass --yes to skip the question)",
+            ));
         }
     }
-    let result: BTreeMap<String, String> = c.call(Method::DELETE, &format!("/v1/apps/{app}"), None::<&()>).await?;
+    let result: BTreeMap<String, String> = c
+        .call(Method::DELETE, &format!("/v1/apps/{app}"), None::<&()>)
+        .await?;
     if json {
         output::json(&result);
     } else {

@@ -7,8 +7,14 @@ use wharf_types::api::RunSpec;
 use wharf_types::AppName;
 
 pub async fn run(c: &Client, app: &AppName, command: &[String]) -> Result<ExitCode> {
-    let spec: RunSpec = c.call(Method::POST, &format!("/v1/apps/{app}/run"), None::<&()>).await?;
-    let line = command.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ");
+    let spec: RunSpec = c
+        .call(Method::POST, &format!("/v1/apps/{app}/run"), None::<&()>)
+        .await?;
+    let line = command
+        .iter()
+        .map(|a| quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
     let status = tokio::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(format!("exec {line}"))
@@ -26,7 +32,9 @@ pub async fn run(c: &Client, app: &AppName, command: &[String]) -> Result<ExitCo
 
 /// Quotes one argument for `/bin/sh` unless it is plainly safe.
 fn quote(a: &str) -> String {
-    let safe = !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    let safe = !a.is_empty()
+        && a.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
     if safe {
         a.to_string()
     } else {

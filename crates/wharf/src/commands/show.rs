@@ -16,7 +16,14 @@ pub async fn apps(c: &Client, json: bool) -> Result<ExitCode> {
     } else {
         let rows: Vec<Vec<String>> = apps
             .iter()
-            .map(|a| vec![a.name.clone(), a.release.map_or("-".into(), |v| format!("v{v}")), a.status.clone(), a.url.clone()])
+            .map(|a| {
+                vec![
+                    a.name.clone(),
+                    a.release.map_or("-".into(), |v| format!("v{v}")),
+                    a.status.clone(),
+                    a.url.clone(),
+                ]
+            })
             .collect();
         table(&["APP", "RELEASE", "STATUS", "URL"], &rows);
     }
@@ -30,19 +37,33 @@ pub async fn status(c: &Client, app: &AppName, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("app:      {}", s.name);
-    println!("release:  {}", s.release.map_or("none".into(), |v| format!("v{v}")));
+    println!(
+        "release:  {}",
+        s.release.map_or("none".into(), |v| format!("v{v}"))
+    );
     println!("status:   {}", s.status);
     println!("url:      {}", s.url);
     println!("hosts:    {}", s.hosts.join(", "));
     if let Some(o) = &s.last_outcome {
-        let what = if o.succeeded { "succeeded".to_string() } else { format!("failed: {}", o.reason.clone().unwrap_or_default()) };
+        let what = if o.succeeded {
+            "succeeded".to_string()
+        } else {
+            format!("failed: {}", o.reason.clone().unwrap_or_default())
+        };
         println!("last rollout: v{} {what} ({} ago)", o.release, age(o.at));
     }
     println!();
     let rows: Vec<Vec<String>> = s
         .processes
         .iter()
-        .map(|p| vec![p.process.clone(), format!("{}/{}", p.ready, p.desired), p.running.to_string(), p.command.clone()])
+        .map(|p| {
+            vec![
+                p.process.clone(),
+                format!("{}/{}", p.ready, p.desired),
+                p.running.to_string(),
+                p.command.clone(),
+            ]
+        })
         .collect();
     table(&["PROCESS", "READY", "RUNNING", "COMMAND"], &rows);
     Ok(ExitCode::SUCCESS)
@@ -75,7 +96,21 @@ pub async fn ps(c: &Client, app: Option<&AppName>, json: bool) -> Result<ExitCod
             ]
         })
         .collect();
-    table(&["APP", "ID", "PROCESS", "RELEASE", "STATE", "PID", "ADDRESS", "RESTARTS", "AGE", "LAST EXIT"], &rows);
+    table(
+        &[
+            "APP",
+            "ID",
+            "PROCESS",
+            "RELEASE",
+            "STATE",
+            "PID",
+            "ADDRESS",
+            "RESTARTS",
+            "AGE",
+            "LAST EXIT",
+        ],
+        &rows,
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -10,8 +10,11 @@ pub async fn up(c: &Client, data_dir: PathBuf, dir: &Path, listen: &str) -> Resu
         start_server(c, &data_dir, listen).await?;
     }
     let code = super::deploy::deploy(c, dir, None, None, false, false).await?;
-    let manifest = wharf_controller::load_manifest(&std::fs::canonicalize(dir).map_err(|e| Failure::usage(e.to_string()))?, None)
-        .map_err(|e| Failure::usage(e.to_string()))?;
+    let manifest = wharf_controller::load_manifest(
+        &std::fs::canonicalize(dir).map_err(|e| Failure::usage(e.to_string()))?,
+        None,
+    )
+    .map_err(|e| Failure::usage(e.to_string()))?;
     let status: wharf_types::api::AppStatus = c.get(&format!("/v1/apps/{}", manifest.app)).await?;
     println!("{}", status.url);
     println!("following logs; Ctrl-C stops following (the app keeps running)");
@@ -23,26 +26,39 @@ pub async fn up(c: &Client, data_dir: PathBuf, dir: &Path, listen: &str) -> Resu
 }
 
 async fn start_server(c: &Client, data_dir: &Path, listen: &str) -> Result<()> {
-    std::fs::create_dir_all(data_dir).map_err(|e| Failure::failed(format!("cannot create {}: {e}", data_dir.display())))?;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| Failure::failed(format!("cannot create {}: {e}", data_dir.display())))?;
     let log_path = data_dir.join("server.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
         .map_err(|e| Failure::failed(format!("cannot open {}: {e}", log_path.display())))?;
-    let err = log.try_clone().map_err(|e| Failure::failed(e.to_string()))?;
+    let err = log
+        .try_clone()
+        .map_err(|e| Failure::failed(e.to_string()))?;
     let exe = std::env::current_exe().map_err(|e| Failure::failed(e.to_string()))?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("server").arg("--data-dir").arg(data_dir).arg("--listen").arg(listen);
+    cmd.arg("server")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen")
+        .arg(listen);
     cmd.stdin(Stdio::null()).stdout(log).stderr(err);
     // Its own process group: Ctrl-C on `wharf up` must not stop the platform.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let child = cmd.spawn().map_err(|e| Failure::failed(format!("cannot start the server: {e}")))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| Failure::failed(format!("cannot start the server: {e}")))?;
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if c.healthy().await {
-            println!("-----> started wharf server (pid {pid}, data dir {}, log {})", data_dir.display(), log_path.display());
+            println!(
+                "-----> started wharf server (pid {pid}, data dir {}, log {})",
+                data_dir.display(),
+                log_path.display()
+            );
             println!("       stop it with `kill {pid}`");
             return Ok(());
         }
@@ -52,11 +68,23 @@ async fn start_server(c: &Client, data_dir: &Path, listen: &str) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
-    let tail: Vec<&str> = tail.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
-    Err(Failure::failed(format!("the server did not start; its log says:\n  {}", tail.join("\n  "))))
+    let tail: Vec<&str> = tail
+        .lines()
+        .rev()
+        .take(10)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    Err(Failure::failed(format!(
+        "the server did not start; its log says:\n  {}",
+        tail.join("\n  ")
+    )))
 }
 
 fn alive(pid: u32) -> bool {
     // A child that exited is a zombie until reaped; read its state rather than probing.
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(false)
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
 }
