@@ -53,6 +53,17 @@ impl ExitFile {
 }
 
 pub const LAUNCH_FILE: &str = "launch.json";
+/// Written by the init before it starts the app, so that a server that crashed right
+/// after spawning it can still find (and adopt or stop) it.
+pub const INIT_FILE: &str = "init.json";
+
+/// The init's own identity.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InitFile {
+    pub pid: u32,
+    pub start_time: u64,
+    pub started_at_ms: u64,
+}
 pub const EXIT_FILE: &str = "exit.json";
 
 static PENDING_SIGNAL: AtomicI32 = AtomicI32::new(0);
@@ -100,6 +111,16 @@ pub fn run(run_dir: &Path) -> i32 {
         }
     };
     let note = |msg: &str| write_line(&log, &launch.source, "wharf", msg);
+    let me = std::process::id();
+    let start_time = crate::procfs::stat(Path::new("/proc"), me).map_or(0, |(_, t)| t);
+    let ident = InitFile {
+        pid: me,
+        start_time,
+        started_at_ms: now_ms(),
+    };
+    if let Err(e) = write_json_atomic(&run_dir.join(INIT_FILE), &ident) {
+        note(&format!("cannot record the init's identity: {e}"));
+    }
 
     let handler = SigAction::new(
         SigHandler::Handler(remember_signal),

@@ -1,6 +1,6 @@
 //! [`ProcessRuntime`]: replicas as supervised plain processes, each under its own init.
 
-use crate::init::{self, ExitFile, LaunchFile, EXIT_FILE, LAUNCH_FILE};
+use crate::init::{self, ExitFile, InitFile, LaunchFile, EXIT_FILE, INIT_FILE, LAUNCH_FILE};
 use crate::layout::Layout;
 use crate::logs::{self, Source};
 use crate::procfs;
@@ -43,11 +43,7 @@ impl ProcessRuntime {
     }
 
     fn exit_of(&self, h: &Handle, fallback: &str) -> Exit {
-        let dir = self.run_dir(h);
-        match std::fs::read(dir.join(EXIT_FILE))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<ExitFile>(&b).ok())
-        {
+        match read_json::<ExitFile>(&self.run_dir(h).join(EXIT_FILE)) {
             Some(e) => Exit {
                 at: e.at_ms,
                 code: e.code,
@@ -230,10 +226,9 @@ impl Runtime for ProcessRuntime {
         let mut out = Vec::new();
         for app_dir in read_dirs(&self.layout.run()) {
             for dir in read_dirs(&app_dir) {
-                match std::fs::read(dir.join(HANDLE_FILE))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<Handle>(&b).ok())
-                {
+                let recorded =
+                    read_json::<Handle>(&dir.join(HANDLE_FILE)).or_else(|| handle_from_init(&dir));
+                match recorded {
                     Some(h) => {
                         let live =
                             if self.alive(&h) {
@@ -269,6 +264,27 @@ impl Runtime for ProcessRuntime {
             Err(_) => Vec::new(),
         }
     }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// The handle of a replica whose server died between spawning its init and recording
+/// the handle: rebuilt from the launch spec and the init's own record.
+fn handle_from_init(dir: &Path) -> Option<Handle> {
+    let launch: LaunchFile = read_json(&dir.join(LAUNCH_FILE))?;
+    let init: InitFile = read_json(&dir.join(INIT_FILE))?;
+    Some(Handle {
+        app: wharf_types::AppName::new(launch.source.app).ok()?,
+        process: wharf_types::ProcessType::new(launch.source.process).ok()?,
+        release: launch.source.release,
+        id: launch.source.replica,
+        pid: init.pid,
+        start_time: init.start_time,
+        port: launch.env.get("PORT")?.parse().ok()?,
+        started_at: init.started_at_ms,
+    })
 }
 
 fn read_dirs(path: &Path) -> Vec<PathBuf> {
