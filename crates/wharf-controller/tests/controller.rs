@@ -1,0 +1,373 @@
+//! The control loop against a scripted runtime and the in-memory store: deploys, failed
+//! rollouts, scaling, config, re-adoption and destroy, without real processes.
+
+mod fake;
+
+use fake::{FakeRuntime, Routes};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wharf_controller::{Controller, DeployOptions, Progress, Settings};
+use wharf_core::clock::SystemClock;
+use wharf_core::ports::{Handle, Liveness};
+use wharf_runtime::Layout;
+use wharf_store::MemStore;
+use wharf_types::api::{DeployEvent, ReplicaState};
+use wharf_types::AppName;
+
+struct Harness {
+    c: Controller,
+    rt: Arc<FakeRuntime>,
+    routes: Arc<Routes>,
+    data: Option<tempfile::TempDir>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Replicas outlive the control plane; only the last harness of a test stops them.
+    stop_replicas: bool,
+}
+
+impl Harness {
+    /// Stops the control loop as a crash would: replicas keep running.
+    fn crash(mut self) -> tempfile::TempDir {
+        self.stop_replicas = false;
+        self.data.take().unwrap()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if self.stop_replicas {
+            for a in self.rt.live.lock().unwrap().values() {
+                a.store(false, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+fn harness_with(rt: Arc<FakeRuntime>, store: Arc<MemStore>, data: tempfile::TempDir) -> Harness {
+    let routes = Arc::new(Routes::default());
+    let settings = Settings {
+        public_port: 8080,
+        tick: Duration::from_millis(10),
+    };
+    let c = Controller::new(
+        store,
+        rt.clone(),
+        routes.clone(),
+        Arc::new(SystemClock),
+        Layout::new(data.path()),
+        settings,
+    )
+    .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let run = c.clone();
+    tokio::spawn(async move {
+        run.run(async {
+            let _ = rx.await;
+        })
+        .await
+    });
+    Harness {
+        c,
+        rt,
+        routes,
+        data: Some(data),
+        stop: Some(tx),
+        stop_replicas: true,
+    }
+}
+
+fn harness() -> Harness {
+    harness_with(
+        Arc::new(FakeRuntime::default()),
+        Arc::new(MemStore::default()),
+        tempfile::tempdir().unwrap(),
+    )
+}
+
+fn app_dir(replicas: u32, env: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "app = \"shop\"\n[env]\n{env}\n[process.web]\ncommand = \"serve\"\nreplicas = {replicas}\n[process.web.readiness]\nhttp = \"/health\"\ninterval = \"50ms\"\n[process.web.deploy]\ntimeout = \"2s\"\n"
+    );
+    std::fs::write(d.path().join("wharf.toml"), toml).unwrap();
+    d
+}
+
+async fn deploy(c: &Controller, dir: &std::path::Path) -> Vec<DeployEvent> {
+    let (progress, mut rx) = Progress::channel(1024);
+    let opts = DeployOptions {
+        dir: dir.to_path_buf(),
+        app: None,
+        strategy: None,
+        detach: false,
+    };
+    let c2 = c.clone();
+    tokio::spawn(async move { c2.deploy(opts, progress).await });
+    let mut events = Vec::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("deploy stalled")
+    {
+        events.push(e);
+    }
+    events
+}
+
+fn outcome(events: &[DeployEvent]) -> &DeployEvent {
+    events.last().expect("no events")
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn shop() -> AppName {
+    AppName::new("shop").unwrap()
+}
+
+fn backends(h: &Harness) -> Vec<(String, u32)> {
+    let t = h.routes.last.lock().unwrap();
+    t.routes
+        .iter()
+        .flat_map(|r| r.backends.iter().map(|b| (b.replica.clone(), b.release)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_then_replace_routes_only_ready_replicas() {
+    let h = harness();
+    let dir = app_dir(2, "V = \"1\"");
+    let ev = deploy(&h.c, dir.path()).await;
+    assert!(
+        matches!(outcome(&ev), DeployEvent::Done { release: 1, .. }),
+        "{ev:?}"
+    );
+    assert_eq!(backends(&h).len(), 2);
+    let ev = deploy(&h.c, app_dir(2, "V = \"2\"").path()).await;
+    assert!(
+        matches!(outcome(&ev), DeployEvent::Done { release: 2, .. }),
+        "{ev:?}"
+    );
+    assert!(
+        backends(&h).iter().all(|(_, r)| *r == 2),
+        "{:?}",
+        backends(&h)
+    );
+    until("old replicas stopped", || h.rt.running() == 2).await;
+    let ps = h.c.ps(Some(&shop())).unwrap();
+    assert_eq!(ps.len(), 2);
+    assert!(ps
+        .iter()
+        .all(|r| r.release == 2 && r.state == ReplicaState::Ready));
+    assert_eq!(h.c.releases(&shop()).unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashing_release_is_rolled_back_and_the_old_one_keeps_serving() {
+    let h = harness();
+    deploy(&h.c, app_dir(2, "V = \"1\"").path()).await;
+    h.rt.crash_releases.lock().unwrap().insert(2);
+    let ev = deploy(&h.c, app_dir(2, "V = \"2\"").path()).await;
+    match outcome(&ev) {
+        DeployEvent::Failed {
+            reason,
+            replica,
+            logs,
+            ..
+        } => {
+            assert!(
+                reason.contains("before becoming ready") && reason.contains("rolled back to v1"),
+                "{reason}"
+            );
+            assert!(replica.as_deref().unwrap().ends_with("-v2"));
+            assert!(logs[0].contains("crashing on purpose"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(backends(&h).iter().all(|(_, r)| *r == 1));
+    let status = h.c.status(&shop()).unwrap();
+    assert_eq!(status.release, Some(1));
+    assert!(!status.last_outcome.unwrap().succeeded);
+    until("v2 replicas gone", || {
+        h.c.ps(Some(&shop()))
+            .unwrap()
+            .iter()
+            .all(|r| r.release == 1)
+    })
+    .await;
+    assert!(
+        !h.rt
+            .signals
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(id, _)| id.ends_with("-v1")),
+        "v1 was never touched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_ready_release_fails_at_the_deadline() {
+    let h = harness();
+    deploy(&h.c, app_dir(1, "V = \"1\"").path()).await;
+    h.rt.unready_releases.lock().unwrap().insert(2);
+    let ev = deploy(&h.c, app_dir(1, "V = \"2\"").path()).await;
+    match outcome(&ev) {
+        DeployEvent::Failed { reason, .. } => assert!(
+            reason.contains("not ready within 2s") && reason.contains("readiness"),
+            "{reason}"
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        backends(&h).iter().map(|(_, r)| *r).collect::<Vec<_>>(),
+        [1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_deploy_failure_leaves_nothing_running() {
+    let h = harness();
+    h.rt.crash_releases.lock().unwrap().insert(1);
+    let ev = deploy(&h.c, app_dir(1, "").path()).await;
+    match outcome(&ev) {
+        DeployEvent::Failed { reason, .. } => {
+            assert!(reason.contains("nothing was serving before"), "{reason}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    until("slots gone", || h.c.ps(Some(&shop())).unwrap().is_empty()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_config_and_errors() {
+    let h = harness();
+    deploy(&h.c, app_dir(1, "V = \"1\"").path()).await;
+    let counts = [("web".to_string(), 3)].into_iter().collect();
+    assert_eq!(h.c.scale(&shop(), &counts).unwrap()["web"], 3);
+    until("3 ready", || {
+        h.c.ps(Some(&shop()))
+            .unwrap()
+            .iter()
+            .filter(|r| r.state == ReplicaState::Ready)
+            .count()
+            == 3
+    })
+    .await;
+    let bad = [("worker".to_string(), 1)].into_iter().collect();
+    let e = h.c.scale(&shop(), &bad).unwrap_err();
+    assert!(e.to_string().contains("no process type `worker`"), "{e}");
+
+    let (progress, mut rx) = Progress::channel(1024);
+    let set = [("GREETING".to_string(), "hi".to_string())]
+        .into_iter()
+        .collect();
+    h.c.configure(&shop(), set, vec![], progress).await;
+    let mut last = None;
+    while let Ok(e) = rx.try_recv() {
+        last = Some(e);
+    }
+    assert!(
+        matches!(last, Some(DeployEvent::Done { release: 2, .. })),
+        "{last:?}"
+    );
+    assert_eq!(h.c.config(&shop()).unwrap()["GREETING"], "hi");
+    assert_eq!(h.c.config(&shop()).unwrap()["V"], "1");
+    until("3 ready on v2", || {
+        h.c.ps(Some(&shop()))
+            .unwrap()
+            .iter()
+            .filter(|r| r.release == 2 && r.state == ReplicaState::Ready)
+            .count()
+            == 3
+    })
+    .await;
+
+    let (progress, mut rx) = Progress::channel(16);
+    h.c.configure(&shop(), Default::default(), vec!["V".into()], progress)
+        .await;
+    match rx.recv().await {
+        Some(DeployEvent::Failed { reason, .. }) => {
+            assert!(reason.contains("manifest"), "{reason}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_re_adopts_running_replicas_without_duplicates() {
+    let store = Arc::new(MemStore::default());
+    let data = tempfile::tempdir().unwrap();
+    let rt = Arc::new(FakeRuntime::default());
+    let first = harness_with(rt.clone(), store.clone(), data);
+    deploy(&first.c, app_dir(2, "").path()).await;
+    let handles: Vec<Handle> = first
+        .c
+        .ps(Some(&shop()))
+        .unwrap()
+        .iter()
+        .map(|r| Handle {
+            app: shop(),
+            process: wharf_types::ProcessType::web(),
+            release: r.release,
+            id: r.id.clone(),
+            pid: r.pid.unwrap(),
+            start_time: 1,
+            port: r
+                .address
+                .as_ref()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap(),
+            started_at: 0,
+        })
+        .collect();
+    let started_before = rt.started.lock().unwrap().len();
+    // The "server" dies: its loop stops, the replicas (listener threads) keep running.
+    let data = first.crash();
+    *rt.adoptable.lock().unwrap() = handles
+        .iter()
+        .map(|h| (h.clone(), Liveness::Running))
+        .collect();
+    let second = harness_with(rt.clone(), store, data);
+    until("adopted replicas ready", || {
+        second
+            .c
+            .ps(Some(&shop()))
+            .unwrap()
+            .iter()
+            .filter(|r| r.state == ReplicaState::Ready)
+            .count()
+            == 2
+    })
+    .await;
+    assert_eq!(backends(&second).len(), 2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        rt.started.lock().unwrap().len(),
+        started_before,
+        "nothing was started twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_stops_everything_and_forgets_the_app() {
+    let h = harness();
+    deploy(&h.c, app_dir(2, "").path()).await;
+    h.c.destroy(&shop()).await.unwrap();
+    assert_eq!(h.rt.running(), 0);
+    assert!(h.c.apps().is_empty());
+    assert!(backends(&h).is_empty());
+    let e = h.c.destroy(&shop()).await.unwrap_err();
+    assert!(e.to_string().contains("no app named shop"));
+    let _ = &h.data;
+}
