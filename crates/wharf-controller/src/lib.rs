@@ -10,6 +10,7 @@
 //! leaves the route table before it is signalled; every timing decision uses the Clock.
 
 mod actions;
+mod env;
 mod error;
 mod events;
 mod probe;

@@ -173,14 +173,12 @@ impl Controller {
             .ok_or_else(|| {
                 ControlError::bad_input(format!("{app} has no running release; deploy it first"))
             })?;
-        let mut env: BTreeMap<String, String> = ["PATH", "HOME", "LANG", "TZ", "USER", "TERM"]
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-            .collect();
-        env.extend(release.env.clone());
-        env.insert("WHARF_APP".into(), app.to_string());
-        env.insert("WHARF_PROCESS".into(), "run".into());
-        env.insert("WHARF_RELEASE".into(), release.version.to_string());
+        let who = crate::env::Identity {
+            process: "run",
+            replica: None,
+            port: None,
+        };
+        let env = crate::env::process_env(&release, &who);
         Ok(RunSpec {
             release: release.version,
             dir: self

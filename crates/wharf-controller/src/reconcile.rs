@@ -302,27 +302,19 @@ impl Inner {
             .collect()
     }
 
-    /// The environment of a replica process: a few variables of the server's own
-    /// environment (so that `node` and `python3` are found), the release's config, PORT
-    /// and the WHARF_* identity variables.
+    /// The environment of a replica process.
     pub(crate) fn env_for(
         &self,
         release: &wharf_types::Release,
         r: &Replica,
         port: u16,
     ) -> std::collections::BTreeMap<String, String> {
-        let mut env: std::collections::BTreeMap<String, String> =
-            ["PATH", "HOME", "LANG", "TZ", "USER"]
-                .iter()
-                .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-                .collect();
-        env.extend(release.env.clone());
-        env.insert("PORT".into(), port.to_string());
-        env.insert("WHARF_APP".into(), r.app.to_string());
-        env.insert("WHARF_PROCESS".into(), r.process.to_string());
-        env.insert("WHARF_RELEASE".into(), r.release.to_string());
-        env.insert("WHARF_REPLICA".into(), r.id.clone());
-        env
+        let who = crate::env::Identity {
+            process: r.process.as_str(),
+            replica: Some(&r.id),
+            port: Some(port),
+        };
+        crate::env::process_env(release, &who)
     }
 
     /// Computes the route table from ready `web` replicas and publishes it if it changed.

@@ -526,10 +526,7 @@ fn short(hash: &str) -> &str {
 }
 
 fn check_env_name(k: &str) -> Result<(), ControlError> {
-    let mut chars = k.chars();
-    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !ok {
+    if !wharf_types::manifest::valid_env_name(k) {
         return Err(ControlError::bad_input(format!(
             "invalid variable name {k:?}; use letters, digits and '_', not starting with a digit"
         )));

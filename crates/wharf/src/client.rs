@@ -72,8 +72,12 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        body: Option<Vec<u8>>,
+        body: Option<&impl Serialize>,
     ) -> Result<Response<Incoming>> {
+        let body = body
+            .map(|b| serde_json::to_vec(b))
+            .transpose()
+            .map_err(|e| Failure::failed(e.to_string()))?;
         let unreachable = |e: &dyn std::fmt::Display| {
             Failure::failed(format!(
                 "no wharf server answers at {} ({e}); start one with `wharf server` or `wharf up`",
@@ -114,10 +118,6 @@ impl Client {
         path: &str,
         body: Option<&impl Serialize>,
     ) -> Result<T> {
-        let body = body
-            .map(|b| serde_json::to_vec(b))
-            .transpose()
-            .map_err(|e| Failure::failed(e.to_string()))?;
         let resp = self.send(method, path, body).await?;
         let status = resp.status();
         let bytes = resp
@@ -141,10 +141,6 @@ impl Client {
         body: Option<&impl Serialize>,
         mut on: impl FnMut(T) -> Result<()>,
     ) -> Result<()> {
-        let body = body
-            .map(|b| serde_json::to_vec(b))
-            .transpose()
-            .map_err(|e| Failure::failed(e.to_string()))?;
         let resp = self.send(method, path, body).await?;
         let status = resp.status();
         let mut body = resp.into_body();
@@ -176,7 +172,7 @@ impl Client {
 
     /// True when the server answers its health check.
     pub async fn healthy(&self) -> bool {
-        match self.send(Method::GET, "/healthz", None).await {
+        match self.send(Method::GET, "/healthz", None::<&()>).await {
             Ok(r) => r.status() == StatusCode::OK,
             Err(_) => false,
         }

@@ -12,7 +12,7 @@ mod validate;
 
 pub use error::ManifestError;
 pub use procfile::parse_procfile;
-pub use validate::{valid_host, MAX_REPLICAS};
+pub use validate::{valid_env_name, valid_host, MAX_REPLICAS};
 
 use crate::{AppName, ProcessSpec, ProcessType};
 use serde::{Deserialize, Serialize};

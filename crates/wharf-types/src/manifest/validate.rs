@@ -96,15 +96,17 @@ pub(crate) fn validate(
 fn process(ptype: &ProcessType, rp: RawProcess, loc: &Locator<'_>) -> Result<ProcessSpec> {
     let n = ptype.as_str();
     let at = |field: &str, msg: String| loc.at(&["process", n, field], msg);
-    let command =
-        match rp.command {
-            Some(c) if !c.trim().is_empty() => c,
-            Some(_) => return Err(at("command", "command is empty".into())),
-            None => return Err(loc.at(
+    let command = match rp.command {
+        Some(c) if !c.trim().is_empty() => c,
+        Some(_) => return Err(at("command", "command is empty".into())),
+        None => {
+            return Err(loc.at(
                 &["process", n],
-                "missing `command`; every process needs one, e.g. command = \"node app.js\"".to_string(),
-            )),
-        };
+                "missing `command`; every process needs one, e.g. command = \"node app.js\""
+                    .to_string(),
+            ))
+        }
+    };
     let mut spec = ProcessSpec::from_command(ptype, command);
     if let Some(r) = rp.replicas {
         if r > MAX_REPLICAS {
@@ -271,7 +273,8 @@ fn deploy(d: RawDeploy, n: &str, loc: &Locator<'_>) -> Result<DeploySpec> {
     Ok(spec)
 }
 
-fn valid_env_name(k: &str) -> bool {
+/// An environment variable name: letters, digits and '_', not starting with a digit.
+pub fn valid_env_name(k: &str) -> bool {
     let mut chars = k.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
