@@ -67,7 +67,9 @@ pub trait Runtime: Send + Sync {
     /// Non-blocking check; reaps the process if it is a child.
     fn poll(&self, handle: &Handle) -> Liveness;
     fn signal(&self, handle: &Handle, signal: StopSignal) -> Result<(), RuntimeError>;
-    /// Removes what the replica left behind (its run directory). Call after it exited.
+    /// Removes what the replica left behind: processes still in its group (what the app
+    /// forked, or the app itself when only its init died) and its run directory. Call
+    /// after the replica's init exited.
     fn cleanup(&self, handle: &Handle);
     /// Replicas recorded as started and still running (for re-adoption after a restart).
     /// Records of dead replicas are cleaned up and reported with their exit.

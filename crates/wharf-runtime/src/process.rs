@@ -211,6 +211,13 @@ impl Runtime for ProcessRuntime {
     }
 
     fn cleanup(&self, h: &Handle) {
+        // Whatever the app left running in its process group (the app itself when only
+        // the init was killed, or children it forked) goes with it.
+        if procfs::group_has_members(&self.proc_root, h.pid) {
+            if let Err(e) = signal::killpg(pid_of(h), Signal::SIGKILL) {
+                tracing::warn!(replica = %h.id, "cannot kill what replica left running: {e}");
+            }
+        }
         let dir = self.run_dir(h);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
