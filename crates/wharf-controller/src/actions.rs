@@ -121,6 +121,8 @@ impl Inner {
             dir: self.layout.artifact(&release.artifact),
             env: self.env_for(&release, &r, port),
             port,
+            cpu: spec.cpu,
+            memory: spec.memory,
         };
         match self.runtime.start(&launch) {
             Ok(handle) => {

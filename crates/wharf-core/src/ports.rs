@@ -21,6 +21,10 @@ pub struct Launch {
     /// The full environment (release env, PORT, WHARF_*).
     pub env: BTreeMap<String, String>,
     pub port: u16,
+    /// CPU units (1024 = one core), for runtimes that enforce limits.
+    pub cpu: Option<u32>,
+    /// Memory hard limit in bytes, for runtimes that enforce limits.
+    pub memory: Option<u64>,
 }
 
 /// A started replica process, as recorded so that a restarted controller can find it.
