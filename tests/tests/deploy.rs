@@ -91,37 +91,43 @@ fn second_release_replaces_the_first_and_rollback_restores_config() {
     assert_eq!(current.len(), 1, "exactly one current release: {rel:#?}");
     assert_eq!(current[0]["version"], 2, "{rel:#?}");
 
-    // Rollback to the previous release: a new release (v3) with v1's artifact and config.
+    // Rollback to the previous release: v1 is the target again (no new release), with
+    // its artifact and config, rolled out like a deploy.
     s.wharf(&["rollback", app]).ok("rollback");
     assert_serves(&s, host, "/env/MARK", "one");
     let rel = s.releases(app);
-    assert_eq!(rel.len(), 3, "rollback makes a new release: {rel:#?}");
+    assert_eq!(rel.len(), 2, "rollback re-targets an existing release: {rel:#?}");
     let current: Vec<_> = rel.iter().filter(|r| r["current"] == true).collect();
     assert_eq!(current.len(), 1, "{rel:#?}");
-    assert_eq!(current[0]["version"], 3, "{rel:#?}");
+    assert_eq!(current[0]["version"], 1, "{rel:#?}");
     s.wait_ready(app, 2, Duration::from_secs(10));
     for _ in 0..6 {
         let r = s.get(host, "/");
         assert!(
-            r.body.contains("release=3 "),
+            r.body.contains("release=1 "),
             "GET / after rollback: {:?}",
             r.body
         );
     }
+    // Again: back to the release that served before (v2), like `cd -`.
+    s.wharf(&["rollback", app]).ok("rollback again");
+    assert_serves(&s, host, "/env/MARK", "two");
 
     // Explicit targets, with or without the `v`.
-    s.wharf(&["rollback", app, "v2"]).ok("rollback v2");
-    assert_serves(&s, host, "/env/MARK", "two");
-    s.wharf(&["rollback", app, "1"]).ok("rollback 1");
+    s.wharf(&["rollback", app, "v1"]).ok("rollback v1");
     assert_serves(&s, host, "/env/MARK", "one");
+    s.wharf(&["rollback", app, "2"]).ok("rollback 2");
+    assert_serves(&s, host, "/env/MARK", "two");
     let rel = s.releases(app);
-    assert_eq!(rel.len(), 5, "{rel:#?}");
+    assert_eq!(rel.len(), 2, "{rel:#?}");
+    let out = s.wharf(&["rollback", app, "v2"]);
+    out.expect_code(2, "rollback to the running release");
 
     // A release that does not exist.
     let out = s.wharf(&["rollback", app, "v42"]);
     out.expect_code(2, "rollback to an unknown release");
     assert!(out.stderr.contains("42"), "{}", out.stderr);
-    assert_serves(&s, host, "/env/MARK", "one");
+    assert_serves(&s, host, "/env/MARK", "two");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use crate::{Controller, Inner};
 use wharf_core::plan::{Action, StopReason};
 use wharf_core::ports::Launch;
 use wharf_core::{Phase, Replica};
-use wharf_types::release::{Rollout, RolloutOutcome, UnixMillis};
+use wharf_types::release::{Analysis, CanaryProgress, Rollout, RolloutOutcome, UnixMillis, Warm};
 use wharf_types::AppName;
 
 /// Lines of a failing replica's output a failed rollout reports.
@@ -44,6 +44,12 @@ impl Controller {
                 reason,
                 replica,
             } => inner.rollout_failed(&app, release, reason, replica, now),
+            Action::CanaryStep {
+                app,
+                release,
+                progress,
+            } => inner.canary_step(&app, release, progress),
+            Action::ForgetWarm { app } => inner.forget_warm(&app),
         }
     }
 
@@ -152,17 +158,37 @@ impl Inner {
         let Some(rollout) = rec.rollout.take() else {
             return;
         };
+        rec.last_good = Some(release);
         if rollout.reverting.is_none() {
-            rec.last_good = Some(release);
             rec.last_outcome = Some(RolloutOutcome {
                 release,
                 succeeded: true,
                 at: now,
                 reason: None,
                 replica: None,
+                cause: rollout.cause.clone(),
             });
-        } else {
-            rec.last_good = Some(release);
+            if rollout.from.is_some_and(|f| f != release) {
+                rec.previous = rollout.from;
+            }
+            // Blue-green keeps the set it switched away from warm for a quick way back.
+            let strategy = self.release(app, release).and_then(|r| {
+                r.processes
+                    .get(&wharf_types::ProcessType::web())
+                    .map(|p| p.deploy.clone())
+            });
+            rec.warm = match (strategy, rollout.from) {
+                (Some(d), Some(from))
+                    if d.strategy == wharf_types::Strategy::BlueGreen && from != release =>
+                {
+                    let until = now.saturating_add(d.keep_previous.as_millis() as u64);
+                    Some(Warm {
+                        release: from,
+                        until,
+                    })
+                }
+                _ => None,
+            };
         }
         if let Err(e) = self.save(&rec, None) {
             tracing::error!(app = %app, "cannot record the rollout of v{release}: {e}");
@@ -189,13 +215,14 @@ impl Inner {
         now: UnixMillis,
     ) {
         let Some(mut rec) = self.app(app) else { return };
-        let from = rec.rollout.as_ref().and_then(|r| r.from);
+        let (from, cause) = rec
+            .rollout
+            .as_ref()
+            .map_or((None, String::new()), |r| (r.from, r.cause.clone()));
         rec.target = from;
         rec.rollout = from.map(|f| Rollout {
-            release: f,
-            from: Some(release),
-            started_at: now,
             reverting: Some(reason.clone()),
+            ..Rollout::new(f, Some(release), now, "automatic rollback")
         });
         rec.last_outcome = Some(RolloutOutcome {
             release,
@@ -203,6 +230,7 @@ impl Inner {
             at: now,
             reason: Some(reason.clone()),
             replica: replica.clone(),
+            cause,
         });
         if let Err(e) = self.save(&rec, None) {
             tracing::error!(app = %app, "cannot record the failed rollout of v{release}: {e}");
@@ -221,6 +249,68 @@ impl Inner {
             logs,
         });
     }
+
+    /// Records canary progress (a new step, a failed check, the latest analysis).
+    fn canary_step(&self, app: &AppName, release: u32, progress: CanaryProgress) {
+        let Some(mut rec) = self.app(app) else { return };
+        let Some(ro) = rec.rollout.as_mut().filter(|r| r.release == release) else {
+            return;
+        };
+        let message = match &progress.last {
+            Some(a)
+                if ro.canary.as_ref().is_some_and(|c| {
+                    c.step == progress.step && c.failed_checks == progress.failed_checks
+                }) =>
+            {
+                format!("canary v{release} at {}%: {}", progress.weight, describe(a))
+            }
+            Some(a) => format!(
+                "canary v{release}: {} -> {}% of traffic (failed checks: {})",
+                describe(a),
+                progress.weight,
+                progress.failed_checks
+            ),
+            None => format!("canary v{release} takes {}% of traffic", progress.weight),
+        };
+        ro.canary = Some(progress);
+        if let Err(e) = self.save(&rec, None) {
+            tracing::error!(app = %app, "cannot record canary progress: {e}");
+            return;
+        }
+        self.emit(Event::Progress {
+            app: app.clone(),
+            message,
+        });
+    }
+
+    fn forget_warm(&self, app: &AppName) {
+        let Some(mut rec) = self.app(app) else { return };
+        if let Some(w) = rec.warm.take() {
+            if let Err(e) = self.save(&rec, None) {
+                tracing::error!(app = %app, "cannot record the end of the warm window: {e}");
+                return;
+            }
+            self.emit(Event::Progress {
+                app: app.clone(),
+                message: format!("the warm set of v{} is no longer kept", w.release),
+            });
+        }
+    }
+}
+
+/// "success 100.0% vs 99.5%, p99 5 ms vs 10 ms, 40 requests: pass".
+pub(crate) fn describe(a: &Analysis) -> String {
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}%"));
+    let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
+    format!(
+        "success {} vs baseline {}, p99 {} vs {}, {} requests: {}",
+        pct(a.canary_success),
+        pct(a.baseline_success),
+        ms(a.canary_p99_ms),
+        ms(a.baseline_p99_ms),
+        a.canary_requests,
+        a.verdict
+    )
 }
 
 /// A port nobody listens on right now (the kernel's choice for port 0).

@@ -8,6 +8,8 @@ pub enum Event {
     Progress { app: AppName, message: String },
     /// A rollout finished.
     RolloutSucceeded { app: AppName, release: u32 },
+    /// A newer rollout replaced this one before it finished.
+    RolloutSuperseded { app: AppName, release: u32, by: u32 },
     RolloutFailed {
         app: AppName,
         release: u32,
@@ -22,6 +24,7 @@ impl Event {
         match self {
             Event::Progress { app, .. }
             | Event::RolloutSucceeded { app, .. }
+            | Event::RolloutSuperseded { app, .. }
             | Event::RolloutFailed { app, .. } => app,
         }
     }

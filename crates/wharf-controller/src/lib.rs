@@ -10,10 +10,12 @@
 //! leaves the route table before it is signalled; every timing decision uses the Clock.
 
 mod actions;
+mod desired;
 mod env;
 mod error;
 mod events;
 mod probe;
+mod probing;
 mod query;
 mod reconcile;
 mod releases;
@@ -71,6 +73,8 @@ pub(crate) struct Inner {
     pub releases: Mutex<BTreeMap<(AppName, u32), Arc<Release>>>,
     pub wake: Notify,
     pub events: broadcast::Sender<Event>,
+    /// Router counters at the start of each canary step.
+    pub baselines: Mutex<desired::Baselines>,
     /// Apps with a release being created (deploy, config, rollback): one at a time.
     pub busy: Mutex<std::collections::BTreeSet<AppName>>,
 }
@@ -99,6 +103,7 @@ impl Controller {
             releases: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
             events,
+            baselines: Mutex::new(Default::default()),
             busy: Mutex::new(Default::default()),
         });
         let c = Self { inner };

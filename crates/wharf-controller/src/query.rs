@@ -85,6 +85,18 @@ impl Controller {
             processes,
             last_outcome: rec.last_outcome.clone(),
             created_at: rec.created_at,
+            strategy: release
+                .as_ref()
+                .and_then(|r| r.processes.get(&wharf_types::ProcessType::web()))
+                .map(|p| {
+                    serde_json::to_value(p.deploy.strategy)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                })
+                .unwrap_or_default(),
+            canary: rec.rollout.as_ref().and_then(|r| r.canary.clone()),
+            warm: rec.warm.clone(),
         })
     }
 
@@ -230,6 +242,7 @@ impl Controller {
                 s.release.unwrap_or(0)
             ));
         }
+        out.push_str(&self.inner.routes.metrics());
         out
     }
 }

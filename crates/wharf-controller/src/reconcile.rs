@@ -1,9 +1,8 @@
 //! One reconcile tick: observe, plan, act, publish routes. And re-adoption at start.
 
 use crate::events::Event;
-use crate::state::{Entry, ADOPTION_WARMUP_MS, READY_WITHOUT_PROBE_MS, STARTUP_PROBE_PERIOD_MS};
-use crate::{probe, Controller, Inner};
-use wharf_core::plan::{AppDesired, ProcessDesired};
+use crate::state::{Entry, ADOPTION_WARMUP_MS, READY_WITHOUT_PROBE_MS};
+use crate::{Controller, Inner};
 use wharf_core::ports::Liveness;
 use wharf_core::{plan, Exit, Phase, Replica};
 use wharf_types::release::UnixMillis;
@@ -85,118 +84,6 @@ impl Controller {
         }
     }
 
-    /// Starts due probes, each in its own task; results come back through the state.
-    fn schedule_probes(&self, now: UnixMillis) {
-        let inner = &self.inner;
-        let Ok(mut state) = inner.state.lock() else {
-            return;
-        };
-        for (key, entry) in state.entries.iter_mut() {
-            if !entry.replica.is_running() || entry.probing || now < entry.next_probe {
-                continue;
-            }
-            let Some(port) = entry.port() else { continue };
-            let readiness = inner.readiness_probe(&entry.replica);
-            let liveness = if entry.ready_since_start {
-                inner.liveness_probe(&entry.replica)
-            } else {
-                None
-            };
-            if readiness.is_none() && liveness.is_none() {
-                continue;
-            }
-            let Some(release) = inner.release(&entry.replica.app, entry.replica.release) else {
-                continue;
-            };
-            entry.probing = true;
-            let pid = entry.replica.pid();
-            let key = key.clone();
-            let c = self.clone();
-            let dir = inner.layout.artifact(&release.artifact);
-            let env = inner.env_for(&release, &entry.replica, port);
-            tokio::spawn(async move {
-                let ready = match &readiness {
-                    Some(p) => Some(probe::run(&p.check, port, p.timeout, &dir, &env).await),
-                    None => None,
-                };
-                let live = match &liveness {
-                    Some(p) => Some(probe::run(&p.check, port, p.timeout, &dir, &env).await),
-                    None => None,
-                };
-                c.record_probe(
-                    &key,
-                    pid,
-                    readiness.as_ref().zip(ready),
-                    liveness.as_ref().zip(live),
-                );
-            });
-        }
-    }
-
-    fn record_probe(
-        &self,
-        key: &crate::state::Key,
-        pid: Option<u32>,
-        ready: Option<(&wharf_types::Probe, bool)>,
-        live: Option<(&wharf_types::Probe, bool)>,
-    ) {
-        let inner = &self.inner;
-        let now = inner.clock.now();
-        let Ok(mut state) = inner.state.lock() else {
-            return;
-        };
-        let Some(entry) = state.entries.get_mut(key) else {
-            return;
-        };
-        entry.probing = false;
-        if entry.replica.pid() != pid || !entry.replica.is_running() {
-            return; // a different process now; this result is stale
-        }
-        entry.awaiting_first_probe = false;
-        let mut interval = u64::MAX;
-        if let Some((p, ok)) = ready {
-            interval = interval.min(p.interval.as_millis() as u64);
-            if entry
-                .readiness
-                .record(ok, p.success_threshold, p.failure_threshold)
-            {
-                entry.replica.ready = entry.readiness.passing;
-                let id = entry.replica.id.clone();
-                let message = if entry.readiness.passing {
-                    entry.replica.ever_ready = true;
-                    entry.ready_since_start = true;
-                    format!("{id} is ready")
-                } else {
-                    format!("{id} failed its readiness check: out of routing")
-                };
-                inner.emit(Event::Progress {
-                    app: entry.replica.app.clone(),
-                    message,
-                });
-                inner.wake.notify_one();
-            }
-        }
-        if let Some((p, ok)) = live {
-            interval = interval.min(p.interval.as_millis() as u64);
-            if entry
-                .liveness
-                .record(ok, p.success_threshold, p.failure_threshold)
-                && !entry.liveness.passing
-            {
-                entry.kill_reason = Some("restarted: liveness check failed".into());
-                if let Some(h) = entry.handle.as_ref() {
-                    let _ = inner.runtime.signal(h, wharf_core::ports::StopSignal::Kill);
-                }
-            }
-        }
-        let period = if entry.ready_since_start {
-            interval
-        } else {
-            STARTUP_PROBE_PERIOD_MS.min(interval)
-        };
-        entry.next_probe = now.saturating_add(period.max(10));
-    }
-
     /// Rebuilds observed state from the world: replicas still running are taken over,
     /// records of dead ones are cleaned up (their slots restart at once).
     pub(crate) fn adopt(&self) {
@@ -254,7 +141,7 @@ impl Controller {
 }
 
 impl Inner {
-    fn process_spec(&self, r: &Replica) -> Option<wharf_types::ProcessSpec> {
+    pub(crate) fn process_spec(&self, r: &Replica) -> Option<wharf_types::ProcessSpec> {
         self.release(&r.app, r.release)?
             .processes
             .get(&r.process)
@@ -262,44 +149,6 @@ impl Inner {
     }
     pub(crate) fn readiness_probe(&self, r: &Replica) -> Option<wharf_types::Probe> {
         self.process_spec(r)?.readiness
-    }
-    fn liveness_probe(&self, r: &Replica) -> Option<wharf_types::Probe> {
-        self.process_spec(r)?.liveness
-    }
-
-    /// Desired state of every app, from the mirrored records and releases.
-    pub(crate) fn desired(&self) -> Vec<AppDesired> {
-        let Ok(apps) = self.apps.lock() else {
-            return Vec::new();
-        };
-        apps.values()
-            .map(|app| {
-                let release = app.target.and_then(|v| self.release(&app.name, v));
-                let processes = release
-                    .as_ref()
-                    .map(|r| {
-                        r.processes
-                            .iter()
-                            .map(|(p, spec)| {
-                                (
-                                    p.clone(),
-                                    ProcessDesired {
-                                        count: app.desired(p, spec),
-                                        deploy: spec.deploy.clone(),
-                                    },
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                AppDesired {
-                    app: app.name.clone(),
-                    release: release.map(|r| r.version),
-                    processes,
-                    rollout: app.rollout.clone(),
-                }
-            })
-            .collect()
     }
 
     /// The environment of a replica process.
@@ -320,6 +169,14 @@ impl Inner {
     /// Computes the route table from ready `web` replicas and publishes it if it changed.
     pub(crate) fn publish_routes(&self) {
         let mut routes = Vec::new();
+        let weights: std::collections::BTreeMap<
+            wharf_types::AppName,
+            Vec<wharf_types::route::Weight>,
+        > = self
+            .desired()
+            .iter()
+            .map(|d| (d.app.clone(), wharf_core::plan::traffic(d)))
+            .collect();
         {
             let Ok(apps) = self.apps.lock() else { return };
             let Ok(state) = self.state.lock() else { return };
@@ -356,6 +213,7 @@ impl Inner {
                     app: app.name.to_string(),
                     hosts,
                     backends,
+                    weights: weights.get(&app.name).cloned().unwrap_or_default(),
                 });
             }
         }

@@ -85,6 +85,16 @@ impl Drop for Busy<'_> {
     }
 }
 
+/// What a rollout goes to.
+enum Target {
+    /// A release to record as the next version.
+    New(Release),
+    /// A version that already exists (rollback).
+    Existing(u32),
+}
+
+type Events = tokio::sync::broadcast::Receiver<Event>;
+
 /// Reads the manifest (or Procfile) of an app directory.
 pub fn load_manifest(dir: &Path, app: Option<&str>) -> Result<Manifest, ControlError> {
     if !dir.is_dir() {
@@ -150,10 +160,9 @@ impl Controller {
                 spec.deploy.strategy = s;
             }
         }
-        check_strategies(&manifest)?;
         let inner = &self.inner;
         let app = manifest.app.clone();
-        let _busy = Busy::take(inner, &app)?;
+        let busy = Busy::take(inner, &app)?;
         let existing = inner.app(&app);
         let config = existing
             .as_ref()
@@ -194,7 +203,34 @@ impl Controller {
             manifest_env: manifest.env.clone(),
         };
         let rec = existing.unwrap_or_else(|| AppRecord::new(app.clone(), inner.clock.now()));
-        self.roll_out(rec, release, opts.detach, progress).await
+        let (version, events) = self.start_rollout(rec, Target::New(release), "deploy".into())?;
+        drop(busy);
+        self.announce_and_wait(&app, version, events, opts.detach, progress)
+            .await
+    }
+
+    async fn announce_and_wait(
+        &self,
+        app: &AppName,
+        version: u32,
+        events: Events,
+        detach: bool,
+        progress: &Progress,
+    ) -> Result<(), ControlError> {
+        progress
+            .say(format!("release v{version} created; rolling out"))
+            .await;
+        if detach {
+            progress
+                .send(DeployEvent::Done {
+                    app: app.to_string(),
+                    release: version,
+                    url: self.inner.url(app),
+                })
+                .await;
+            return Ok(());
+        }
+        self.wait_rollout(app, version, events, progress).await
     }
 
     async fn build(
@@ -241,46 +277,63 @@ impl Controller {
         }
     }
 
-    /// Records `release` as the app's next version and waits for its rollout.
-    async fn roll_out(
+    /// Makes `release` (a new release, or an existing version to go back to) the
+    /// app's target and starts its rollout. A rollout still in progress is superseded:
+    /// the new one starts from the last release that fully rolled out.
+    fn start_rollout(
         &self,
         mut rec: AppRecord,
-        mut release: Release,
-        detach: bool,
+        target: Target,
+        cause: String,
+    ) -> Result<(u32, Events), ControlError> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let app = rec.name.clone();
+        let (version, new_release) = match target {
+            Target::New(mut release) => {
+                rec.latest += 1;
+                release.version = rec.latest;
+                release.created_at = now;
+                // Keep the formation in step with process types that exist in this release.
+                rec.formation
+                    .retain(|p, _| release.processes.contains_key(p));
+                (release.version, Some(release))
+            }
+            Target::Existing(v) => (v, None),
+        };
+        let superseded = rec
+            .rollout
+            .as_ref()
+            .filter(|r| r.reverting.is_none() && r.release != version)
+            .map(|r| r.release);
+        let from = if superseded.is_some() {
+            rec.last_good
+        } else {
+            rec.target
+        };
+        rec.rollout = Some(Rollout::new(version, from, now, cause));
+        rec.target = Some(version);
+        let events = self.subscribe();
+        inner.save(&rec, new_release)?;
+        if let Some(old) = superseded {
+            inner.emit(Event::RolloutSuperseded {
+                app: app.clone(),
+                release: old,
+                by: version,
+            });
+        }
+        Ok((version, events))
+    }
+
+    /// Streams the rollout of `version` until its outcome.
+    async fn wait_rollout(
+        &self,
+        app: &AppName,
+        version: u32,
+        mut events: Events,
         progress: &Progress,
     ) -> Result<(), ControlError> {
         let inner = &self.inner;
-        let now = inner.clock.now();
-        let app = &rec.name.clone();
-        rec.latest += 1;
-        release.version = rec.latest;
-        release.created_at = now;
-        // Keep the formation in step with process types that exist in this release.
-        rec.formation
-            .retain(|p, _| release.processes.contains_key(p));
-        rec.rollout = Some(Rollout {
-            release: release.version,
-            from: rec.target,
-            started_at: now,
-            reverting: None,
-        });
-        rec.target = Some(release.version);
-        let version = release.version;
-        let mut events = self.subscribe();
-        inner.save(&rec, Some(release))?;
-        progress
-            .say(format!("release v{version} created; rolling out"))
-            .await;
-        if detach {
-            progress
-                .send(DeployEvent::Done {
-                    app: app.to_string(),
-                    release: version,
-                    url: inner.url(app),
-                })
-                .await;
-            return Ok(());
-        }
         loop {
             let event = match events.recv().await {
                 Ok(e) => e,
@@ -301,6 +354,11 @@ impl Controller {
                         })
                         .await;
                     return Ok(());
+                }
+                Event::RolloutSuperseded { release, by, .. } if release == version => {
+                    return Err(ControlError::conflict(format!(
+                        "the rollout of v{version} was superseded by v{by}, which rolls out now"
+                    )));
                 }
                 Event::RolloutFailed {
                     release,
@@ -332,42 +390,29 @@ impl Controller {
         }
     }
 
-    /// Rolls back to `to` (default: the release before the current one) by creating a
-    /// new release with its artifact and config.
+    /// Rolls back to `to` (default: the release that served before the current one):
+    /// that release becomes the target again, with its artifact and config, through the
+    /// same rollout rules as a deploy. A blue-green warm set makes this instant.
     pub async fn rollback(&self, app: &AppName, to: Option<u32>, progress: Progress) {
         let res = async {
-            let _busy = Busy::take(&self.inner, app)?;
-            let rec = self.inner.app(app).ok_or_else(|| no_app(app))?;
-            let current = rec.target.ok_or_else(|| {
-                ControlError::bad_input(format!("{app} has no running release to roll back from"))
-            })?;
-            let to = match to {
-                Some(v) => v,
-                None => current.checked_sub(1).filter(|v| *v > 0).ok_or_else(|| {
-                    ControlError::bad_input(format!(
-                        "{app} is at v{current}: there is no earlier release to roll back to"
-                    ))
-                })?,
+            let started = {
+                let _busy = Busy::take(&self.inner, app)?;
+                let mut rec = self.inner.app(app).ok_or_else(|| no_app(app))?;
+                let current = rec.target.ok_or_else(|| ControlError::bad_input(format!("{app} has no running release to roll back from")))?;
+                let to = match to.or(rec.previous) {
+                    Some(v) => v,
+                    None => return Err(ControlError::bad_input(format!("{app} has no earlier release that served; name one: `wharf rollback {app} vN`"))),
+                };
+                if to == current {
+                    return Err(ControlError::bad_input(format!("{app} already runs v{to}")));
+                }
+                let old = self.inner.release(app, to).ok_or_else(|| ControlError::not_found(format!("{app} has no release v{to}; see `wharf releases {app}`")))?;
+                // The app's config follows the release rolled back to.
+                rec.config = old.env.iter().filter(|(k, v)| old.manifest_env.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+                self.start_rollout(rec, Target::Existing(to), format!("rollback from v{current}"))?
             };
-            if to == current {
-                return Err(ControlError::bad_input(format!("{app} already runs v{to}")));
-            }
-            let old = self.inner.release(app, to).ok_or_else(|| {
-                ControlError::not_found(format!(
-                    "{app} has no release v{to}; see `wharf releases {app}`"
-                ))
-            })?;
-            let mut release = (*old).clone();
-            release.description = format!("rollback to v{to}");
-            // The app's config follows the release rolled back to.
-            let mut rec = rec;
-            rec.config = release
-                .env
-                .iter()
-                .filter(|(k, v)| release.manifest_env.get(*k) != Some(*v))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            self.roll_out(rec, release, false, &progress).await
+            progress.say(format!("rolling back to v{}", started.0)).await;
+            self.wait_rollout(app, started.0, started.1, &progress).await
         }
         .await;
         if let Err(e) = res {
@@ -387,7 +432,7 @@ impl Controller {
             for k in set.keys() {
                 check_env_name(k)?;
             }
-            let _busy = Busy::take(&self.inner, app)?;
+            let busy = Busy::take(&self.inner, app)?;
             let mut rec = self.inner.app(app).ok_or_else(|| no_app(app))?;
             let base = rec
                 .target
@@ -422,7 +467,11 @@ impl Controller {
             let mut what: Vec<String> = set.keys().map(|k| format!("set {k}")).collect();
             what.extend(unset.iter().map(|k| format!("unset {k}")));
             release.description = format!("config {}", what.join(", "));
-            self.roll_out(rec, release, false, &progress).await
+            let cause = release.description.clone();
+            let (version, events) = self.start_rollout(rec, Target::New(release), cause)?;
+            drop(busy);
+            self.announce_and_wait(app, version, events, false, &progress)
+                .await
         }
         .await;
         if let Err(e) = res {
@@ -535,19 +584,6 @@ fn check_env_name(k: &str) -> Result<(), ControlError> {
         return Err(ControlError::bad_input(format!(
             "{k} is set by wharf and cannot be configured"
         )));
-    }
-    Ok(())
-}
-
-/// Only rolling updates exist so far; say so instead of silently rolling.
-fn check_strategies(m: &Manifest) -> Result<(), ControlError> {
-    for (p, spec) in &m.processes {
-        if spec.deploy.strategy != Strategy::Rolling {
-            return Err(ControlError::bad_input(format!(
-                "process `{p}`: the {:?} strategy is not available yet; use rolling (the default)",
-                spec.deploy.strategy
-            )));
-        }
     }
     Ok(())
 }

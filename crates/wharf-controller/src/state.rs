@@ -24,6 +24,9 @@ pub(crate) struct Entry {
     pub awaiting_first_probe: bool,
     /// Why the controller killed the current process (liveness), to report its exit.
     pub kill_reason: Option<String>,
+    /// The startup probe passed for the current process (or there is none).
+    pub startup_passed: bool,
+    pub startup_failures: u32,
 }
 
 impl Entry {
@@ -38,6 +41,8 @@ impl Entry {
             ready_since_start: false,
             awaiting_first_probe: false,
             kill_reason: None,
+            startup_passed: false,
+            startup_failures: 0,
         }
     }
 
@@ -54,6 +59,8 @@ impl Entry {
         self.next_probe = now + FIRST_PROBE_DELAY_MS;
         self.ready_since_start = false;
         self.kill_reason = None;
+        self.startup_passed = false;
+        self.startup_failures = 0;
     }
 
     pub fn port(&self) -> Option<u16> {

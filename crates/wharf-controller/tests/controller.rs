@@ -1,11 +1,11 @@
 //! The control loop against a scripted runtime and the in-memory store: deploys, failed
 //! rollouts, scaling, config, re-adoption and destroy, without real processes.
 
-mod fake;
+mod support;
 
-use fake::{FakeRuntime, Routes};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{FakeRuntime, Routes};
 use wharf_controller::{Controller, DeployOptions, Progress, Settings};
 use wharf_core::clock::SystemClock;
 use wharf_core::ports::{Handle, Liveness};

@@ -106,4 +106,12 @@ pub trait RouteSink: Send + Sync {
     fn publish(&self, table: wharf_types::route::RouteTable);
     /// Requests in flight to a replica (0 when unknown).
     fn inflight(&self, replica: &str) -> usize;
+    /// Monotonic request counters and latency histograms per release of `app`.
+    fn stats(&self, _app: &str) -> Vec<wharf_types::route::ReleaseStats> {
+        Vec::new()
+    }
+    /// Prometheus text of the data plane's own metrics.
+    fn metrics(&self) -> String {
+        String::new()
+    }
 }

@@ -31,6 +31,7 @@ mod headers;
 mod inflight;
 mod proxy;
 mod server;
+mod stats;
 mod table;
 
 use std::future::Future;
@@ -77,6 +78,7 @@ pub struct Router {
     client: Client<HttpConnector, UpstreamBody>,
     proto: HeaderValue,
     ids: RequestIds,
+    stats: stats::Stats,
 }
 
 impl Router {
@@ -99,6 +101,7 @@ impl Router {
             client,
             proto,
             ids: RequestIds::new(),
+            stats: stats::Stats::default(),
         })
     }
 
@@ -107,7 +110,7 @@ impl Router {
     pub fn publish(&self, table: RouteTable) {
         let version = table.version;
         let routes = table.routes.len();
-        let next = Arc::new(Table::build(table, &self.counters));
+        let next = Arc::new(Table::build(table, &self.counters, &self.stats));
         let previous = {
             // A poisoned lock only means a reader panicked; the Arc inside is intact.
             let mut current = self.table.write().unwrap_or_else(|e| e.into_inner());
@@ -122,6 +125,16 @@ impl Router {
     /// last request finishes.
     pub fn inflight(&self, replica: &str) -> usize {
         self.counters.get(replica)
+    }
+
+    /// Request counters and latency histograms of every release of `app` (monotonic).
+    pub fn stats(&self, app: &str) -> Vec<wharf_types::route::ReleaseStats> {
+        self.stats.of(app)
+    }
+
+    /// The router's RED metrics in Prometheus text format.
+    pub fn metrics(&self) -> String {
+        stats::prometheus(&self.stats.all())
     }
 
     /// Serve on `listener` until `shutdown` resolves; then stop accepting and wait for
@@ -156,5 +169,11 @@ impl wharf_core::ports::RouteSink for Router {
     }
     fn inflight(&self, replica: &str) -> usize {
         Router::inflight(self, replica)
+    }
+    fn stats(&self, app: &str) -> Vec<wharf_types::route::ReleaseStats> {
+        Router::stats(self, app)
+    }
+    fn metrics(&self) -> String {
+        Router::metrics(self)
     }
 }

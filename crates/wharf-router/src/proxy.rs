@@ -26,6 +26,7 @@ pub(crate) type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 struct Target {
     app: Option<Arc<str>>,
     replica: Option<Arc<str>>,
+    stats: Option<Arc<crate::stats::ReleaseCounters>>,
 }
 
 /// Proxy one request from `peer`; always produces a response.
@@ -48,6 +49,9 @@ pub(crate) async fn handle(
             error.to_response()
         }
     };
+    if let Some(stats) = &target.stats {
+        stats.record(response.status().as_u16(), start.elapsed());
+    }
     tracing::debug!(
         app = target.app.as_deref().unwrap_or(""),
         replica = target.replica.as_deref().unwrap_or(""),
@@ -71,6 +75,7 @@ async fn forward(
     let pick = router.route(&route_host(parts), None)?;
     target.app = Some(pick.app.clone());
     target.replica = Some(pick.replica.clone());
+    target.stats = Some(pick.stats.clone());
 
     let uri_host = parts.uri.authority().cloned();
     forward_request(
@@ -111,6 +116,7 @@ async fn forward(
         });
     };
     target.replica = Some(second.replica.clone());
+    target.stats = Some(second.stats.clone());
     let request = upstream_request(parts, &second.authority, Either::Right(Empty::new()), false);
     match router.client.request(request).await {
         Ok(response) => Ok(downstream(response, second.guard)),

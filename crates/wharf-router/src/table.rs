@@ -12,6 +12,7 @@ use wharf_types::route::{Route, RouteTable};
 
 use crate::headers::normalize_host;
 use crate::inflight::{Counters, InflightGuard, Slot};
+use crate::stats::{ReleaseCounters, Stats};
 
 /// One route table, with lookup maps built once at publish time.
 #[derive(Debug, Default)]
@@ -28,13 +29,18 @@ pub(crate) struct RouteEntry {
     pub(crate) app: Arc<str>,
     backends: Vec<BackendEntry>,
     next: AtomicUsize,
+    /// (release, percent) shares; empty: every backend alike.
+    weights: Vec<(u32, u32)>,
+    weight_next: AtomicUsize,
 }
 
 #[derive(Debug)]
 struct BackendEntry {
     replica: Arc<str>,
+    release: u32,
     authority: Authority,
     slot: Arc<Slot>,
+    stats: Arc<ReleaseCounters>,
 }
 
 /// The backend chosen for one request, counted in flight while this lives.
@@ -46,12 +52,14 @@ pub(crate) struct Pick {
     /// Whether the route has another backend to retry on.
     pub(crate) others: bool,
     pub(crate) guard: InflightGuard,
+    /// The RED counters of the chosen replica's release.
+    pub(crate) stats: Arc<ReleaseCounters>,
 }
 
 impl Table {
     /// Index `table`, taking each replica's counter from `counters`. When two routes
     /// claim the same host, the first one in the table wins.
-    pub(crate) fn build(table: RouteTable, counters: &Counters) -> Table {
+    pub(crate) fn build(table: RouteTable, counters: &Counters, stats: &Stats) -> Table {
         let mut built = Table::default();
         for (index, route) in table.routes.into_iter().enumerate() {
             for host in &route.hosts {
@@ -68,7 +76,7 @@ impl Table {
                     map.insert(key.into(), index);
                 }
             }
-            built.routes.push(RouteEntry::new(route, counters));
+            built.routes.push(RouteEntry::new(route, counters, stats));
         }
         counters.prune();
         built
@@ -87,7 +95,8 @@ impl Table {
 }
 
 impl RouteEntry {
-    fn new(route: Route, counters: &Counters) -> RouteEntry {
+    fn new(route: Route, counters: &Counters, stats: &Stats) -> RouteEntry {
+        let app: Arc<str> = Arc::from(route.app);
         let backends = route
             .backends
             .into_iter()
@@ -103,19 +112,48 @@ impl RouteEntry {
                 let slot = counters.slot(&replica);
                 Some(BackendEntry {
                     replica,
+                    release: backend.release,
                     authority,
                     slot,
+                    stats: stats.counters(&app, backend.release),
                 })
             })
             .collect();
         RouteEntry {
-            app: Arc::from(route.app),
+            app,
             backends,
             next: AtomicUsize::new(0),
+            weights: route
+                .weights
+                .iter()
+                .filter(|w| w.percent > 0)
+                .map(|w| (w.release, w.percent))
+                .collect(),
+            weight_next: AtomicUsize::new(0),
         }
     }
 
-    /// The backend with the fewest requests in flight, skipping `exclude`; among
+    /// The release the next request should go to, by the route's weights: position
+    /// `61 * n mod total` walks every slot of a 100-slot cycle once, so any 100
+    /// consecutive requests split exactly by percent, well interleaved.
+    fn weighted_release(&self) -> Option<u32> {
+        let total: u32 = self.weights.iter().map(|(_, p)| p).sum();
+        if total == 0 {
+            return None;
+        }
+        let n = self.weight_next.fetch_add(1, Ordering::Relaxed) as u64;
+        let mut pos = (n.wrapping_mul(61) % u64::from(total)) as u32;
+        for (release, percent) in &self.weights {
+            if pos < *percent {
+                return Some(*release);
+            }
+            pos -= percent;
+        }
+        None
+    }
+
+    /// The backend with the fewest requests in flight, skipping `exclude`, within the
+    /// release the weights choose (any release when that one has no backend); among
     /// equals, the first one after a rotating start, so ties go round-robin.
     pub(crate) fn pick(&self, exclude: Option<&str>) -> Option<Pick> {
         let n = self.backends.len();
@@ -123,16 +161,27 @@ impl RouteEntry {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let chosen = (0..n)
-            .map(|i| &self.backends[(start + i) % n])
-            .filter(|b| exclude != Some(&*b.replica))
-            .min_by_key(|b| b.slot.load())?;
+        let usable = |b: &&BackendEntry| exclude != Some(&*b.replica);
+        let release = self.weighted_release();
+        let ring = || {
+            (0..n)
+                .map(|i| &self.backends[(start + i) % n])
+                .filter(usable)
+        };
+        let chosen = release
+            .and_then(|r| {
+                ring()
+                    .filter(|b| b.release == r)
+                    .min_by_key(|b| b.slot.load())
+            })
+            .or_else(|| ring().min_by_key(|b| b.slot.load()))?;
         Some(Pick {
             app: self.app.clone(),
             replica: chosen.replica.clone(),
             authority: chosen.authority.clone(),
             others: n > 1,
             guard: InflightGuard::new(chosen.slot.clone()),
+            stats: chosen.stats.clone(),
         })
     }
 }
@@ -155,11 +204,16 @@ mod tests {
                     addr: ([127, 0, 0, 1], 9000 + i as u16).into(),
                 })
                 .collect(),
+            weights: vec![],
         }
     }
 
     fn table(routes: Vec<Route>) -> Table {
-        Table::build(RouteTable { version: 1, routes }, &Counters::default())
+        Table::build(
+            RouteTable { version: 1, routes },
+            &Counters::default(),
+            &Stats::default(),
+        )
     }
 
     fn app_of<'t>(t: &'t Table, host: &str) -> Option<&'t str> {
@@ -249,5 +303,56 @@ mod tests {
             .expect("route")
             .pick(Some("r0"))
             .is_none());
+    }
+
+    #[test]
+    fn weights_split_traffic_between_releases_exactly() {
+        use wharf_types::route::Weight;
+        let mut r = route("a", &["a.localhost"], &["old-1", "old-2", "new-1"]);
+        r.backends[2].release = 2;
+        r.weights = vec![
+            Weight {
+                release: 2,
+                percent: 10,
+            },
+            Weight {
+                release: 1,
+                percent: 90,
+            },
+        ];
+        let t = table(vec![r]);
+        let route = t.find("a.localhost").unwrap();
+        let picks: Vec<String> = (0..200)
+            .map(|_| route.pick(None).unwrap().replica.to_string())
+            .collect();
+        assert_eq!(
+            picks.iter().filter(|p| *p == "new-1").count(),
+            20,
+            "10% of 200"
+        );
+        assert!(
+            picks[..100].iter().filter(|p| *p == "new-1").count() == 10,
+            "exact within every 100"
+        );
+        let old1 = picks.iter().filter(|p| *p == "old-1").count();
+        assert!(
+            (85..=95).contains(&old1),
+            "old replicas share the rest: {old1}"
+        );
+    }
+
+    #[test]
+    fn weight_on_a_release_without_backends_falls_back_to_any() {
+        use wharf_types::route::Weight;
+        let mut r = route("a", &["a.localhost"], &["old-1"]);
+        r.weights = vec![Weight {
+            release: 7,
+            percent: 100,
+        }];
+        let t = table(vec![r]);
+        assert_eq!(
+            &*t.find("a.localhost").unwrap().pick(None).unwrap().replica,
+            "old-1"
+        );
     }
 }

@@ -94,6 +94,7 @@ fn route(app: &str, hosts: &[&str], backends: &[(&str, SocketAddr)]) -> Route {
                 addr: *addr,
             })
             .collect(),
+        weights: vec![],
     }
 }
 

@@ -123,6 +123,15 @@ pub struct AppStatus {
     pub processes: Vec<ProcessStatus>,
     pub last_outcome: Option<RolloutOutcome>,
     pub created_at: UnixMillis,
+    /// How the web process rolls out: rolling, blue-green or canary.
+    #[serde(default)]
+    pub strategy: String,
+    /// The canary in progress: its step, weight, failed checks and last analysis.
+    #[serde(default)]
+    pub canary: Option<crate::release::CanaryProgress>,
+    /// Blue-green: the previous set kept warm for an instant rollback.
+    #[serde(default)]
+    pub warm: Option<crate::release::Warm>,
 }
 
 /// A release in the ledger.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 pub type UnixMillis = u64;
 
 /// An immutable release: artifact + config + process spec, numbered v1, v2, ...
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Release {
     pub app: AppName,
     pub version: u32,
@@ -27,7 +27,7 @@ pub struct Release {
 }
 
 /// Per-app desired state. Written by user actions; the reconciler converges to it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppRecord {
     pub name: AppName,
     pub created_at: UnixMillis,
@@ -43,6 +43,12 @@ pub struct AppRecord {
     pub rollout: Option<Rollout>,
     /// How the last rollout ended.
     pub last_outcome: Option<RolloutOutcome>,
+    /// The release that served before the current one: where `rollback` goes by default.
+    #[serde(default)]
+    pub previous: Option<u32>,
+    /// Blue-green: the previous set, kept running out of routing until `until`.
+    #[serde(default)]
+    pub warm: Option<Warm>,
     /// Highest release number handed out so far.
     pub latest: u32,
 }
@@ -58,6 +64,8 @@ impl AppRecord {
             last_good: None,
             rollout: None,
             last_outcome: None,
+            previous: None,
+            warm: None,
             latest: 0,
         }
     }
@@ -72,7 +80,7 @@ impl AppRecord {
 }
 
 /// A rollout in progress toward `release`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rollout {
     pub release: u32,
     /// The release that was serving when this one started (None for a first deploy).
@@ -81,6 +89,66 @@ pub struct Rollout {
     /// Set when this rollout is itself the automatic return to `from` after a failure.
     #[serde(default)]
     pub reverting: Option<String>,
+    /// What started it: "deploy", "rollback", "config set FOO", ...
+    #[serde(default)]
+    pub cause: String,
+    /// Canary progress (unused by other strategies).
+    #[serde(default)]
+    pub canary: Option<CanaryProgress>,
+}
+
+impl Rollout {
+    pub fn new(
+        release: u32,
+        from: Option<u32>,
+        started_at: UnixMillis,
+        cause: impl Into<String>,
+    ) -> Self {
+        Self {
+            release,
+            from,
+            started_at,
+            reverting: None,
+            cause: cause.into(),
+            canary: None,
+        }
+    }
+}
+
+/// Where a canary rollout is: its current step and the verdicts so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CanaryProgress {
+    /// Index into the canary steps.
+    pub step: usize,
+    /// Percent of traffic on the canary now.
+    pub weight: u32,
+    pub step_started_at: UnixMillis,
+    pub failed_checks: u32,
+    /// The last analysis, for `wharf status`.
+    pub last: Option<Analysis>,
+}
+
+/// One canary check: the numbers and the verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    pub at: UnixMillis,
+    pub canary_requests: u64,
+    pub baseline_requests: u64,
+    /// Percent of non-5xx answers.
+    pub canary_success: Option<f64>,
+    pub baseline_success: Option<f64>,
+    /// p99 latency in milliseconds.
+    pub canary_p99_ms: Option<u64>,
+    pub baseline_p99_ms: Option<u64>,
+    /// "pass", "fail: ...", or "wait: ..." (not enough traffic yet).
+    pub verdict: String,
+}
+
+/// A previous release kept running (out of routing) for an instant rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warm {
+    pub release: u32,
+    pub until: UnixMillis,
 }
 
 /// How a rollout ended.
@@ -92,4 +160,7 @@ pub struct RolloutOutcome {
     /// Why it failed, with the failing replica's id when there is one.
     pub reason: Option<String>,
     pub replica: Option<String>,
+    /// What started the rollout ("deploy", "rollback", "config set FOO").
+    #[serde(default)]
+    pub cause: String,
 }

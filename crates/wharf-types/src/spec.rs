@@ -13,7 +13,7 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_DEPLOY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One process type of a release.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessSpec {
     /// Run by `/bin/sh -c "exec COMMAND"`.
     pub command: String,
@@ -33,6 +33,10 @@ pub struct ProcessSpec {
     /// Liveness: should this replica be restarted?
     #[serde(default)]
     pub liveness: Option<Probe>,
+    /// Startup: holds readiness and liveness until it first passes; restarts the
+    /// replica when it fails `failure_threshold` times in a row.
+    #[serde(default)]
+    pub startup: Option<Probe>,
     pub deploy: DeploySpec,
     #[serde(with = "duration_str")]
     pub stop_timeout: Duration,
@@ -52,6 +56,7 @@ impl ProcessSpec {
             port: None,
             readiness: process.is_web().then(|| Probe::new(Check::Tcp)),
             liveness: None,
+            startup: None,
             deploy: DeploySpec::default(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
@@ -156,8 +161,11 @@ impl Amount {
     }
 }
 
+/// Default time the previous set of a blue-green deploy is kept running.
+pub const DEFAULT_KEEP_PREVIOUS: Duration = Duration::from_secs(5 * 60);
+
 /// Rollout parameters of one process type.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeploySpec {
     pub strategy: Strategy,
     pub max_surge: Amount,
@@ -165,6 +173,16 @@ pub struct DeploySpec {
     /// How long new replicas have to become ready before the deploy is rolled back.
     #[serde(with = "duration_str")]
     pub timeout: Duration,
+    /// Blue-green: how long the previous set stays warm (out of routing) after the
+    /// switch, so that a rollback within that window is instant.
+    #[serde(with = "duration_str", default = "default_keep_previous")]
+    pub keep_previous: Duration,
+    #[serde(default)]
+    pub canary: CanarySpec,
+}
+
+fn default_keep_previous() -> Duration {
+    DEFAULT_KEEP_PREVIOUS
 }
 
 impl Default for DeploySpec {
@@ -174,6 +192,47 @@ impl Default for DeploySpec {
             max_surge: Amount::Percent(100),
             max_unavailable: Amount::Count(0),
             timeout: DEFAULT_DEPLOY_TIMEOUT,
+            keep_previous: DEFAULT_KEEP_PREVIOUS,
+            canary: CanarySpec::default(),
+        }
+    }
+}
+
+/// Canary analysis: traffic steps and the thresholds each step is judged by, with the
+/// router's own metrics of the canary against the baseline (Flagger's defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CanarySpec {
+    /// Percent of traffic on the canary at each step; the last is 100.
+    pub steps: Vec<u32>,
+    /// How long each step is observed before it is judged.
+    #[serde(with = "duration_str")]
+    pub interval: Duration,
+    /// Fewer canary requests than this in a window: no verdict yet.
+    pub min_requests: u64,
+    /// Failed checks that roll the canary back.
+    pub max_failed_checks: u32,
+    /// Lowest acceptable canary success rate (non-5xx), in percent.
+    pub min_success_rate: f64,
+    /// Largest acceptable drop of the canary's success rate below the baseline's, in points.
+    pub max_success_drop: f64,
+    /// Highest acceptable canary p99 latency.
+    #[serde(with = "duration_str")]
+    pub max_p99: Duration,
+    /// Highest acceptable canary p99 as a multiple of the baseline's.
+    pub max_p99_ratio: f64,
+}
+
+impl Default for CanarySpec {
+    fn default() -> Self {
+        Self {
+            steps: vec![10, 50, 100],
+            interval: Duration::from_secs(10),
+            min_requests: 20,
+            max_failed_checks: 2,
+            min_success_rate: 99.0,
+            max_success_drop: 1.0,
+            max_p99: Duration::from_millis(500),
+            max_p99_ratio: 1.5,
         }
     }
 }

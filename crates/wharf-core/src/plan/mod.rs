@@ -1,16 +1,28 @@
 //! `plan(desired, observed, now) -> [Action]`: the reconciler's pure core.
+//!
+//! Per app, the `web` process follows the release's strategy: rolling (Kubernetes
+//! surge/unavailable), blue-green (the whole new set, then an atomic switch, the old set
+//! kept warm) or canary (the whole new set, traffic shifted in steps, each judged by the
+//! router's metrics). Other process types always roll. [`traffic()`] says how the router
+//! splits an app's requests between releases at any moment.
 
+mod canary;
 mod rolling;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_strategies;
+
+pub use canary::{analyse, Verdict, Window};
 
 use crate::replica::{Phase, Replica};
 use std::collections::BTreeMap;
-use wharf_types::release::{Rollout, UnixMillis};
-use wharf_types::{AppName, DeploySpec, ProcessType};
+use wharf_types::release::{CanaryProgress, Rollout, UnixMillis, Warm};
+use wharf_types::route::Weight;
+use wharf_types::{AppName, DeploySpec, ProcessType, Strategy};
 
 /// What one app should be running.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AppDesired {
     pub app: AppName,
     /// The target release; `None` means nothing should run.
@@ -19,9 +31,13 @@ pub struct AppDesired {
     pub processes: BTreeMap<ProcessType, ProcessDesired>,
     /// The rollout in progress toward `release`, if any.
     pub rollout: Option<Rollout>,
+    /// Blue-green: the previous set kept running out of routing.
+    pub warm: Option<Warm>,
+    /// Canary: what the router saw since the current step started.
+    pub window: Option<Window>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProcessDesired {
     pub count: u32,
     pub deploy: DeploySpec,
@@ -39,7 +55,7 @@ pub enum StopReason {
 }
 
 /// A step the controller must execute.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Create and start a new replica slot.
     Start {
@@ -57,7 +73,7 @@ pub enum Action {
         id: String,
         reason: StopReason,
     },
-    /// Every process of the release is fully up and the old ones are leaving.
+    /// Every process of the release is fully up and takes all the traffic.
     RolloutSucceeded { app: AppName, release: u32 },
     /// The release failed; the controller returns the app to the rollout's `from`.
     RolloutFailed {
@@ -66,10 +82,76 @@ pub enum Action {
         reason: String,
         replica: Option<String>,
     },
+    /// Canary: record this progress (a new step, a failed check, or the last analysis).
+    CanaryStep {
+        app: AppName,
+        release: u32,
+        progress: CanaryProgress,
+    },
+    /// Blue-green: the warm window is over; its replicas are stopped like any old ones.
+    ForgetWarm { app: AppName },
 }
 
 /// Consecutive exits before first readiness that fail a rollout.
 pub const ROLLOUT_CRASH_LIMIT: u32 = 3;
+
+/// The strategy the app's `web` process rolls out with (rolling without a web process).
+pub fn strategy(desired: &AppDesired) -> Strategy {
+    desired
+        .processes
+        .get(&ProcessType::web())
+        .map_or(Strategy::Rolling, |p| p.deploy.strategy)
+}
+
+/// The rollout toward the target that is still being judged (not a revert).
+fn active_rollout(desired: &AppDesired) -> Option<&Rollout> {
+    desired
+        .rollout
+        .as_ref()
+        .filter(|r| Some(r.release) == desired.release && r.reverting.is_none())
+}
+
+/// How the router splits the app's traffic between releases (empty: every ready
+/// replica alike). Blue-green serves the old release until the switch and only the
+/// target after it; canary serves the canary its step's share.
+pub fn traffic(desired: &AppDesired) -> Vec<Weight> {
+    let Some(target) = desired.release else {
+        return Vec::new();
+    };
+    let only = |release| {
+        vec![Weight {
+            release,
+            percent: 100,
+        }]
+    };
+    match (strategy(desired), active_rollout(desired)) {
+        (Strategy::Rolling, _) => Vec::new(),
+        (_, None) => only(target),
+        (_, Some(Rollout { from: None, .. })) => Vec::new(),
+        (Strategy::BlueGreen, Some(Rollout { from: Some(f), .. })) => only(*f),
+        (
+            Strategy::Canary,
+            Some(Rollout {
+                from: Some(f),
+                canary,
+                ..
+            }),
+        ) => match canary {
+            Some(c) if c.weight >= 100 => only(target),
+            Some(c) => vec![
+                Weight {
+                    release: target,
+                    percent: c.weight,
+                },
+                Weight {
+                    release: *f,
+                    percent: 100 - c.weight,
+                },
+            ],
+            None => only(*f),
+        },
+    }
+}
 
 /// Plans every app. Replicas of apps not in `apps` are stopped.
 pub fn plan(apps: &[AppDesired], replicas: &[Replica], now: UnixMillis) -> Vec<Action> {
@@ -106,19 +188,30 @@ fn plan_app(desired: &AppDesired, replicas: &[&Replica], now: UnixMillis, out: &
         }
         return;
     };
-    let rollout = desired.rollout.as_ref().filter(|r| r.release == release);
-    if let Some(ro) = rollout.filter(|ro| ro.reverting.is_none()) {
+    let active = active_rollout(desired);
+    if let Some(ro) = active {
         if let Some(fail) = rollout_failure(desired, ro, &live, now) {
             out.push(fail);
             return;
         }
     }
+    // The warm set of a blue-green switch stays out of the plan until its time is up.
+    let warm = desired.warm.as_ref().filter(|w| w.release != release);
+    if let Some(w) = warm {
+        if now >= w.until {
+            out.push(Action::ForgetWarm {
+                app: desired.app.clone(),
+            });
+        }
+    }
+    let kept = |r: &&Replica| warm.is_some_and(|w| now < w.until && r.release == w.release);
+    let strategy = strategy(desired);
     let mut complete = true;
     for (process, pd) in &desired.processes {
         let of_type: Vec<&Replica> = live
             .iter()
             .copied()
-            .filter(|r| &r.process == process)
+            .filter(|r| &r.process == process && !kept(r))
             .collect();
         // Ordinals in use, draining replicas included, so a new id never collides.
         let taken: Vec<u32> = replicas
@@ -126,20 +219,23 @@ fn plan_app(desired: &AppDesired, replicas: &[&Replica], now: UnixMillis, out: &
             .filter(|r| &r.process == process && r.release == release)
             .map(|r| r.ordinal)
             .collect();
-        let step = rolling::plan_process(
-            &desired.app,
+        // Blue-green and canary start the whole new set next to the old one and keep the
+        // old one serving until the verdict.
+        let whole_set = process.is_web()
+            && strategy != Strategy::Rolling
+            && active.is_some_and(|ro| ro.from.is_some());
+        let ctx = rolling::Context {
+            app: &desired.app,
             process,
             release,
-            pd,
-            &of_type,
-            &taken,
             now,
-            out,
-        );
+            whole_set,
+        };
+        let step = rolling::plan_process(&ctx, pd, &of_type, &taken, out);
         complete &= step.complete;
     }
     for r in &live {
-        if !desired.processes.contains_key(&r.process) {
+        if !desired.processes.contains_key(&r.process) && !kept(r) {
             out.push(Action::Stop {
                 app: r.app.clone(),
                 id: r.id.clone(),
@@ -147,13 +243,25 @@ fn plan_app(desired: &AppDesired, replicas: &[&Replica], now: UnixMillis, out: &
             });
         }
     }
-    if let Some(ro) = rollout {
+    let Some(ro) = desired.rollout.as_ref().filter(|r| r.release == release) else {
+        return;
+    };
+    let judged = strategy == Strategy::Canary && ro.reverting.is_none() && ro.from.is_some();
+    if !judged {
         if complete {
             out.push(Action::RolloutSucceeded {
                 app: desired.app.clone(),
-                release: ro.release,
+                release,
             });
         }
+        return;
+    }
+    let spec = desired
+        .processes
+        .get(&ProcessType::web())
+        .map(|p| &p.deploy.canary);
+    if let (Some(spec), true) = (spec, complete) {
+        canary::advance(desired, ro, spec, now, out);
     }
 }
 

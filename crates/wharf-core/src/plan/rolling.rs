@@ -22,17 +22,31 @@ fn stop_order(a: &&Replica, b: &&Replica) -> std::cmp::Ordering {
     rank(a).cmp(&rank(b)).then(b.ordinal.cmp(&a.ordinal))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Who and when a process plan is for.
+pub(super) struct Context<'a> {
+    pub app: &'a AppName,
+    pub process: &'a ProcessType,
+    pub release: u32,
+    pub now: UnixMillis,
+    /// Blue-green or canary: start the whole new set whatever runs, and keep the old
+    /// replicas (they serve until the verdict); only exited ones go.
+    pub whole_set: bool,
+}
+
 pub(super) fn plan_process(
-    app: &AppName,
-    process: &ProcessType,
-    release: u32,
+    ctx: &Context<'_>,
     pd: &ProcessDesired,
     replicas: &[&Replica],
     taken_ordinals: &[u32],
-    now: UnixMillis,
     out: &mut Vec<Action>,
 ) -> Step {
+    let Context {
+        app,
+        process,
+        release,
+        now,
+        whole_set,
+    } = *ctx;
     let n = pd.count;
     let stop = |r: &Replica, reason, out: &mut Vec<Action>| {
         out.push(Action::Stop {
@@ -74,7 +88,11 @@ pub(super) fn plan_process(
     // Scale up the new set within the surge budget.
     let total = (new.len() + old.len()) as u32;
     let missing = n.saturating_sub(new.len() as u32);
-    let room = (n + surge).saturating_sub(total);
+    let room = if whole_set {
+        missing
+    } else {
+        (n + surge).saturating_sub(total)
+    };
     let mut ordinal = 0;
     for _ in 0..missing.min(room) {
         ordinal += 1;
@@ -97,7 +115,11 @@ pub(super) fn plan_process(
     // ready total stays at or above `n - max_unavailable`.
     let ready_old = old.iter().filter(|r| r.is_ready()).count() as u32;
     let unready_old = old.len() as u32 - ready_old;
-    let budget = if ready_new >= n {
+    let budget = if whole_set {
+        old.iter()
+            .filter(|r| matches!(r.phase, Phase::Exited { .. }))
+            .count()
+    } else if ready_new >= n {
         old.len()
     } else {
         (unready_old + (ready_old + ready_new).saturating_sub(min_available)) as usize

@@ -2,6 +2,7 @@ use super::*;
 use crate::backoff::Backoff;
 use crate::replica::Exit;
 use std::time::Duration;
+use wharf_types::release::Rollout;
 use wharf_types::Amount;
 
 const T0: UnixMillis = 1_000_000;
@@ -42,12 +43,9 @@ fn desired_with(
         processes: [(web(), ProcessDesired { count, deploy })]
             .into_iter()
             .collect(),
-        rollout: rollout_from.map(|from| Rollout {
-            release,
-            from,
-            started_at: T0,
-            reverting: None,
-        }),
+        rollout: rollout_from.map(|from| Rollout::new(release, from, T0, "deploy")),
+        warm: None,
+        window: None,
     }
 }
 

@@ -41,6 +41,7 @@ pub(crate) struct RawProcess {
     pub port: Option<u16>,
     pub readiness: Option<RawProbe>,
     pub liveness: Option<RawProbe>,
+    pub startup: Option<RawProbe>,
     pub deploy: Option<RawDeploy>,
     pub stop_timeout: Option<String>,
     pub drain_timeout: Option<String>,
@@ -74,6 +75,38 @@ pub(crate) struct RawDeploy {
     pub max_surge: Option<RawAmount>,
     pub max_unavailable: Option<RawAmount>,
     pub timeout: Option<String>,
+    pub keep_previous: Option<String>,
+    pub canary: Option<RawCanary>,
+}
+
+/// A number written as an integer or a float.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawNumber {
+    Int(i64),
+    Float(f64),
+}
+
+impl RawNumber {
+    pub fn value(&self) -> f64 {
+        match self {
+            RawNumber::Int(i) => *i as f64,
+            RawNumber::Float(f) => *f,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCanary {
+    pub steps: Option<Vec<u32>>,
+    pub interval: Option<String>,
+    pub min_requests: Option<u64>,
+    pub max_failed_checks: Option<u32>,
+    pub min_success_rate: Option<RawNumber>,
+    pub max_success_drop: Option<RawNumber>,
+    pub max_p99: Option<String>,
+    pub max_p99_ratio: Option<RawNumber>,
 }
 
 #[derive(Debug, Deserialize)]

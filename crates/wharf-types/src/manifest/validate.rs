@@ -1,11 +1,12 @@
 //! Second pass: raw manifest -> validated [`Manifest`], each error located by field path.
 
 use super::error::Locator;
-use super::raw::{EnvValue, RawAmount, RawDeploy, RawManifest, RawProbe, RawProcess};
+use super::raw::{EnvValue, RawAmount, RawCanary, RawDeploy, RawManifest, RawProbe, RawProcess};
 use super::{Manifest, ManifestError};
 use crate::quantity::{parse_duration, parse_memory};
 use crate::spec::{
-    Amount, Check, DeploySpec, Probe, ProcessSpec, DEFAULT_DRAIN_TIMEOUT, DEFAULT_STOP_TIMEOUT,
+    Amount, CanarySpec, Check, DeploySpec, Probe, ProcessSpec, DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_STOP_TIMEOUT,
 };
 use crate::{AppName, ProcessType};
 use std::collections::BTreeMap;
@@ -144,6 +145,9 @@ fn process(ptype: &ProcessType, rp: RawProcess, loc: &Locator<'_>) -> Result<Pro
     if let Some(p) = rp.liveness {
         spec.liveness = Some(probe(p, &["process", n, "liveness"], loc)?);
     }
+    if let Some(p) = rp.startup {
+        spec.startup = Some(probe(p, &["process", n, "startup"], loc)?);
+    }
     if let Some(d) = rp.deploy {
         spec.deploy = deploy(d, n, loc)?;
     }
@@ -270,6 +274,75 @@ fn deploy(d: RawDeploy, n: &str, loc: &Locator<'_>) -> Result<DeploySpec> {
         ));
     }
     spec.timeout = positive(d.timeout, spec.timeout, &path("timeout"), loc)?;
+    spec.keep_previous = positive(
+        d.keep_previous,
+        spec.keep_previous,
+        &path("keep_previous"),
+        loc,
+    )?;
+    if let Some(c) = d.canary {
+        spec.canary = canary(c, n, loc)?;
+    }
+    Ok(spec)
+}
+
+/// An environment variable name: letters, digits and '_', not starting with a digit.
+pub fn canary(c: RawCanary, n: &str, loc: &Locator<'_>) -> Result<CanarySpec> {
+    let path = |f: &'static str| ["process", n, "deploy", "canary", f];
+    let mut spec = CanarySpec::default();
+    if let Some(steps) = c.steps {
+        let increasing = steps.windows(2).all(|w| w[0] < w[1]);
+        if steps.is_empty()
+            || !increasing
+            || steps.iter().any(|s| *s == 0 || *s > 100)
+            || steps.last() != Some(&100)
+        {
+            return Err(loc.at(&path("steps"), "steps must be increasing percentages between 1 and 100 ending with 100, e.g. [10, 50, 100]"));
+        }
+        spec.steps = steps;
+    }
+    spec.interval = positive(c.interval, spec.interval, &path("interval"), loc)?;
+    spec.max_p99 = positive(c.max_p99, spec.max_p99, &path("max_p99"), loc)?;
+    if let Some(m) = c.min_requests {
+        spec.min_requests = m;
+    }
+    if let Some(m) = c.max_failed_checks {
+        if m == 0 {
+            return Err(loc.at(&path("max_failed_checks"), "must be at least 1"));
+        }
+        spec.max_failed_checks = m;
+    }
+    for (v, slot, name, lo, hi) in [
+        (
+            c.min_success_rate,
+            &mut spec.min_success_rate,
+            "min_success_rate",
+            0.0,
+            100.0,
+        ),
+        (
+            c.max_success_drop,
+            &mut spec.max_success_drop,
+            "max_success_drop",
+            0.0,
+            100.0,
+        ),
+        (
+            c.max_p99_ratio,
+            &mut spec.max_p99_ratio,
+            "max_p99_ratio",
+            1.0,
+            1000.0,
+        ),
+    ] {
+        if let Some(v) = v {
+            let v = v.value();
+            if !(lo..=hi).contains(&v) {
+                return Err(loc.at(&path(name), format!("must be between {lo} and {hi}")));
+            }
+            *slot = v;
+        }
+    }
     Ok(spec)
 }
 

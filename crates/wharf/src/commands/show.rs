@@ -44,6 +44,33 @@ pub async fn status(c: &Client, app: &AppName, json: bool) -> Result<ExitCode> {
     println!("status:   {}", s.status);
     println!("url:      {}", s.url);
     println!("hosts:    {}", s.hosts.join(", "));
+    if !s.strategy.is_empty() {
+        println!("strategy: {}", s.strategy);
+    }
+    if let Some(c) = &s.canary {
+        println!(
+            "canary:   step {} at {}% of traffic, {} failed checks",
+            c.step + 1,
+            c.weight,
+            c.failed_checks
+        );
+        if let Some(a) = &c.last {
+            let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}%"));
+            let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
+            println!(
+                "          success {} (baseline {}), p99 {} (baseline {}), {} requests: {}",
+                pct(a.canary_success),
+                pct(a.baseline_success),
+                ms(a.canary_p99_ms),
+                ms(a.baseline_p99_ms),
+                a.canary_requests,
+                a.verdict
+            );
+        }
+    }
+    if let Some(w) = &s.warm {
+        println!("warm:     v{} kept for an instant rollback", w.release);
+    }
     if let Some(o) = &s.last_outcome {
         let what = if o.succeeded {
             "succeeded".to_string()
