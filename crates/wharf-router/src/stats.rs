@@ -47,10 +47,13 @@ impl ReleaseCounters {
     }
 }
 
+/// (app, release).
+type Key = (Arc<str>, u32);
+
 /// Every release's counters, by app.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
-    by: Mutex<HashMap<(Arc<str>, u32), Arc<ReleaseCounters>>>,
+    by: Mutex<HashMap<Key, Arc<ReleaseCounters>>>,
 }
 
 impl Stats {

@@ -15,6 +15,11 @@ pub struct Window {
     pub baseline: Option<ReleaseStats>,
 }
 
+/// Below this p99, latency is not compared with the baseline: a few milliseconds of
+/// scheduling noise on a busy host, magnified by the histogram's coarse buckets, are not
+/// a regression worth a rollback.
+pub const P99_NOISE_FLOOR_MS: u64 = 50;
+
 /// The outcome of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -78,8 +83,9 @@ fn judge(spec: &CanarySpec, a: &Analysis) -> Verdict {
         return Verdict::Fail(format!("p99 {p99} ms > {max_p99} ms"));
     }
     if let Some(base) = a.baseline_p99_ms {
-        // Latency buckets are coarse: a canary in the baseline's own bucket passes.
-        if p99 > base && p99 as f64 > base as f64 * spec.max_p99_ratio {
+        // Latency buckets are coarse: a canary in the baseline's own bucket passes, and
+        // so does one under the noise floor.
+        if p99 > base.max(P99_NOISE_FLOOR_MS) && p99 as f64 > base as f64 * spec.max_p99_ratio {
             return Verdict::Fail(format!(
                 "p99 {p99} ms > {} x the baseline's {base} ms",
                 spec.max_p99_ratio

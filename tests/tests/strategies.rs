@@ -1,0 +1,311 @@
+//! Zero-downtime deploys with each strategy under continuous load, automatic rollback of
+//! bad releases, canary analysis on 5xx answers, and the instant blue-green rollback.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use wharf_e2e::{example, Server, TestApp};
+
+/// Clients hammering `GET /` through the router until stopped; every answer that is not a
+/// 200 (or does not arrive) is a failure.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    ok: Arc<Mutex<usize>>,
+    failures: Arc<Mutex<Vec<String>>>,
+}
+
+impl Load {
+    fn start(router: &str, host: &str, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(Mutex::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..clients)
+            .map(|_| {
+                let (router, host) = (router.to_string(), host.to_string());
+                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        match wharf_e2e::http_get(&router, &host, "/", &[]) {
+                            Ok(r) if r.status == 200 => *ok.lock().unwrap() += 1,
+                            Ok(r) => failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("{} {:?}", r.status, r.body)),
+                            Err(e) => failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("transport error: {e}")),
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            threads,
+            ok,
+            failures,
+        }
+    }
+
+    fn ok(&self) -> usize {
+        *self.ok.lock().unwrap()
+    }
+
+    fn failures(&self) -> Vec<String> {
+        self.failures.lock().unwrap().clone()
+    }
+
+    /// Stops the clients; returns (successes, failures).
+    fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            t.join().expect("load thread");
+        }
+        let ok = *self.ok.lock().unwrap();
+        let failures = self.failures.lock().unwrap().clone();
+        (ok, failures)
+    }
+}
+
+const CANARY: &str =
+    "[process.web.deploy.canary]\nsteps = [10, 50, 100]\ninterval = \"300ms\"\nmin_requests = 3\n";
+
+/// The book's Node sample app with 3 replicas and a VERSION variable.
+fn sample_app(dir: &Path, version: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(example("sample-app").join("app.js"), dir.join("app.js")).unwrap();
+    let manifest = format!(
+        "app = \"sample\"\n[env]\nVERSION = \"{version}\"\n[process.web]\ncommand = \"node app.js\"\nreplicas = 3\nstop_timeout = \"5s\"\ndrain_timeout = \"5s\"\n[process.web.readiness]\nhttp = \"/\"\ninterval = \"500ms\"\n[process.web.deploy]\ntimeout = \"30s\"\nkeep_previous = \"2s\"\n{CANARY}"
+    );
+    std::fs::write(dir.join("wharf.toml"), manifest).unwrap();
+}
+
+fn twenty_deploys_without_a_failed_request(strategy: &str) {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (v1, v2) = (tmp.path().join("v1/sample"), tmp.path().join("v2/sample"));
+    sample_app(&v1, 1);
+    sample_app(&v2, 2);
+    s.wharf(&["deploy", v1.to_str().unwrap(), "--strategy", strategy])
+        .ok("first deploy");
+    s.wait_ready("sample", 3, Duration::from_secs(20));
+    let load = Load::start(s.router(), "sample.localhost", 2);
+    let mut times = Vec::new();
+    for i in 0..20 {
+        let dir = if i % 2 == 0 { &v2 } else { &v1 };
+        let before = load.ok();
+        let t = Instant::now();
+        s.wharf(&["deploy", dir.to_str().unwrap(), "--strategy", strategy])
+            .ok(&format!("deploy #{i} ({strategy})"));
+        times.push(t.elapsed());
+        assert!(
+            load.failures().is_empty(),
+            "deploy #{i} ({strategy}): failed requests {:?}",
+            load.failures()
+        );
+        assert!(
+            load.ok() > before,
+            "the load kept flowing during deploy #{i}"
+        );
+    }
+    let (ok, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{strategy}: {} failed of {}: {failures:?}",
+        failures.len(),
+        ok + failures.len()
+    );
+    assert!(ok > 200, "{strategy}: only {ok} requests went through");
+    let status = s.wharf(&["status", "--json", "sample"]);
+    status.ok("status");
+    assert_eq!(status.json()["release"], 21, "{}", status.stdout);
+    eprintln!("{strategy}: 20 deploys, {ok} requests, 0 failed; deploy times {times:?}");
+}
+
+#[test]
+fn rolling_deploys_drop_no_request() {
+    twenty_deploys_without_a_failed_request("rolling");
+}
+
+#[test]
+fn blue_green_deploys_drop_no_request() {
+    twenty_deploys_without_a_failed_request("blue-green");
+}
+
+#[test]
+fn canary_deploys_drop_no_request() {
+    twenty_deploys_without_a_failed_request("canary");
+}
+
+/// A release that never becomes ready is rolled back with every strategy, and the
+/// clients of the good release see no failure.
+#[test]
+fn never_ready_release_is_rolled_back_with_every_strategy() {
+    let s = Server::start();
+    let good = TestApp::new("fickle")
+        .replicas(2)
+        .deploy_timeout("4s")
+        .env("MARK", "good")
+        .write();
+    s.deploy(good.path()).ok("v1");
+    s.wait_ready("fickle", 2, Duration::from_secs(10));
+    let bad = TestApp::new("fickle")
+        .replicas(2)
+        .deploy_timeout("4s")
+        .env("TESTAPP_FAIL_READINESS", "1")
+        .write();
+    let load = Load::start(s.router(), "fickle.localhost", 2);
+    for strategy in ["rolling", "blue-green", "canary"] {
+        let out = s.wharf(&["deploy", bad.arg(), "--strategy", strategy]);
+        out.expect_code(1, &format!("bad release with {strategy}"));
+        assert!(
+            out.stderr.contains("not ready") && out.stderr.contains("rolled back to v1"),
+            "{strategy}: {}",
+            out.stderr
+        );
+        let status = s.wharf(&["status", "--json", "fickle"]);
+        assert_eq!(status.json()["release"], 1, "{strategy}");
+    }
+    let (ok, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "clients of v1 saw failures: {failures:?}"
+    );
+    assert!(ok > 50);
+}
+
+/// A crash-looping release is rolled back with every strategy.
+#[test]
+fn crashing_release_is_rolled_back_with_every_strategy() {
+    let s = Server::start();
+    let good = TestApp::new("crashy").replicas(2).write();
+    s.deploy(good.path()).ok("v1");
+    s.wait_ready("crashy", 2, Duration::from_secs(10));
+    let bad = TestApp::new("crashy")
+        .replicas(2)
+        .env("TESTAPP_CRASH_ON_START", "1")
+        .write();
+    let load = Load::start(s.router(), "crashy.localhost", 2);
+    for strategy in ["rolling", "blue-green", "canary"] {
+        let out = s.wharf(&["deploy", bad.arg(), "--strategy", strategy]);
+        out.expect_code(1, &format!("crashing release with {strategy}"));
+        assert!(
+            out.stderr.contains("crashing on purpose"),
+            "{strategy}: the failing replica's logs: {}",
+            out.stderr
+        );
+    }
+    let (_, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "clients of v1 saw failures: {failures:?}"
+    );
+}
+
+/// A canary answering 5xx on 20% of its requests fails analysis and is rolled back;
+/// clients see failures only from the canary's share of the traffic.
+#[test]
+fn canary_with_errors_fails_analysis_and_is_rolled_back() {
+    let s = Server::start();
+    let canary = "[process.web.deploy.canary]\nsteps = [10, 50, 100]\ninterval = \"1s\"\nmin_requests = 5\nmax_failed_checks = 2\n";
+    let good = TestApp::new("shop").replicas(2).extra(canary).write();
+    s.deploy(good.path()).ok("v1");
+    s.wait_ready("shop", 2, Duration::from_secs(10));
+    let bad = TestApp::new("shop")
+        .replicas(2)
+        .env("TESTAPP_ERROR_RATE", "20")
+        .extra(canary)
+        .write();
+    let load = Load::start(s.router(), "shop.localhost", 2);
+    let out = s.wharf(&["deploy", bad.arg(), "--strategy", "canary"]);
+    out.expect_code(1, "erroring canary");
+    assert!(
+        out.stderr.contains("canary v2 failed") && out.stderr.contains("success rate"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.contains("canary v2 takes 10% of traffic"),
+        "{}",
+        out.stdout
+    );
+    // After the rollback, every request succeeds again.
+    let before = load.failures().len();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (ok, failures) = load.finish();
+    assert_eq!(
+        failures.len(),
+        before,
+        "failures after the rollback: {:?}",
+        &failures[before..]
+    );
+    let share = failures.len() as f64 / (ok + failures.len()) as f64;
+    assert!(
+        share < 0.05,
+        "failures beyond the canary's share: {share:.3} ({} of {})",
+        failures.len(),
+        ok + failures.len()
+    );
+    let status = s.wharf(&["status", "--json", "shop"]).json();
+    assert_eq!(status["release"], 1);
+    assert_eq!(status["last_outcome"]["succeeded"], false);
+    let v2_gone = wharf_e2e::wait_until(Duration::from_secs(10), || {
+        s.ps("shop").iter().all(|r| r["release"] == 1)
+    });
+    assert!(
+        v2_gone,
+        "the canary replicas are stopped: {:?}",
+        s.ps("shop")
+    );
+}
+
+/// Blue-green keeps the previous set warm: a rollback inside the window starts nothing
+/// and switches traffic back at once.
+#[test]
+fn blue_green_rollback_within_the_window_is_instant() {
+    let s = Server::start();
+    let v1 = TestApp::new("bg").replicas(2).env("MARK", "one").write();
+    s.wharf(&["deploy", v1.arg(), "--strategy", "blue-green"])
+        .ok("v1");
+    s.wait_ready("bg", 2, Duration::from_secs(10));
+    let v1_pids = s.pids("bg");
+    let v2 = TestApp::new("bg").replicas(2).env("MARK", "two").write();
+    s.wharf(&["deploy", v2.arg(), "--strategy", "blue-green"])
+        .ok("v2");
+    assert_eq!(s.get("bg.localhost", "/env/MARK").body, "two");
+    let status = s.wharf(&["status", "--json", "bg"]).json();
+    assert_eq!(status["warm"]["release"], 1, "v1 is kept warm: {status}");
+    let all = s.pids("bg");
+    assert!(
+        v1_pids.iter().all(|p| all.contains(p)),
+        "the warm v1 replicas still run"
+    );
+    let t = Instant::now();
+    s.wharf(&["rollback", "bg"]).ok("rollback");
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "instant rollback took {took:?}"
+    );
+    for _ in 0..10 {
+        assert_eq!(s.get("bg.localhost", "/env/MARK").body, "one");
+    }
+    let now: Vec<u32> = s
+        .ps("bg")
+        .iter()
+        .filter(|r| r["release"] == 1)
+        .filter_map(|r| r["pid"].as_u64())
+        .map(|p| p as u32)
+        .collect();
+    let mut now_sorted = now.clone();
+    now_sorted.sort_unstable();
+    assert_eq!(
+        now_sorted, v1_pids,
+        "the same v1 processes serve again: nothing was started"
+    );
+}
