@@ -96,7 +96,11 @@ fn second_release_replaces_the_first_and_rollback_restores_config() {
     s.wharf(&["rollback", app]).ok("rollback");
     assert_serves(&s, host, "/env/MARK", "one");
     let rel = s.releases(app);
-    assert_eq!(rel.len(), 2, "rollback re-targets an existing release: {rel:#?}");
+    assert_eq!(
+        rel.len(),
+        2,
+        "rollback re-targets an existing release: {rel:#?}"
+    );
     let current: Vec<_> = rel.iter().filter(|r| r["current"] == true).collect();
     assert_eq!(current.len(), 1, "{rel:#?}");
     assert_eq!(current[0]["version"], 1, "{rel:#?}");
