@@ -309,3 +309,84 @@ fn blue_green_rollback_within_the_window_is_instant() {
         "the same v1 processes serve again: nothing was started"
     );
 }
+
+/// A replica that stops answering is caught by its liveness check and restarted, and the
+/// app keeps serving from the others meanwhile.
+#[test]
+fn hung_replica_is_restarted_by_liveness() {
+    let s = Server::start();
+    let app = TestApp::new("hangs")
+        .replicas(2)
+        .extra("[process.web.liveness]\nhttp = \"/health\"\ninterval = \"200ms\"\ntimeout = \"300ms\"\nfailure_threshold = 2\n")
+        .write();
+    s.deploy(app.path()).ok("deploy");
+    let before = s.wait_ready("hangs", 2, Duration::from_secs(10));
+    let addr = before[0]["address"].as_str().unwrap().to_string();
+    let id = before[0]["id"].as_str().unwrap().to_string();
+    let r = wharf_e2e::http_get(&addr, "localhost", "/hang", &[]).unwrap();
+    assert_eq!(r.status, 200);
+    let restarted = wharf_e2e::wait_until(Duration::from_secs(10), || {
+        s.ps("hangs").iter().any(|r| {
+            r["id"] == id.as_str() && r["restarts"].as_u64() >= Some(1) && r["state"] == "ready"
+        })
+    });
+    let ps = s.ps("hangs");
+    assert!(restarted, "the hung replica was not restarted: {ps:?}");
+    let hung = ps.iter().find(|r| r["id"] == id.as_str()).unwrap();
+    assert!(
+        hung["last_exit"]
+            .as_str()
+            .unwrap_or("")
+            .contains("liveness"),
+        "{hung}"
+    );
+    assert_eq!(s.get("hangs.localhost", "/health").status, 200);
+}
+
+/// A server killed in the middle of a canary rollout resumes it after a restart, from
+/// the persisted step, and the rollout completes.
+#[test]
+fn canary_rollout_resumes_after_a_server_crash() {
+    let mut s = Server::start();
+    let canary =
+        "[process.web.deploy.canary]\nsteps = [50, 100]\ninterval = \"2s\"\nmin_requests = 3\n";
+    let v1 = TestApp::new("resume")
+        .replicas(2)
+        .env("MARK", "one")
+        .extra(canary)
+        .write();
+    s.deploy(v1.path()).ok("v1");
+    s.wait_ready("resume", 2, Duration::from_secs(10));
+    let load = Load::start(s.router(), "resume.localhost", 1);
+    let v2 = TestApp::new("resume")
+        .replicas(2)
+        .env("MARK", "two")
+        .extra(canary)
+        .write();
+    let deploy = s.spawn_wharf(&["deploy", v2.arg(), "--strategy", "canary"]);
+    let at_step = wharf_e2e::wait_until(Duration::from_secs(15), || {
+        let st = s.wharf_quiet(&["status", "--json", "resume"]);
+        st.code == 0 && st.json()["canary"]["weight"] == 50
+    });
+    assert!(at_step, "the canary never reached its first step");
+    s.kill9();
+    let _ = deploy.kill();
+    let _ = load.finish();
+    s.restart_same_data_dir();
+    let load = Load::start(s.router(), "resume.localhost", 1);
+    let done = wharf_e2e::wait_until(Duration::from_secs(30), || {
+        let st = s.wharf_quiet(&["status", "--json", "resume"]).json();
+        st["release"] == 2 && st["status"] == "running" && st["last_outcome"]["succeeded"] == true
+    });
+    let (_, failures) = load.finish();
+    assert!(
+        done,
+        "the rollout did not resume: {}",
+        s.wharf(&["status", "--json", "resume"]).stdout
+    );
+    assert_eq!(s.get("resume.localhost", "/env/MARK").body, "two");
+    assert!(
+        failures.is_empty(),
+        "failed requests after the restart: {failures:?}"
+    );
+}

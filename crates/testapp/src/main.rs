@@ -34,6 +34,7 @@
 //! - `/json-log?msg=TEXT` → prints `{"level":"info","msg":"TEXT"}` on stdout
 //! - `/crash` → prints `testapp: crash requested` to stderr, exits 1 without answering
 //! - `/pid` → its pid
+//! - `/hang` → answers, then every later request hangs forever (a deadlocked app)
 //! - `/alloc?mb=N` → allocates, touches and keeps N MiB (default 1)
 //! - `/spawn-child` → spawns `sleep 1000` (left running) and answers its pid
 //! - `POST /echo` → the request body, back

@@ -11,6 +11,8 @@ use crate::{err, out, Config};
 
 /// How many `GET /` requests this process has answered (drives `TESTAPP_ERROR_RATE`).
 static ROOT_REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// Set by `/hang`: from then on every request hangs (a deadlocked app).
+static HUNG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// Memory handed out by `/alloc`, kept until the process exits.
 static HOG: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
@@ -20,7 +22,16 @@ pub fn handle(req: &Request, cfg: &Config) -> Response {
         m => m,
     };
     let path = req.path.as_str();
+    if HUNG.load(Ordering::SeqCst) {
+        loop {
+            thread::sleep(Duration::from_secs(3600));
+        }
+    }
     match (method, path) {
+        ("GET", "/hang") => {
+            HUNG.store(true, Ordering::SeqCst);
+            Response::text(200, "hanging from now on\n")
+        }
         ("GET", "/") => root(cfg),
         ("GET", "/health") if cfg.fail_readiness => Response::text(503, "not ready\n"),
         ("GET", "/health") => Response::text(200, "ok\n"),
