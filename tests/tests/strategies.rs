@@ -390,3 +390,33 @@ fn canary_rollout_resumes_after_a_server_crash() {
         "failed requests after the restart: {failures:?}"
     );
 }
+
+/// A replica that keeps crashing after it was ready backs off exponentially and shows as
+/// `crash-loop` in `ps`.
+#[test]
+fn crash_looping_replica_shows_in_ps_and_backs_off() {
+    let s = Server::start();
+    let app = TestApp::new("loopy")
+        .env("TESTAPP_CRASH_AFTER_MS", "700")
+        .write();
+    s.deploy(app.path())
+        .ok("deploy: ready before the first crash");
+    let looping = wharf_e2e::wait_until(Duration::from_secs(20), || {
+        s.ps("loopy").iter().any(|r| r["state"] == "crash-loop")
+    });
+    let ps = s.ps("loopy");
+    assert!(looping, "never shown as crash-loop: {ps:?}");
+    let r = &ps[0];
+    assert!(r["restarts"].as_u64().unwrap_or(0) >= 2, "{r}");
+    assert!(
+        r["last_exit"]
+            .as_str()
+            .unwrap_or("")
+            .contains("exited with code 1"),
+        "{r}"
+    );
+    assert!(
+        r["pid"].is_null(),
+        "waiting out its backoff, no process: {r}"
+    );
+}
