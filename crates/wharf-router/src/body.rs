@@ -31,6 +31,14 @@ impl ProxyBody {
         }
     }
 
+    /// No body (a 101 answer: the connection becomes a tunnel).
+    pub(crate) fn empty() -> Self {
+        ProxyBody {
+            kind: Kind::Local(None),
+            guard: None,
+        }
+    }
+
     pub(crate) fn local(text: impl Into<Bytes>) -> Self {
         ProxyBody {
             kind: Kind::Local(Some(text.into())),

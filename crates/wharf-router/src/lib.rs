@@ -33,6 +33,7 @@ mod proxy;
 mod server;
 mod stats;
 mod table;
+mod upgrade;
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};

@@ -8,14 +8,16 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Response, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Empty};
 use hyper::body::{Body as _, Incoming};
+use hyper::upgrade::OnUpgrade;
 
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::headers::{forward_request, route_host, strip_hop_by_hop, X_REQUEST_ID};
 use crate::inflight::InflightGuard;
+use crate::upgrade;
 use crate::Router;
 
 /// What goes upstream: the client's body, or nothing (so the request can be resent).
@@ -78,6 +80,10 @@ async fn forward(
     target.stats = Some(pick.stats.clone());
 
     let uri_host = parts.uri.authority().cloned();
+    let upgrade = upgrade::requested(&parts.headers);
+    let client_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<OnUpgrade>());
     forward_request(
         &mut parts.headers,
         peer.ip(),
@@ -85,11 +91,15 @@ async fn forward(
         uri_host.as_ref().map(Authority::as_str),
     );
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
+    if let Some(value) = upgrade {
+        upgrade::restore(&mut parts.headers, value);
+    }
 
     // Without a body, a request whose connection was refused sent nothing at all,
     // so an idempotent one can go to another replica.
     let empty = body.is_end_stream();
-    let retryable = empty && pick.others && is_idempotent(&parts.method);
+    let retryable =
+        empty && pick.others && is_idempotent(&parts.method) && client_upgrade.is_none();
     let body = if empty {
         Either::Right(Empty::new())
     } else {
@@ -97,7 +107,17 @@ async fn forward(
     };
     let request = upstream_request(parts, &pick.authority, body, retryable);
     let source = match router.client.request(request).await {
-        Ok(response) => return Ok(downstream(response, pick.guard)),
+        Ok(mut response) => {
+            if let (StatusCode::SWITCHING_PROTOCOLS, Some(client)) =
+                (response.status(), client_upgrade)
+            {
+                let replica = hyper::upgrade::on(&mut response);
+                upgrade::splice(client, replica, pick.guard);
+                let (parts, _) = response.into_parts();
+                return Ok(Response::from_parts(parts, ProxyBody::empty()));
+            }
+            return Ok(downstream(response, pick.guard));
+        }
         Err(source) => source,
     };
     let failed = pick.replica;

@@ -65,7 +65,9 @@ async fn connection(
         let router = router.clone();
         async move { Ok::<_, Infallible>(proxy::handle(&router, request, peer).await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,

@@ -156,34 +156,45 @@ impl RouteEntry {
     /// release the weights choose (any release when that one has no backend); among
     /// equals, the first one after a rotating start, so ties go round-robin.
     pub(crate) fn pick(&self, exclude: Option<&str>) -> Option<Pick> {
-        let n = self.backends.len();
-        if n == 0 {
+        if self.backends.is_empty() {
             return None;
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let usable = |b: &&BackendEntry| exclude != Some(&*b.replica);
-        let release = self.weighted_release();
-        let ring = || {
-            (0..n)
-                .map(|i| &self.backends[(start + i) % n])
-                .filter(usable)
-        };
-        let chosen = release
-            .and_then(|r| {
-                ring()
-                    .filter(|b| b.release == r)
-                    .min_by_key(|b| b.slot.load())
-            })
-            .or_else(|| ring().min_by_key(|b| b.slot.load()))?;
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        let usable = |b: &BackendEntry| exclude != Some(&*b.replica);
+        let chosen = self
+            .weighted_release()
+            .and_then(|r| least_loaded(&self.backends, turn, |b| usable(b) && b.release == r))
+            .or_else(|| least_loaded(&self.backends, turn, usable))?;
         Some(Pick {
             app: self.app.clone(),
             replica: chosen.replica.clone(),
             authority: chosen.authority.clone(),
-            others: n > 1,
+            others: self.backends.len() > 1,
             guard: InflightGuard::new(chosen.slot.clone()),
             stats: chosen.stats.clone(),
         })
     }
+}
+
+/// The candidate with the fewest requests in flight; among equals, the first from the
+/// `turn`-th candidate on, so that ties go round-robin within the candidates.
+fn least_loaded(
+    backends: &[BackendEntry],
+    turn: usize,
+    candidate: impl Fn(&BackendEntry) -> bool,
+) -> Option<&BackendEntry> {
+    let count = backends.iter().filter(|b| candidate(b)).count();
+    if count == 0 {
+        return None;
+    }
+    let start = turn % count;
+    backends
+        .iter()
+        .filter(|b| candidate(b))
+        .cycle()
+        .skip(start)
+        .take(count)
+        .min_by_key(|b| b.slot.load())
 }
 
 #[cfg(test)]

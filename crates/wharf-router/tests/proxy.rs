@@ -441,3 +441,79 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
         .expect("serve ok");
     drop(idle);
 }
+
+/// A replica that accepts any `Upgrade`, answers 101, then echoes every byte back.
+async fn echo_upgrade_backend() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                assert!(text.contains("upgrade: websocket"), "{text}");
+                assert!(text.contains("connection: upgrade"), "{text}");
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                    .await;
+                let mut buf = [0u8; 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn websocket_upgrade_is_spliced_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = echo_upgrade_backend().await;
+    let r = start(
+        RouterConfig::default(),
+        table(1, vec![route("ws", &["ws.localhost"], &[("ws-1", addr)])]),
+    )
+    .await;
+    let mut s = TcpStream::connect(r.addr).await.expect("connect");
+    s.write_all(b"GET /chat HTTP/1.1\r\nHost: ws.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await
+        .expect("handshake");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.expect("101 head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    assert_eq!(
+        r.router.inflight("ws-1"),
+        1,
+        "an open tunnel counts in flight"
+    );
+    for msg in [&b"hello"[..], b"through the router"] {
+        s.write_all(msg).await.expect("write");
+        let mut got = vec![0u8; msg.len()];
+        s.read_exact(&mut got).await.expect("echo");
+        assert_eq!(got, msg);
+    }
+    drop(s);
+    eventually("the tunnel closes", || r.router.inflight("ws-1") == 0).await;
+}
