@@ -14,6 +14,8 @@ use http::request::Parts;
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -102,6 +104,33 @@ pub(crate) fn forward_request(
             headers.insert(header::HOST, value);
         }
     }
+    if !headers.contains_key(&X_FORWARDED_HOST) {
+        if let Some(host) = headers.get(header::HOST).cloned() {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+    }
+}
+
+/// Whether `v` is a W3C trace context `traceparent` this proxy can pass on: version 00
+/// (or a later one, not `ff`), a non-zero 32-hex trace id and 16-hex parent id, flags.
+pub(crate) fn valid_traceparent(v: &HeaderValue) -> bool {
+    let Ok(s) = v.to_str() else { return false };
+    let parts: Vec<&str> = s.split('-').collect();
+    let hex = |p: &str, n: usize| {
+        p.len() == n
+            && p.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let nonzero = |p: &str| p.bytes().any(|b| b != b'0');
+    parts.len() >= 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && (parts[0] != "00" || parts.len() == 4)
+        && hex(parts[1], 32)
+        && nonzero(parts[1])
+        && hex(parts[2], 16)
+        && nonzero(parts[2])
+        && hex(parts[3], 2)
 }
 
 /// Generates request ids: 32 hex digits, unique within the process, unpredictable
@@ -126,6 +155,21 @@ impl RequestIds {
             Some(id) if !id.is_empty() => id.clone(),
             _ => self.next(),
         }
+    }
+
+    /// A `traceparent` starting a new trace (sampled), for requests that carry none.
+    pub(crate) fn traceparent(&self) -> HeaderValue {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let (a, b, c) = (
+            self.key.hash_one((n, 2u8)),
+            self.key.hash_one((n, 3u8)),
+            self.key.hash_one((n, 4u8)),
+        );
+        let mut tp = String::with_capacity(55);
+        let _ = write!(tp, "00-{a:016x}{b:016x}-{:016x}-01", c | 1); // writing to a String cannot fail
+        HeaderValue::try_from(tp).unwrap_or_else(|_| {
+            HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-01")
+        })
     }
 
     fn next(&self) -> HeaderValue {
@@ -177,6 +221,42 @@ mod tests {
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 127.0.0.1");
         assert_eq!(h[X_FORWARDED_PROTO], "https");
         assert_eq!(h[header::HOST], "a.test");
+        assert_eq!(h[X_FORWARDED_HOST], "a.test");
+        let mut kept = HeaderMap::new();
+        kept.insert(
+            header::HOST,
+            HeaderValue::from_static("shop.localhost:8080"),
+        );
+        kept.insert(
+            X_FORWARDED_HOST,
+            HeaderValue::from_static("edge.example.com"),
+        );
+        forward_request(&mut kept, [127, 0, 0, 1].into(), &proto, None);
+        assert_eq!(
+            kept[X_FORWARDED_HOST], "edge.example.com",
+            "set by a proxy in front: kept"
+        );
+    }
+
+    #[test]
+    fn traceparents() {
+        let ok =
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        assert!(valid_traceparent(&ok));
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "garbage",
+        ] {
+            assert!(!valid_traceparent(&HeaderValue::from_static(bad)), "{bad}");
+        }
+        let ids = RequestIds::new();
+        let started = ids.traceparent();
+        assert!(valid_traceparent(&started), "{started:?}");
+        assert_ne!(started, ids.traceparent());
     }
 
     #[test]

@@ -15,7 +15,9 @@ use hyper::upgrade::OnUpgrade;
 
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
-use crate::headers::{forward_request, route_host, strip_hop_by_hop, X_REQUEST_ID};
+use crate::headers::{
+    forward_request, route_host, strip_hop_by_hop, valid_traceparent, TRACEPARENT, X_REQUEST_ID,
+};
 use crate::inflight::InflightGuard;
 use crate::upgrade;
 use crate::Router;
@@ -91,6 +93,13 @@ async fn forward(
         uri_host.as_ref().map(Authority::as_str),
     );
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
+    if !parts
+        .headers
+        .get(TRACEPARENT)
+        .is_some_and(valid_traceparent)
+    {
+        parts.headers.insert(TRACEPARENT, router.ids.traceparent());
+    }
     if let Some(value) = upgrade {
         upgrade::restore(&mut parts.headers, value);
     }

@@ -249,6 +249,49 @@ async fn forwarding_headers_and_request_ids() {
 }
 
 #[tokio::test]
+async fn forwarded_host_and_trace_context() {
+    let mut a = backend("a").await;
+    let t = start(
+        RouterConfig::default(),
+        table(1, vec![route("a", &["a.localhost"], &[("a-1", a.addr)])]),
+    )
+    .await;
+    send(t.addr, get("a.localhost:8080", "/")).await;
+    let (_, seen) = a.seen.recv().await.expect("seen");
+    assert_eq!(seen["x-forwarded-host"], "a.localhost:8080");
+    let started = seen["traceparent"].to_str().expect("ascii").to_owned();
+    let parts: Vec<&str> = started.split('-').collect();
+    assert_eq!(
+        (parts.len(), parts[0], parts[1].len(), parts[2].len()),
+        (4, "00", 32, 16),
+        "{started}"
+    );
+
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut request = get("a.localhost", "/");
+    request
+        .headers_mut()
+        .insert("traceparent", HeaderValue::from_static(incoming));
+    send(t.addr, request).await;
+    let (_, seen) = a.seen.recv().await.expect("seen");
+    assert_eq!(
+        seen["traceparent"], incoming,
+        "a valid trace context is propagated"
+    );
+
+    let mut request = get("a.localhost", "/");
+    request
+        .headers_mut()
+        .insert("traceparent", HeaderValue::from_static("nonsense"));
+    send(t.addr, request).await;
+    let (_, seen) = a.seen.recv().await.expect("seen");
+    assert_ne!(
+        seen["traceparent"], "nonsense",
+        "an invalid one is replaced by a new trace"
+    );
+}
+
+#[tokio::test]
 async fn hop_by_hop_headers_are_stripped_both_ways() {
     let mut a = backend("a").await;
     let t = start(
