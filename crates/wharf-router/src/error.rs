@@ -14,6 +14,11 @@ pub(crate) enum ProxyError {
     UnknownHost(String),
     #[error("no ready replica for app {0:?}")]
     NoReadyReplica(Arc<str>),
+    #[error("upstream did not answer within {}s", .timeout.as_secs())]
+    Timeout {
+        replica: Arc<str>,
+        timeout: std::time::Duration,
+    },
     #[error("upstream unavailable")]
     Upstream {
         replica: Arc<str>,
@@ -27,6 +32,7 @@ impl ProxyError {
         match self {
             ProxyError::UnknownHost(_) => StatusCode::NOT_FOUND,
             ProxyError::NoReadyReplica(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
         }
     }

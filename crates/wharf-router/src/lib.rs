@@ -12,6 +12,13 @@
 //! unreachable: 502, after one retry on another replica for a bodiless idempotent
 //! request whose connection was refused.
 //!
+//! Request smuggling: hyper's HTTP/1 parser answers 400 to a Transfer-Encoding that
+//! does not end in `chunked`, to differing Content-Lengths, to obsolete line folding and
+//! to Transfer-Encoding in HTTP/1.0; when Content-Length comes with Transfer-Encoding,
+//! chunked wins, the length is dropped and the connection is closed after the answer
+//! (RFC 9112 §6.3). Upstream, every request is re-framed by hyper's client, so the
+//! router and a replica can never disagree on where a request ends.
+//!
 //! Invariants:
 //! - A published table is immutable; [`Router::publish`] swaps it atomically. A request
 //!   keeps the backend it was routed to; no connection is dropped by a swap.
@@ -61,6 +68,8 @@ pub struct RouterConfig {
     pub connect_timeout: Duration,
     /// Scheme clients used, sent upstream as `X-Forwarded-Proto` (`"http"` or `"https"`).
     pub proto: &'static str,
+    /// Upper bound on waiting for a replica's response headers: then 504.
+    pub response_timeout: Duration,
 }
 
 impl Default for RouterConfig {
@@ -68,6 +77,7 @@ impl Default for RouterConfig {
         RouterConfig {
             connect_timeout: Duration::from_secs(2),
             proto: "http",
+            response_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -80,6 +90,7 @@ pub struct Router {
     proto: HeaderValue,
     ids: RequestIds,
     stats: stats::Stats,
+    response_timeout: Duration,
 }
 
 impl Router {
@@ -103,6 +114,7 @@ impl Router {
             proto,
             ids: RequestIds::new(),
             stats: stats::Stats::default(),
+            response_timeout: config.response_timeout,
         })
     }
 

@@ -115,7 +115,14 @@ async fn forward(
         Either::Left(body)
     };
     let request = upstream_request(parts, &pick.authority, body, retryable);
-    let source = match router.client.request(request).await {
+    let answer = tokio::time::timeout(router.response_timeout, router.client.request(request));
+    let Ok(answer) = answer.await else {
+        return Err(ProxyError::Timeout {
+            replica: pick.replica,
+            timeout: router.response_timeout,
+        });
+    };
+    let source = match answer {
         Ok(mut response) => {
             if let (StatusCode::SWITCHING_PROTOCOLS, Some(client)) =
                 (response.status(), client_upgrade)
@@ -147,7 +154,14 @@ async fn forward(
     target.replica = Some(second.replica.clone());
     target.stats = Some(second.stats.clone());
     let request = upstream_request(parts, &second.authority, Either::Right(Empty::new()), false);
-    match router.client.request(request).await {
+    let answer = tokio::time::timeout(router.response_timeout, router.client.request(request));
+    let Ok(answer) = answer.await else {
+        return Err(ProxyError::Timeout {
+            replica: second.replica,
+            timeout: router.response_timeout,
+        });
+    };
+    match answer {
         Ok(response) => Ok(downstream(response, second.guard)),
         Err(source) => Err(ProxyError::Upstream {
             replica: second.replica,

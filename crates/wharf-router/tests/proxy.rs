@@ -560,3 +560,105 @@ async fn websocket_upgrade_is_spliced_through() {
     drop(s);
     eventually("the tunnel closes", || r.router.inflight("ws-1") == 0).await;
 }
+
+/// Sends raw bytes to the router and returns the head of its answer.
+async fn raw_head(router: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(router).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    text.split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn smuggling_shapes_are_refused() {
+    let mut a = backend("a").await;
+    let t = start(
+        RouterConfig::default(),
+        table(1, vec![route("a", &["a.localhost"], &[("a-1", a.addr)])]),
+    )
+    .await;
+    for (what, req) in [
+        (
+            "TE not ending in chunked",
+            &b"POST / HTTP/1.1\r\nHost: a.localhost\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"[..],
+        ),
+        (
+            "two different CL",
+            b"POST / HTTP/1.1\r\nHost: a.localhost\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        ),
+        (
+            "obsolete line folding",
+            b"GET / HTTP/1.1\r\nHost: a.localhost\r\nX-A: 1\r\n 2\r\n\r\n",
+        ),
+        (
+            "TE in HTTP/1.0",
+            b"POST / HTTP/1.0\r\nHost: a.localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+    ] {
+        let head = raw_head(t.addr, req).await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{what}: {head}");
+    }
+    assert!(a.seen.try_recv().is_err(), "nothing reached the replica");
+    // Content-Length with Transfer-Encoding: the parser lets chunked win (RFC 9112 6.3),
+    // the replica gets one unambiguous framing, and the connection is closed after the
+    // answer, so nothing smuggled behind the body can be read as a next request.
+    let head = raw_head(
+        t.addr,
+        b"POST / HTTP/1.1\r\nHost: a.localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a.localhost\r\n\r\n",
+    )
+    .await;
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let (path, seen) = a.seen.recv().await.expect("seen");
+    assert_eq!(path, "/");
+    assert!(
+        !seen.contains_key("content-length") || seen["content-length"] == "0",
+        "{seen:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        a.seen.try_recv().is_err(),
+        "the smuggled request never reached the replica"
+    );
+    let ok = raw_head(
+        t.addr,
+        b"POST / HTTP/1.1\r\nHost: a.localhost\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+}
+
+#[tokio::test]
+async fn slow_replica_gets_a_504_after_the_response_timeout() {
+    let a = backend("a").await;
+    let config = RouterConfig {
+        response_timeout: Duration::from_millis(300),
+        ..RouterConfig::default()
+    };
+    let t = start(
+        config,
+        table(1, vec![route("a", &["a.localhost"], &[("a-1", a.addr)])]),
+    )
+    .await;
+    let started = Instant::now();
+    let answer = send(t.addr, get("a.localhost", "/slow")).await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    eventually("in flight released", || t.router.inflight("a-1") == 0).await;
+    a.release.notify_waiters();
+}
