@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex, Weak};
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
     inflight: AtomicUsize,
+    /// Passive health, shared by every table that lists this replica.
+    pub(crate) health: crate::outlier::Health,
 }
 
 impl Slot {

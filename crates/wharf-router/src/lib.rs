@@ -36,6 +36,7 @@ mod body;
 mod error;
 mod headers;
 mod inflight;
+mod outlier;
 mod proxy;
 mod server;
 mod stats;
@@ -70,6 +71,11 @@ pub struct RouterConfig {
     pub proto: &'static str,
     /// Upper bound on waiting for a replica's response headers: then 504.
     pub response_timeout: Duration,
+    /// Consecutive failures (refused or timed-out connection, 5xx) that eject a replica
+    /// from balancing; 0 turns passive ejection off.
+    pub eject_after: u32,
+    /// How long an ejected replica is left out before it is tried again.
+    pub eject_for: Duration,
 }
 
 impl Default for RouterConfig {
@@ -78,6 +84,8 @@ impl Default for RouterConfig {
             connect_timeout: Duration::from_secs(2),
             proto: "http",
             response_timeout: Duration::from_secs(60),
+            eject_after: 5,
+            eject_for: Duration::from_secs(10),
         }
     }
 }
@@ -91,6 +99,7 @@ pub struct Router {
     ids: RequestIds,
     stats: stats::Stats,
     response_timeout: Duration,
+    outlier: outlier::Policy,
 }
 
 impl Router {
@@ -115,6 +124,11 @@ impl Router {
             ids: RequestIds::new(),
             stats: stats::Stats::default(),
             response_timeout: config.response_timeout,
+            outlier: outlier::Policy {
+                eject_after: config.eject_after,
+                eject_for: config.eject_for,
+                epoch: std::time::Instant::now(),
+            },
         })
     }
 
@@ -171,7 +185,7 @@ impl Router {
             .find(host)
             .ok_or_else(|| ProxyError::UnknownHost(host.to_owned()))?;
         route
-            .pick(exclude)
+            .pick(exclude, &self.outlier)
             .ok_or_else(|| ProxyError::NoReadyReplica(route.app.clone()))
     }
 }

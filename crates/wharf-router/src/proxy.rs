@@ -31,6 +31,7 @@ struct Target {
     app: Option<Arc<str>>,
     replica: Option<Arc<str>>,
     stats: Option<Arc<crate::stats::ReleaseCounters>>,
+    slot: Option<Arc<crate::inflight::Slot>>,
 }
 
 /// Proxy one request from `peer`; always produces a response.
@@ -56,6 +57,16 @@ pub(crate) async fn handle(
     if let Some(stats) = &target.stats {
         stats.record(response.status().as_u16(), start.elapsed());
     }
+    if let Some(slot) = &target.slot {
+        let ok = response.status().as_u16() < 500;
+        if slot.health.record(ok, &router.outlier) {
+            tracing::warn!(
+                replica = target.replica.as_deref().unwrap_or(""),
+                "replica ejected after {} consecutive failures",
+                router.outlier.eject_after
+            );
+        }
+    }
     tracing::debug!(
         app = target.app.as_deref().unwrap_or(""),
         replica = target.replica.as_deref().unwrap_or(""),
@@ -80,6 +91,7 @@ async fn forward(
     target.app = Some(pick.app.clone());
     target.replica = Some(pick.replica.clone());
     target.stats = Some(pick.stats.clone());
+    target.slot = Some(pick.slot.clone());
 
     let uri_host = parts.uri.authority().cloned();
     let upgrade = upgrade::requested(&parts.headers);
@@ -144,6 +156,7 @@ async fn forward(
         });
     }
     drop(pick.guard);
+    pick.slot.health.record(false, &router.outlier);
     tracing::warn!(replica = %failed, error = %source, "connect failed, retrying on another replica");
     let Ok(second) = router.route(&route_host(parts), Some(&failed)) else {
         return Err(ProxyError::Upstream {
@@ -153,6 +166,7 @@ async fn forward(
     };
     target.replica = Some(second.replica.clone());
     target.stats = Some(second.stats.clone());
+    target.slot = Some(second.slot.clone());
     let request = upstream_request(parts, &second.authority, Either::Right(Empty::new()), false);
     let answer = tokio::time::timeout(router.response_timeout, router.client.request(request));
     let Ok(answer) = answer.await else {

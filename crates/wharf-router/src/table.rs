@@ -12,6 +12,7 @@ use wharf_types::route::{Route, RouteTable};
 
 use crate::headers::normalize_host;
 use crate::inflight::{Counters, InflightGuard, Slot};
+use crate::outlier::Policy;
 use crate::stats::{ReleaseCounters, Stats};
 
 /// One route table, with lookup maps built once at publish time.
@@ -52,6 +53,8 @@ pub(crate) struct Pick {
     /// Whether the route has another backend to retry on.
     pub(crate) others: bool,
     pub(crate) guard: InflightGuard,
+    /// The chosen replica's counter and passive health.
+    pub(crate) slot: Arc<Slot>,
     /// The RED counters of the chosen replica's release.
     pub(crate) stats: Arc<ReleaseCounters>,
 }
@@ -155,15 +158,18 @@ impl RouteEntry {
     /// The backend with the fewest requests in flight, skipping `exclude`, within the
     /// release the weights choose (any release when that one has no backend); among
     /// equals, the first one after a rotating start, so ties go round-robin.
-    pub(crate) fn pick(&self, exclude: Option<&str>) -> Option<Pick> {
+    pub(crate) fn pick(&self, exclude: Option<&str>, outlier: &Policy) -> Option<Pick> {
         if self.backends.is_empty() {
             return None;
         }
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
         let usable = |b: &BackendEntry| exclude != Some(&*b.replica);
-        let chosen = self
-            .weighted_release()
-            .and_then(|r| least_loaded(&self.backends, turn, |b| usable(b) && b.release == r))
+        let healthy = |b: &BackendEntry| usable(b) && !b.slot.health.ejected(outlier);
+        let release = self.weighted_release();
+        let in_release = |b: &BackendEntry| release.is_none_or(|r| b.release == r);
+        let chosen = least_loaded(&self.backends, turn, |b| healthy(b) && in_release(b))
+            .or_else(|| least_loaded(&self.backends, turn, healthy))
+            .or_else(|| least_loaded(&self.backends, turn, |b| usable(b) && in_release(b)))
             .or_else(|| least_loaded(&self.backends, turn, usable))?;
         Some(Pick {
             app: self.app.clone(),
@@ -171,6 +177,7 @@ impl RouteEntry {
             authority: chosen.authority.clone(),
             others: self.backends.len() > 1,
             guard: InflightGuard::new(chosen.slot.clone()),
+            slot: chosen.slot.clone(),
             stats: chosen.stats.clone(),
         })
     }
@@ -216,6 +223,14 @@ mod tests {
                 })
                 .collect(),
             weights: vec![],
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            eject_after: 0,
+            eject_for: std::time::Duration::ZERO,
+            epoch: std::time::Instant::now(),
         }
     }
 
@@ -273,7 +288,7 @@ mod tests {
         let t = table(vec![route("a", &["a.test"], &["r0", "r1", "r2"])]);
         let r = t.find("a.test").expect("route");
         let picked: Vec<String> = (0..6)
-            .map(|_| r.pick(None).expect("pick").replica.to_string())
+            .map(|_| r.pick(None, &policy()).expect("pick").replica.to_string())
             .collect();
         assert_eq!(picked, ["r0", "r1", "r2", "r0", "r1", "r2"]);
     }
@@ -282,17 +297,17 @@ mod tests {
     fn busy_backend_is_avoided() {
         let t = table(vec![route("a", &["a.test"], &["r0", "r1"])]);
         let r = t.find("a.test").expect("route");
-        let held = r.pick(None).expect("pick");
+        let held = r.pick(None, &policy()).expect("pick");
         assert_eq!(&*held.replica, "r0");
         // r0 has one in flight: every pick goes to r1 (each released at once).
         for _ in 0..4 {
-            assert_eq!(&*r.pick(None).expect("pick").replica, "r1");
+            assert_eq!(&*r.pick(None, &policy()).expect("pick").replica, "r1");
         }
         // once both have one in flight, ties rotate again
-        let also = r.pick(None).expect("pick");
+        let also = r.pick(None, &policy()).expect("pick");
         assert_eq!(&*also.replica, "r1");
         let picked: Vec<String> = (0..4)
-            .map(|_| r.pick(None).expect("pick").replica.to_string())
+            .map(|_| r.pick(None, &policy()).expect("pick").replica.to_string())
             .collect();
         assert_eq!(picked, ["r0", "r1", "r0", "r1"]);
     }
@@ -305,14 +320,18 @@ mod tests {
         ]);
         let r = t.find("a.test").expect("route");
         for _ in 0..3 {
-            assert_eq!(&*r.pick(Some("r0")).expect("pick").replica, "r1");
+            assert_eq!(&*r.pick(Some("r0"), &policy()).expect("pick").replica, "r1");
         }
-        assert!(t.find("e.test").expect("route").pick(None).is_none());
+        assert!(t
+            .find("e.test")
+            .expect("route")
+            .pick(None, &policy())
+            .is_none());
         let single = table(vec![route("s", &["s.test"], &["r0"])]);
         assert!(single
             .find("s.test")
             .expect("route")
-            .pick(Some("r0"))
+            .pick(Some("r0"), &policy())
             .is_none());
     }
 
@@ -334,7 +353,7 @@ mod tests {
         let t = table(vec![r]);
         let route = t.find("a.localhost").unwrap();
         let picks: Vec<String> = (0..200)
-            .map(|_| route.pick(None).unwrap().replica.to_string())
+            .map(|_| route.pick(None, &policy()).unwrap().replica.to_string())
             .collect();
         assert_eq!(
             picks.iter().filter(|p| *p == "new-1").count(),
@@ -362,7 +381,11 @@ mod tests {
         }];
         let t = table(vec![r]);
         assert_eq!(
-            &*t.find("a.localhost").unwrap().pick(None).unwrap().replica,
+            &*t.find("a.localhost")
+                .unwrap()
+                .pick(None, &policy())
+                .unwrap()
+                .replica,
             "old-1"
         );
     }

@@ -662,3 +662,87 @@ async fn slow_replica_gets_a_504_after_the_response_timeout() {
     eventually("in flight released", || t.router.inflight("a-1") == 0).await;
     a.release.notify_waiters();
 }
+
+/// A replica that answers 500 to everything.
+async fn failing_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = service_fn(|_req: Request<Incoming>| async {
+                let mut resp = Response::new(Full::new(Bytes::from("broken")));
+                *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                Ok::<_, Infallible>(resp)
+            });
+            tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn failing_replica_is_ejected_then_tried_again() {
+    let good = backend("good").await;
+    let bad = failing_backend().await;
+    let config = RouterConfig {
+        eject_after: 3,
+        eject_for: Duration::from_millis(300),
+        ..RouterConfig::default()
+    };
+    let t = start(
+        config,
+        table(
+            1,
+            vec![route(
+                "a",
+                &["a.localhost"],
+                &[("good-1", good.addr), ("bad-1", bad)],
+            )],
+        ),
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(send(t.addr, get("a.localhost", "/")).await.status);
+    }
+    let errors = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::INTERNAL_SERVER_ERROR)
+        .count();
+    assert_eq!(errors, 3, "ejected after its third failure: {statuses:?}");
+    assert!(
+        statuses[10..].iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let mut again = Vec::new();
+    for _ in 0..4 {
+        again.push(send(t.addr, get("a.localhost", "/")).await.status);
+    }
+    assert!(
+        again.contains(&StatusCode::INTERNAL_SERVER_ERROR),
+        "tried again after eject_for: {again:?}"
+    );
+}
+
+#[tokio::test]
+async fn ejection_never_empties_a_route() {
+    let bad = failing_backend().await;
+    let config = RouterConfig {
+        eject_after: 1,
+        ..RouterConfig::default()
+    };
+    let t = start(
+        config,
+        table(1, vec![route("a", &["a.localhost"], &[("bad-1", bad)])]),
+    )
+    .await;
+    for _ in 0..3 {
+        let answer = send(t.addr, get("a.localhost", "/")).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "still routed, not 503"
+        );
+    }
+}
