@@ -14,6 +14,8 @@ pub(crate) struct ProxyBody {
     kind: Kind,
     /// Released when the upstream body ends, fails, or this body is dropped.
     guard: Option<InflightGuard>,
+    /// Counts the bytes sent; written to the access log when this body is dropped.
+    log: Option<Box<crate::access::Entry>>,
 }
 
 #[derive(Debug)]
@@ -28,6 +30,7 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Upstream(body),
             guard,
+            log: None,
         }
     }
 
@@ -36,6 +39,7 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Local(None),
             guard: None,
+            log: None,
         }
     }
 
@@ -43,6 +47,20 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Local(Some(text.into())),
             guard: None,
+            log: None,
+        }
+    }
+
+    /// Attaches the request's access-log entry, written when the body is done.
+    pub(crate) fn log(&mut self, entry: crate::access::Entry) {
+        self.log = Some(Box::new(entry));
+    }
+
+    fn count(&mut self, frame: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>) {
+        if let (Some(log), Poll::Ready(Some(Ok(frame)))) = (self.log.as_mut(), frame) {
+            if let Some(data) = frame.data_ref() {
+                log.bytes += data.len() as u64;
+            }
         }
     }
 }
@@ -56,7 +74,7 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        match &mut this.kind {
+        let polled = match &mut this.kind {
             Kind::Local(text) => Poll::Ready(text.take().map(|t| Ok(Frame::data(t)))),
             Kind::Upstream(body) => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
@@ -65,7 +83,9 @@ impl Body for ProxyBody {
                 }
                 polled
             }
-        }
+        };
+        this.count(&polled);
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

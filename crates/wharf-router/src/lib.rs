@@ -32,6 +32,7 @@
 //!   IP, `X-Forwarded-Proto`, and an `X-Request-Id` (kept or generated, also returned
 //!   to the client); hop-by-hop headers never cross the proxy in either direction.
 
+mod access;
 mod body;
 mod error;
 mod headers;

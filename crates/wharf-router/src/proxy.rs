@@ -30,6 +30,7 @@ pub(crate) type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 struct Target {
     app: Option<Arc<str>>,
     replica: Option<Arc<str>>,
+    release: Option<u32>,
     stats: Option<Arc<crate::stats::ReleaseCounters>>,
     slot: Option<Arc<crate::inflight::Slot>>,
 }
@@ -43,6 +44,11 @@ pub(crate) async fn handle(
     let start = Instant::now();
     let (mut parts, body) = request.into_parts();
     let request_id = router.ids.of(&parts.headers);
+    let (method, path, host) = (
+        parts.method.clone(),
+        parts.uri.path().to_string(),
+        route_host(&parts).into_owned(),
+    );
     let mut target = Target::default();
     let mut response = match forward(router, &mut parts, body, peer, &request_id, &mut target).await
     {
@@ -67,14 +73,19 @@ pub(crate) async fn handle(
             );
         }
     }
-    tracing::debug!(
-        app = target.app.as_deref().unwrap_or(""),
-        replica = target.replica.as_deref().unwrap_or(""),
-        status = response.status().as_u16(),
-        ms = start.elapsed().as_millis() as u64,
-        request_id = request_id.to_str().unwrap_or(""),
-        "request"
-    );
+    let status = response.status().as_u16();
+    response.body_mut().log(crate::access::Entry {
+        started: start,
+        method,
+        path,
+        host,
+        app: target.app,
+        release: target.release,
+        replica: target.replica,
+        status,
+        request_id: request_id.to_str().unwrap_or("").to_string(),
+        bytes: 0,
+    });
     response.headers_mut().insert(X_REQUEST_ID, request_id);
     response
 }
@@ -91,6 +102,7 @@ async fn forward(
     target.app = Some(pick.app.clone());
     target.replica = Some(pick.replica.clone());
     target.stats = Some(pick.stats.clone());
+    target.release = Some(pick.release);
     target.slot = Some(pick.slot.clone());
 
     let uri_host = parts.uri.authority().cloned();

@@ -53,6 +53,8 @@ pub(crate) struct Pick {
     /// Whether the route has another backend to retry on.
     pub(crate) others: bool,
     pub(crate) guard: InflightGuard,
+    /// The chosen replica's release.
+    pub(crate) release: u32,
     /// The chosen replica's counter and passive health.
     pub(crate) slot: Arc<Slot>,
     /// The RED counters of the chosen replica's release.
@@ -177,6 +179,7 @@ impl RouteEntry {
             authority: chosen.authority.clone(),
             others: self.backends.len() > 1,
             guard: InflightGuard::new(chosen.slot.clone()),
+            release: chosen.release,
             slot: chosen.slot.clone(),
             stats: chosen.stats.clone(),
         })
