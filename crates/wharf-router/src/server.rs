@@ -1,13 +1,14 @@
-//! The downstream listener: HTTP/1.1 keep-alive connections and graceful shutdown.
+//! The downstream listener: HTTP/1.1 keep-alive connections (with upgrades) and HTTP/2
+//! with prior knowledge (h2c), told apart by the connection preface; graceful shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -24,8 +25,9 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     // Each connection holds a receiver; `closed()` resolves when the last one is gone.
     let (stop, stopped) = watch::channel(false);
-    let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).keep_alive(true);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -55,7 +57,7 @@ pub(crate) async fn serve(
 
 async fn connection(
     router: Arc<Router>,
-    builder: http1::Builder,
+    builder: auto::Builder<TokioExecutor>,
     stream: TcpStream,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -65,9 +67,7 @@ async fn connection(
         let router = router.clone();
         async move { Ok::<_, Infallible>(proxy::handle(&router, request, peer).await) }
     });
-    let conn = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,

@@ -746,3 +746,44 @@ async fn ejection_never_empties_a_route() {
         );
     }
 }
+
+#[tokio::test]
+async fn h2c_prior_knowledge_is_served() {
+    let mut a = backend("a").await;
+    let t = start(
+        RouterConfig::default(),
+        table(1, vec![route("a", &["a.localhost"], &[("a-1", a.addr)])]),
+    )
+    .await;
+    let stream = TcpStream::connect(t.addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    for i in 0..3 {
+        let request = Request::get(format!("http://a.localhost/h2/{i}"))
+            .version(http::Version::HTTP_2)
+            .body(Full::<Bytes>::default())
+            .expect("request");
+        let response = sender.send_request(request).await.expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert!(response.headers().contains_key("x-request-id"));
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        assert_eq!(&body[..], b"a");
+        let (path, seen) = a.seen.recv().await.expect("seen");
+        assert_eq!(path, format!("/h2/{i}"));
+        assert_eq!(
+            seen["host"], "a.localhost",
+            "the replica gets a Host header over HTTP/1.1"
+        );
+    }
+}
