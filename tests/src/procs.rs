@@ -57,6 +57,22 @@ pub fn descendants(root: u32) -> Vec<u32> {
     out
 }
 
+/// The host pid, among `candidates`, of the process whose pid in its own (innermost) PID
+/// namespace is `ns_pid` — what an app inside a sandbox reports as its own or a child's
+/// pid. Without PID namespaces the two are the same.
+pub fn host_pid(ns_pid: u32, candidates: &[u32]) -> Option<u32> {
+    candidates.iter().copied().find(|&p| {
+        std::fs::read_to_string(format!("/proc/{p}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("NSpid:"))
+                    .and_then(|v| v.split_whitespace().last()?.parse::<u32>().ok())
+            })
+            == Some(ns_pid)
+    })
+}
+
 /// SIGKILL to one process.
 pub fn kill9(p: u32) {
     let _ = kill(pid(p), Signal::SIGKILL);

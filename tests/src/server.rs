@@ -70,11 +70,18 @@ pub struct Server {
     log: PathBuf,
     child: Option<Child>,
     router: String,
+    /// Extra `wharf server` arguments.
+    extra: Vec<String>,
 }
 
 impl Server {
     /// Starts a server on a fresh data dir and waits until its API answers.
     pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    /// Like [`Server::start`], with extra `wharf server` arguments (`--api 127.0.0.1:0`).
+    pub fn start_with(extra: &[&str]) -> Server {
         let tmp = tempfile::Builder::new()
             .prefix("wharf-e2e-")
             .tempdir()
@@ -87,6 +94,7 @@ impl Server {
             log,
             child: None,
             router: String::new(),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         s.spawn();
         s
@@ -128,6 +136,7 @@ impl Server {
             .arg("--data-dir")
             .arg(&self.data)
             .args(["--listen", "127.0.0.1:0"])
+            .args(&self.extra)
             .env_remove("WHARF_DATA_DIR")
             .env_remove("WHARF_SERVER")
             .stdin(Stdio::null())
@@ -202,6 +211,34 @@ impl Server {
             .env_remove("WHARF_DATA_DIR")
             .env_remove("WHARF_SERVER");
         cmd
+    }
+
+    /// The TCP API address (`--api`), from `server.json`.
+    pub fn api(&self) -> Option<String> {
+        std::fs::read(self.data.join("server.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["api"].as_str().map(str::to_string))
+    }
+
+    /// The server's whole output so far.
+    pub fn log_text(&self) -> Vec<u8> {
+        std::fs::read(&self.log).unwrap_or_default()
+    }
+
+    /// Runs the CLI with extra environment variables and `stdin` as standard input.
+    pub fn wharf_with(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Out {
+        let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied());
+        let out = run_with(cmd, CLI_DEADLINE, stdin);
+        eprintln!(
+            "$ wharf {} -> {}\n{}{}",
+            args.join(" "),
+            out.code,
+            indent(&out.stdout),
+            indent(&out.stderr)
+        );
+        out
     }
 
     /// Runs `wharf --data-dir D ARGS...` to completion.
@@ -341,7 +378,7 @@ impl Server {
     }
 
     /// Kills every replica left behind: each handle's process group, then any process
-    /// still naming the data dir on its command line.
+    /// still naming the data dir on its command line; then removes their cgroups.
     fn kill_replicas(&self) {
         for h in self.handles() {
             if let Some(pid) = h["pid"].as_u64().and_then(|p| u32::try_from(p).ok()) {
@@ -349,6 +386,11 @@ impl Server {
             }
         }
         procs::kill_mentioning(&self.data);
+        // Sandboxed replicas' cgroups would outlive the temporary data dir.
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        if let Some(instance) = crate::isolation::instance_from_log(&log) {
+            crate::isolation::remove_instance_cgroups(&instance);
+        }
     }
 }
 
@@ -399,11 +441,24 @@ fn pump(
 }
 
 /// Runs a command to completion (killing it after `deadline`).
-fn run(mut cmd: Command, deadline: Duration) -> Out {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+fn run(cmd: Command, deadline: Duration) -> Out {
+    run_with(cmd, deadline, None)
+}
+
+/// Runs a command to completion with `stdin` as its standard input.
+fn run_with(mut cmd: Command, deadline: Duration, stdin: Option<&str>) -> Out {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("cannot run wharf");
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        use std::io::Write;
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
     let stdout = Arc::new(Mutex::new(String::new()));
     let stderr = Arc::new(Mutex::new(String::new()));
     let readers: Vec<JoinHandle<()>> = [

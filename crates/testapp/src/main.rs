@@ -37,6 +37,9 @@
 //! - `/hang` → answers, then every later request hangs forever (a deadlocked app)
 //! - `/alloc?mb=N` → allocates, touches and keeps N MiB (default 1)
 //! - `/spawn-child` → spawns `sleep 1000` (left running) and answers its pid
+//! - `/sh?c=SCRIPT` → runs `/bin/sh -c SCRIPT`; `exit=N`, then its stdout and stderr
+//! - `/burn?ms=N&threads=T` → T threads (default 1) spin for N ms (default 1000);
+//!   `cpu_ms=C wall_ms=N threads=T`, C being the CPU time they got
 //! - `POST /echo` → the request body, back
 //! - anything else → 404
 //!

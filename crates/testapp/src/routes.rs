@@ -69,6 +69,17 @@ pub fn handle(req: &Request, cfg: &Config) -> Response {
             None => Response::text(400, "mb must be a number\n"),
         },
         ("GET", "/spawn-child") => spawn_child(),
+        ("GET", "/sh") => match req.query_param("c") {
+            Some(script) => sh(&script),
+            None => Response::text(400, "c (the shell script) is required\n"),
+        },
+        ("GET", "/burn") => match (
+            number(req.query_param("ms"), 1000),
+            number(req.query_param("threads"), 1),
+        ) {
+            (Some(ms), Some(threads @ 1..=64)) => burn(ms, threads),
+            _ => Response::text(400, "ms and threads (1..=64) must be numbers\n"),
+        },
         ("POST" | "PUT", "/echo") => Response {
             status: 200,
             content_type: "application/octet-stream",
@@ -144,4 +155,65 @@ fn spawn_child() -> Response {
         Ok(child) => Response::text(200, format!("{}\n", child.id())),
         Err(e) => Response::text(500, format!("spawn failed: {e}\n")),
     }
+}
+
+/// `GET /sh?c=SCRIPT`: runs `/bin/sh -c SCRIPT` and answers `exit=N` then its stdout and
+/// stderr. For probing the sandbox from inside a replica.
+fn sh(script: &str) -> Response {
+    match Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(out) => {
+            let mut body = format!("exit={}\n", out.status.code().unwrap_or(-1)).into_bytes();
+            body.extend_from_slice(&out.stdout);
+            body.extend_from_slice(&out.stderr);
+            Response {
+                status: 200,
+                content_type: "text/plain",
+                body,
+            }
+        }
+        Err(e) => Response::text(500, format!("cannot run /bin/sh: {e}\n")),
+    }
+}
+
+/// CPU time this thread has run, from `/proc/thread-self/schedstat` (nanoseconds).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// `GET /burn?ms=N&threads=T`: T threads spin for N ms of wall-clock time; answers
+/// `cpu_ms=C wall_ms=N threads=T`, C being the CPU time they got together.
+fn burn(ms: u64, threads: u64) -> Response {
+    let until = std::time::Instant::now() + Duration::from_millis(ms);
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            thread::spawn(move || {
+                let start = thread_cpu_ns();
+                let mut x: u64 = 0;
+                while std::time::Instant::now() < until {
+                    for _ in 0..10_000 {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                }
+                thread_cpu_ns().saturating_sub(start)
+            })
+        })
+        .collect();
+    let cpu_ns: u64 = workers.into_iter().map(|w| w.join().unwrap_or(0)).sum();
+    Response::text(
+        200,
+        format!(
+            "cpu_ms={} wall_ms={ms} threads={threads}\n",
+            cpu_ns / 1_000_000
+        ),
+    )
 }

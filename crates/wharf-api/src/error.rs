@@ -19,6 +19,16 @@ impl HttpError {
     }
 }
 
+impl HttpError {
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self(ApiError {
+            kind: ErrorKind::Forbidden,
+            error: message.into(),
+            manifest: None,
+        })
+    }
+}
+
 impl From<ControlError> for HttpError {
     fn from(e: ControlError) -> Self {
         let manifest = match &e {
@@ -40,6 +50,8 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::Failed => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
     }
 }
 

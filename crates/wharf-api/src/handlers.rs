@@ -36,9 +36,15 @@ pub struct DeployQuery {
 
 pub async fn deploy(
     State(c): State<Controller>,
+    caller: Option<crate::access::Caller>,
     Query(q): Query<DeployQuery>,
     Json(req): Json<DeployRequest>,
 ) -> Response {
+    if let Some(axum::Extension(p)) = caller {
+        if let Err(e) = crate::access::check_deploy_scope(&p, &req.dir, req.app.as_deref()) {
+            return e.into_response();
+        }
+    }
     let (progress, rx) = Progress::channel(256);
     let opts = DeployOptions {
         dir: req.dir.into(),
@@ -72,8 +78,12 @@ pub async fn configure(
     Ok(ndjson(rx))
 }
 
-pub async fn apps(State(c): State<Controller>) -> Response {
-    Json(c.apps()).into_response()
+pub async fn apps(State(c): State<Controller>, caller: Option<crate::access::Caller>) -> Response {
+    let mut apps = c.apps();
+    if let Some(axum::Extension(p)) = caller {
+        apps.retain(|a| p.may_touch(&a.name));
+    }
+    Json(apps).into_response()
 }
 
 pub async fn status(State(c): State<Controller>, Path(app): Path<String>) -> Result<Response> {
@@ -85,9 +95,24 @@ pub struct PsQuery {
     app: Option<String>,
 }
 
-pub async fn ps(State(c): State<Controller>, Query(q): Query<PsQuery>) -> Result<Response> {
+pub async fn ps(
+    State(c): State<Controller>,
+    caller: Option<crate::access::Caller>,
+    Query(q): Query<PsQuery>,
+) -> Result<Response> {
     let app = q.app.map(app_name).transpose()?;
-    Ok(Json(c.ps(app.as_ref())?).into_response())
+    let mut rows = c.ps(app.as_ref())?;
+    if let Some(axum::Extension(p)) = caller {
+        if let Some(a) = &app {
+            if !p.may_touch(a.as_str()) {
+                return Err(HttpError::forbidden(format!(
+                    "this token is limited to another app, not {a}"
+                )));
+            }
+        }
+        rows.retain(|r| p.may_touch(&r.app));
+    }
+    Ok(Json(rows).into_response())
 }
 
 pub async fn releases(State(c): State<Controller>, Path(app): Path<String>) -> Result<Response> {

@@ -118,7 +118,7 @@ impl Inner {
                 }
             },
         };
-        let launch = Launch {
+        let mut launch = Launch {
             app: app.clone(),
             process: r.process.clone(),
             release: r.release,
@@ -130,6 +130,16 @@ impl Inner {
             cpu: spec.cpu,
             memory: spec.memory,
         };
+        if !release.secrets.is_empty() {
+            if let Err(e) = self.with_secrets(&release, &mut launch) {
+                if restart {
+                    entry.replica.restarts += 1;
+                }
+                tracing::warn!(app = %app, replica = %id, "{e}");
+                entry.replica.record_exit(start_failure(now, e.to_string()));
+                return;
+            }
+        }
         match self.runtime.start(&launch) {
             Ok(handle) => {
                 if restart {
@@ -151,6 +161,33 @@ impl Inner {
                 entry.replica.record_exit(start_failure(now, e.to_string()));
             }
         }
+    }
+
+    /// Decrypts the release's secrets for this start and wraps the command in the
+    /// `secret-env` helper, which claims them with a one-use ticket. Nothing secret goes
+    /// into the launch spec (which the runtime writes under the data dir).
+    fn with_secrets(
+        &self,
+        release: &wharf_types::Release,
+        launch: &mut Launch,
+    ) -> Result<(), crate::ControlError> {
+        let helper = self.settings.secret_env.as_ref().ok_or_else(|| {
+            crate::ControlError::failed(
+                "this server cannot deliver secrets to replicas (no secret-env helper)",
+            )
+        })?;
+        let env = self.open_secrets(release)?;
+        let ticket = self.park_secrets(&launch.app, &launch.id, env)?;
+        launch
+            .env
+            .insert(crate::secrets::TICKET_VAR.to_string(), ticket);
+        launch.command = format!(
+            "{} secret-env {} {}",
+            shell_quote(&helper.exe.to_string_lossy()),
+            shell_quote(&helper.claim),
+            shell_quote(&launch.command)
+        );
+        Ok(())
     }
 
     fn rollout_succeeded(&self, app: &AppName, release: u32, now: UnixMillis) {
@@ -318,4 +355,18 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// Quotes `s` as one word for `/bin/sh`.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod quote_tests {
+    #[test]
+    fn shell_quote_keeps_one_word() {
+        assert_eq!(super::shell_quote("a b"), "'a b'");
+        assert_eq!(super::shell_quote("it's"), "'it'\\''s'");
+    }
 }

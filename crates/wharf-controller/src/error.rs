@@ -10,6 +10,8 @@ pub enum Kind {
     Conflict,
     Failed,
     Internal,
+    Unauthorized,
+    Forbidden,
 }
 
 #[derive(Debug, thiserror::Error)]

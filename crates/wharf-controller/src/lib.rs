@@ -1,14 +1,16 @@
 //! wharf-controller: the control plane's event loop.
 //!
-//! User actions (deploy, scale, config, rollback, destroy) write desired state to the
+//! User actions (deploy, scale, config, secrets, rollback, destroy) write desired state to the
 //! store and wake the loop; every tick the loop observes the world (replica exits, probe
 //! verdicts), asks `wharf_core::plan()` what to do, executes the actions through the
 //! ports (runtime, route sink, store) and publishes the route table.
 //!
 //! Invariants: the store is written before an action is acknowledged; observed state is
 //! rebuilt from the world at start (re-adoption), never trusted from the store; a replica
-//! leaves the route table before it is signalled; every timing decision uses the Clock.
+//! leaves the route table before it is signalled; every timing decision uses the Clock;
+//! secret values are decrypted only to start a replica and live only in memory.
 
+mod access;
 mod actions;
 mod desired;
 mod env;
@@ -19,6 +21,8 @@ mod probing;
 mod query;
 mod reconcile;
 mod releases;
+mod rotation;
+mod secrets;
 mod state;
 mod stopper;
 
@@ -26,12 +30,14 @@ pub use error::{ControlError, Kind};
 pub use events::Event;
 pub use query::api_kind;
 pub use releases::{load_manifest, DeployOptions, Progress};
+pub use secrets::TICKET_VAR;
+
 pub use wharf_runtime::logs;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, Notify};
-use wharf_core::ports::{RouteSink, Runtime, Store};
+use wharf_core::ports::{RouteSink, Runtime, Store, Vault};
 use wharf_core::Clock;
 use wharf_runtime::Layout;
 use wharf_types::{AppName, AppRecord, Release};
@@ -43,6 +49,18 @@ pub struct Settings {
     pub public_port: u16,
     /// Reconcile period when nothing wakes the loop earlier.
     pub tick: std::time::Duration,
+    /// How replicas of releases with secrets get them; `None`: such replicas fail to
+    /// start with a clear reason.
+    pub secret_env: Option<SecretEnv>,
+}
+
+/// The helper that fetches a starting replica's secrets and execs the app:
+/// `EXE secret-env CLAIM_ADDR COMMAND`, with a one-use ticket in `WHARF_SECRETS_TICKET`.
+#[derive(Debug, Clone)]
+pub struct SecretEnv {
+    pub exe: std::path::PathBuf,
+    /// Loopback `HOST:PORT` of the claim listener.
+    pub claim: String,
 }
 
 impl Default for Settings {
@@ -50,6 +68,7 @@ impl Default for Settings {
         Self {
             public_port: 8080,
             tick: std::time::Duration::from_millis(100),
+            secret_env: None,
         }
     }
 }
@@ -62,6 +81,7 @@ pub struct Controller {
 
 pub(crate) struct Inner {
     pub store: Arc<dyn Store>,
+    pub vault: Arc<dyn Vault>,
     pub runtime: Arc<dyn Runtime>,
     pub routes: Arc<dyn RouteSink>,
     pub clock: Arc<dyn Clock>,
@@ -77,13 +97,19 @@ pub(crate) struct Inner {
     pub baselines: Mutex<desired::Baselines>,
     /// Apps with a release being created (deploy, config, rollback): one at a time.
     pub busy: Mutex<std::collections::BTreeSet<AppName>>,
+    /// Decrypted secrets waiting for starting replicas, by ticket.
+    pub tickets: Mutex<std::collections::HashMap<String, secrets::Ticket>>,
+    /// Failed rotations: when to try again, per (app, secret).
+    pub rotation_retry: Mutex<BTreeMap<(AppName, String), wharf_types::release::UnixMillis>>,
 }
 
 impl Controller {
     /// Loads desired state from the store and re-adopts running replicas. Call
     /// [`Controller::run`] to start reconciling.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
+        vault: Arc<dyn Vault>,
         runtime: Arc<dyn Runtime>,
         routes: Arc<dyn RouteSink>,
         clock: Arc<dyn Clock>,
@@ -93,6 +119,7 @@ impl Controller {
         let (events, _) = broadcast::channel(1024);
         let inner = Arc::new(Inner {
             store,
+            vault,
             runtime,
             routes,
             clock,
@@ -105,6 +132,8 @@ impl Controller {
             events,
             baselines: Mutex::new(Default::default()),
             busy: Mutex::new(Default::default()),
+            tickets: Mutex::new(Default::default()),
+            rotation_retry: Mutex::new(BTreeMap::new()),
         });
         let c = Self { inner };
         c.load()?;
@@ -116,10 +145,14 @@ impl Controller {
     /// returns: they belong to the platform, not to this process.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let rotation = tokio::spawn(self.clone().rotation_loop());
         loop {
             self.tick();
             tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => {
+                    rotation.abort();
+                    return;
+                }
                 _ = self.inner.wake.notified() => {}
                 _ = tokio::time::sleep(self.inner.settings.tick) => {}
             }

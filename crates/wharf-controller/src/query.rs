@@ -16,6 +16,8 @@ pub fn api_kind(k: Kind) -> ErrorKind {
         Kind::Conflict => ErrorKind::Conflict,
         Kind::Failed => ErrorKind::Failed,
         Kind::Internal => ErrorKind::Internal,
+        Kind::Unauthorized => ErrorKind::Unauthorized,
+        Kind::Forbidden => ErrorKind::Forbidden,
     }
 }
 

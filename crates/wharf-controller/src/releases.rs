@@ -30,10 +30,10 @@ impl Progress {
         let (tx, rx) = mpsc::channel(cap);
         (Self(tx), rx)
     }
-    async fn send(&self, e: DeployEvent) {
+    pub(crate) async fn send(&self, e: DeployEvent) {
         let _ = self.0.send(e).await;
     }
-    async fn say(&self, message: impl Into<String>) {
+    pub(crate) async fn say(&self, message: impl Into<String>) {
         self.send(DeployEvent::Progress {
             message: message.into(),
         })
@@ -57,13 +57,13 @@ impl Progress {
 }
 
 /// Marks an app busy while a release is created and rolled out; freed on drop.
-struct Busy<'a> {
+pub(crate) struct Busy<'a> {
     inner: &'a Inner,
     app: AppName,
 }
 
 impl<'a> Busy<'a> {
-    fn take(inner: &'a Inner, app: &AppName) -> Result<Self, ControlError> {
+    pub(crate) fn take(inner: &'a Inner, app: &AppName) -> Result<Self, ControlError> {
         let mut busy = inner.busy.lock().map_err(ControlError::poisoned)?;
         if !busy.insert(app.clone()) {
             return Err(ControlError::conflict(format!(
@@ -86,14 +86,14 @@ impl Drop for Busy<'_> {
 }
 
 /// What a rollout goes to.
-enum Target {
+pub(crate) enum Target {
     /// A release to record as the next version.
-    New(Release),
+    New(Box<Release>),
     /// A version that already exists (rollback).
     Existing(u32),
 }
 
-type Events = tokio::sync::broadcast::Receiver<Event>;
+pub(crate) type Events = tokio::sync::broadcast::Receiver<Event>;
 
 /// Reads the manifest (or Procfile) of an app directory.
 pub fn load_manifest(dir: &Path, app: Option<&str>) -> Result<Manifest, ControlError> {
@@ -168,6 +168,10 @@ impl Controller {
             .as_ref()
             .map(|a| a.config.clone())
             .unwrap_or_default();
+        let secrets = existing
+            .as_ref()
+            .map(|a| a.secrets.clone())
+            .unwrap_or_default();
         let mut env = manifest.env.clone();
         env.extend(config);
 
@@ -201,15 +205,18 @@ impl Controller {
             created_at: 0,
             description: "deploy".into(),
             manifest_env: manifest.env.clone(),
+            secrets,
+            rotate: manifest.rotate.clone(),
         };
         let rec = existing.unwrap_or_else(|| AppRecord::new(app.clone(), inner.clock.now()));
-        let (version, events) = self.start_rollout(rec, Target::New(release), "deploy".into())?;
+        let (version, events) =
+            self.start_rollout(rec, Target::New(Box::new(release)), "deploy".into())?;
         drop(busy);
         self.announce_and_wait(&app, version, events, opts.detach, progress)
             .await
     }
 
-    async fn announce_and_wait(
+    pub(crate) async fn announce_and_wait(
         &self,
         app: &AppName,
         version: u32,
@@ -280,7 +287,7 @@ impl Controller {
     /// Makes `release` (a new release, or an existing version to go back to) the
     /// app's target and starts its rollout. A rollout still in progress is superseded:
     /// the new one starts from the last release that fully rolled out.
-    fn start_rollout(
+    pub(crate) fn start_rollout(
         &self,
         mut rec: AppRecord,
         target: Target,
@@ -290,7 +297,8 @@ impl Controller {
         let now = inner.clock.now();
         let app = rec.name.clone();
         let (version, new_release) = match target {
-            Target::New(mut release) => {
+            Target::New(release) => {
+                let mut release = *release;
                 rec.latest += 1;
                 release.version = rec.latest;
                 release.created_at = now;
@@ -409,6 +417,8 @@ impl Controller {
                 let old = self.inner.release(app, to).ok_or_else(|| ControlError::not_found(format!("{app} has no release v{to}; see `wharf releases {app}`")))?;
                 // The app's config follows the release rolled back to.
                 rec.config = old.env.iter().filter(|(k, v)| old.manifest_env.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+                // So do its secret versions (staged changes are dropped).
+                rec.secrets = old.secrets.clone();
                 self.start_rollout(rec, Target::Existing(to), format!("rollback from v{current}"))?
             };
             progress.say(format!("rolling back to v{}", started.0)).await;
@@ -464,11 +474,13 @@ impl Controller {
             env.extend(rec.config.clone());
             let mut release = (*base).clone();
             release.env = env;
+            release.secrets = rec.secrets.clone();
             let mut what: Vec<String> = set.keys().map(|k| format!("set {k}")).collect();
             what.extend(unset.iter().map(|k| format!("unset {k}")));
             release.description = format!("config {}", what.join(", "));
             let cause = release.description.clone();
-            let (version, events) = self.start_rollout(rec, Target::New(release), cause)?;
+            let (version, events) =
+                self.start_rollout(rec, Target::New(Box::new(release)), cause)?;
             drop(busy);
             self.announce_and_wait(app, version, events, false, &progress)
                 .await
@@ -566,7 +578,7 @@ impl Controller {
     }
 }
 
-fn no_app(app: &AppName) -> ControlError {
+pub(crate) fn no_app(app: &AppName) -> ControlError {
     ControlError::not_found(format!("no app named {app}; see `wharf apps`"))
 }
 
@@ -574,7 +586,7 @@ fn short(hash: &str) -> &str {
     hash.get(..19).unwrap_or(hash)
 }
 
-fn check_env_name(k: &str) -> Result<(), ControlError> {
+pub(crate) fn check_env_name(k: &str) -> Result<(), ControlError> {
     if !wharf_types::manifest::valid_env_name(k) {
         return Err(ControlError::bad_input(format!(
             "invalid variable name {k:?}; use letters, digits and '_', not starting with a digit"

@@ -6,11 +6,11 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{FakeRuntime, Routes};
-use wharf_controller::{Controller, DeployOptions, Progress, Settings};
+use wharf_controller::{Controller, DeployOptions, Progress, SecretEnv, Settings};
 use wharf_core::clock::SystemClock;
 use wharf_core::ports::{Handle, Liveness};
 use wharf_runtime::Layout;
-use wharf_store::MemStore;
+use wharf_store::{KeyVault, MemStore};
 use wharf_types::api::{DeployEvent, ReplicaState};
 use wharf_types::AppName;
 
@@ -50,9 +50,15 @@ fn harness_with(rt: Arc<FakeRuntime>, store: Arc<MemStore>, data: tempfile::Temp
     let settings = Settings {
         public_port: 8080,
         tick: Duration::from_millis(10),
+        secret_env: Some(SecretEnv {
+            exe: "/usr/bin/wharf".into(),
+            claim: "127.0.0.1:9".into(),
+        }),
     };
+    let vault = Arc::new(KeyVault::load(None, &data.path().join("keys/master.key")).unwrap());
     let c = Controller::new(
         store,
+        vault,
         rt.clone(),
         routes.clone(),
         Arc::new(SystemClock),
@@ -370,4 +376,59 @@ async fn destroy_stops_everything_and_forgets_the_app() {
     let e = h.c.destroy(&shop()).await.unwrap_err();
     assert!(e.to_string().contains("no app named shop"));
     let _ = &h.data;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_reach_a_replica_only_through_a_one_use_ticket() {
+    use wharf_types::secret::SecretsRequest;
+    let h = harness();
+    let dir = app_dir(1, "");
+    let events = deploy(&h.c, dir.path()).await;
+    assert!(
+        matches!(outcome(&events), DeployEvent::Done { .. }),
+        "{events:?}"
+    );
+    let (progress, mut rx) = Progress::channel(64);
+    let req = SecretsRequest {
+        set: std::collections::BTreeMap::from([("DB".to_string(), "plain-value".to_string())]),
+        ..Default::default()
+    };
+    let c2 = h.c.clone();
+    tokio::spawn(async move { c2.set_secrets(&shop(), req, progress).await });
+    let mut events = Vec::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("secrets set stalled")
+    {
+        events.push(e);
+    }
+    assert!(
+        matches!(outcome(&events), DeployEvent::Done { release: 2, .. }),
+        "{events:?}"
+    );
+    let last = h.rt.launches.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.release, 2);
+    assert!(
+        last.command.contains(" secret-env ") && last.command.ends_with(" 'serve'"),
+        "{}",
+        last.command
+    );
+    assert!(
+        !format!("{last:?}").contains("plain-value"),
+        "no plaintext in the launch spec"
+    );
+    let ticket = last.env[wharf_controller::TICKET_VAR].clone();
+    let env = h.c.claim_secrets(&ticket).unwrap();
+    assert_eq!(env["DB"], "plain-value");
+    assert!(h.c.claim_secrets(&ticket).is_err(), "a ticket works once");
+    let list = h.c.secrets(&shop()).unwrap();
+    assert_eq!(
+        (list[0].name.as_str(), list[0].version, list[0].live),
+        ("DB", 1, true)
+    );
+    let audit = h.c.audit_log(Some("shop"), None).unwrap();
+    assert!(
+        audit.iter().any(|e| e.action.contains("secrets read (DB)")),
+        "{audit:?}"
+    );
 }

@@ -4,7 +4,9 @@
 use crate::replica::Exit;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use wharf_types::access::{AuditEntry, TokenRecord};
 use wharf_types::release::UnixMillis;
+use wharf_types::secret::SealedSecret;
 use wharf_types::{AppName, AppRecord, ProcessType, Release};
 
 /// Everything needed to start one replica process.
@@ -96,8 +98,75 @@ pub trait Store: Send + Sync {
     fn put(&self, app: &AppRecord, release: Option<&Release>) -> Result<(), StoreError>;
     fn release(&self, app: &AppName, version: u32) -> Result<Option<Release>, StoreError>;
     fn releases(&self, app: &AppName) -> Result<Vec<Release>, StoreError>;
-    /// Deletes the app and all its releases.
+    /// Deletes the app and all its releases and secrets.
     fn delete(&self, app: &AppName) -> Result<(), StoreError>;
+
+    /// Writes sealed secret versions in one transaction; a version, once written, is
+    /// only ever replaced by [`Store::rewrap_secrets`].
+    fn put_secrets(&self, secrets: &[SealedSecret]) -> Result<(), StoreError>;
+    fn secret(
+        &self,
+        app: &AppName,
+        name: &str,
+        version: u32,
+    ) -> Result<Option<SealedSecret>, StoreError>;
+    /// Every version of every secret of `app`.
+    fn secrets(&self, app: &AppName) -> Result<Vec<SealedSecret>, StoreError>;
+    /// Applies `f` to every sealed secret of every app and writes the results, all in one
+    /// transaction: either every secret is rewritten or none is.
+    fn rewrap_secrets(&self, f: &mut RewrapFn<'_>) -> Result<usize, StoreError>;
+
+    /// Writes (or replaces, for revocation) a token record.
+    fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Appends to the audit log.
+    fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// The audit log, oldest first.
+    fn audit(&self) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// What [`Store::rewrap_secrets`] applies to each secret.
+pub type RewrapFn<'a> = dyn FnMut(&mut SealedSecret) -> Result<(), StoreError> + 'a;
+
+/// Errors of the secret vault. Messages name the secret, never its value.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("secret {name} of {app} (version {version}) failed authentication: its stored ciphertext was altered or belongs elsewhere; it was not used. Set it again with `wharf secrets set {app} {name}=...`")]
+    Tampered {
+        app: String,
+        name: String,
+        version: u32,
+    },
+    #[error("secret {name} of {app} (version {version}) is wrapped by master key {key_id}, which this server does not have; start the server with that key (--master-key-file or $WHARF_MASTER_KEY)")]
+    UnknownKey {
+        app: String,
+        name: String,
+        version: u32,
+        key_id: String,
+    },
+    #[error("master key: {0}")]
+    Key(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Envelope encryption of secrets: seals values under fresh data keys wrapped by the
+/// master key, opens them (verifying integrity), and rotates the master key.
+pub trait Vault: Send + Sync {
+    fn seal(
+        &self,
+        app: &AppName,
+        name: &str,
+        version: u32,
+        now: UnixMillis,
+        plaintext: &[u8],
+    ) -> Result<SealedSecret, VaultError>;
+    /// Decrypts and authenticates; a tampered record is an error, never a value.
+    fn open(&self, sealed: &SealedSecret) -> Result<Vec<u8>, VaultError>;
+    /// Makes a new master key current and re-wraps every data key in `store` with it in
+    /// one transaction. Returns the new key id and the number of secrets re-wrapped.
+    fn rotate(&self, store: &dyn Store) -> Result<(String, usize), VaultError>;
 }
 
 /// Where the controller sends the route table, and asks how busy a replica is.

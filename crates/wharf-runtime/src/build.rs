@@ -68,6 +68,7 @@ pub fn build(
         if let Some(command) = spec.command {
             run_command(command, &work, spec.env, spec.log, on_line)?;
         }
+        make_readable(&work).map_err(BuildError::Store)?;
         let hash = hash_tree(&work).map_err(BuildError::Store)?;
         let dest = layout.artifact(&hash);
         if !dest.exists() {
@@ -191,6 +192,37 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<(), BuildError> {
     Ok(())
 }
 
+/// Makes an artifact readable by every app's uid (`a+r` on files, `a+rx` on directories
+/// and executables): sandboxed replicas run as their app's own uid, not as the owner of
+/// the files. On the host the data dir (mode 0700) keeps artifacts private; inside a
+/// replica only its own artifact is mounted. Modes are not part of the hash.
+pub fn make_readable(root: &Path) -> std::io::Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            let ft = e.file_type()?;
+            if ft.is_symlink() {
+                continue;
+            }
+            let mode = e.metadata()?.permissions().mode();
+            let want = if ft.is_dir() || mode & 0o100 != 0 {
+                mode | 0o555
+            } else {
+                mode | 0o444
+            };
+            if want != mode {
+                std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(want))?;
+            }
+            if ft.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    let mode = std::fs::metadata(root)?.permissions().mode();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode | 0o555))
+}
+
 /// Hashes a tree: sorted relative paths, kinds, executable bits, contents, link targets.
 pub fn hash_tree(root: &Path) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
@@ -276,6 +308,43 @@ mod tests {
             0,
             "scratch space is cleaned"
         );
+    }
+
+    #[test]
+    fn artifacts_are_readable_by_every_uid() {
+        let data = tempfile::tempdir().unwrap();
+        let layout = Layout::new(data.path());
+        let src = app_dir();
+        std::fs::set_permissions(
+            src.path().join("app.js"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            src.path().join("lib"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        let env = BTreeMap::new();
+        let log = data.path().join("b.log");
+        let spec = BuildSpec {
+            src: src.path(),
+            command: Some("printf '#!/bin/sh\\n' > run.sh && chmod 700 run.sh"),
+            env: &env,
+            log: &log,
+        };
+        let a = build(&layout, &spec, &mut |_| {}).unwrap();
+        let mode = |p: &str| {
+            std::fs::metadata(a.path.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("app.js"), 0o644);
+        assert_eq!(mode("lib"), 0o755);
+        assert_eq!(mode("run.sh"), 0o755);
+        assert_eq!(mode("") & 0o555, 0o555);
     }
 
     #[test]

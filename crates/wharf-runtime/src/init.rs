@@ -5,8 +5,15 @@
 //! stderr line to the app's log file as a JSON record, forwards SIGTERM/SIGINT/SIGHUP to
 //! the app, and when the app exits records how in `exit.json` and exits itself. It never
 //! talks to the server, so it outlives a server crash.
+//!
+//! When the launch file carries a [`SandboxSpec`], the init first joins the replica's
+//! cgroup, then starts the app in its namespaces under a tiny PID 1 (see
+//! [`crate::sandbox::pid1`]); the exit it records is the app's, marked `oom_killed` when
+//! the replica's memory cgroup counted an OOM kill.
 
 use crate::logs::{self, Source};
+use crate::sandbox::pid1::{self, AppStatus};
+use crate::sandbox::SandboxSpec;
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
@@ -28,6 +35,9 @@ pub struct LaunchFile {
     pub dir: PathBuf,
     pub env: BTreeMap<String, String>,
     pub log: PathBuf,
+    /// Present when the replica runs sandboxed (see [`crate::sandbox`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxSpec>,
 }
 
 /// How the app ended; written by the init as `exit.json`.
@@ -36,11 +46,29 @@ pub struct ExitFile {
     pub code: Option<i32>,
     pub signal: Option<i32>,
     pub at_ms: u64,
+    /// The kernel's OOM killer killed a process of the replica (its memory cgroup says).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_killed: bool,
 }
 
 impl ExitFile {
-    /// "exited with code 3", "killed by signal 9 (SIGKILL)".
+    /// "exited with code 3", "killed by signal 9 (SIGKILL)", "OOM killed (...)".
     pub fn reason(&self) -> String {
+        if self.oom_killed {
+            return match (self.code, self.signal) {
+                (None, Some(9)) | (None, None) => {
+                    "OOM killed: the replica exceeded its memory limit".to_string()
+                }
+                _ => format!(
+                    "{} after the OOM killer killed one of its processes (memory limit)",
+                    ExitFile {
+                        oom_killed: false,
+                        ..self.clone()
+                    }
+                    .reason()
+                ),
+            };
+        }
         match (self.code, self.signal) {
             (Some(c), _) => format!("exited with code {c}"),
             (None, Some(s)) => {
@@ -138,58 +166,47 @@ pub fn run(run_dir: &Path) -> i32 {
         }
     }
 
-    let mut child = match Command::new("/bin/sh")
-        .arg("-c")
-        .arg(format!("exec {}", launch.command))
-        .env_clear()
-        .envs(&launch.env)
-        .current_dir(&launch.dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
+    let started = match start_app(&launch) {
+        Ok(s) => s,
         Err(e) => {
-            note(&format!("cannot start `{}`: {e}", launch.command));
+            note(&e);
             let exit = ExitFile {
                 code: Some(127),
                 signal: None,
                 at_ms: now_ms(),
+                oom_killed: false,
             };
             let _ = write_json_atomic(&run_dir.join(EXIT_FILE), &exit);
             return 1;
         }
     };
-    let readers: Vec<_> = [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>)
-            .map(|s| (s, "stdout")),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>)
-            .map(|s| (s, "stderr")),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|(stream, name)| {
+    let Started {
+        pid,
+        stdout,
+        stderr,
+        mut status_pipe,
+    } = started;
+    // Each pump says on `done` when its stream ended.
+    let (done_tx, done) = std::sync::mpsc::channel::<()>();
+    let pumps = [(stdout, "stdout"), (stderr, "stderr")].map(|(stream, name)| {
         let log = Arc::clone(&log);
         let source = launch.source.clone();
-        std::thread::spawn(move || pump(stream, &log, &source, name))
-    })
-    .collect();
+        let done_tx = done_tx.clone();
+        std::thread::spawn(move || {
+            pump(stream, &log, &source, name);
+            let _ = done_tx.send(());
+        })
+    });
+    drop(done_tx);
 
-    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-    let status = loop {
+    let mut status = loop {
         match waitpid(pid, None) {
             Ok(WaitStatus::Exited(_, code)) => {
                 break ExitFile {
                     code: Some(code),
                     signal: None,
                     at_ms: now_ms(),
+                    oom_killed: false,
                 }
             }
             Ok(WaitStatus::Signaled(_, sig, _)) => {
@@ -197,6 +214,7 @@ pub fn run(run_dir: &Path) -> i32 {
                     code: None,
                     signal: Some(sig as i32),
                     at_ms: now_ms(),
+                    oom_killed: false,
                 }
             }
             Ok(_) => {}
@@ -212,16 +230,35 @@ pub fn run(run_dir: &Path) -> i32 {
                     code: None,
                     signal: None,
                     at_ms: now_ms(),
+                    oom_killed: false,
                 };
             }
         }
     };
+    // A sandboxed app's own status comes from its PID 1 (which exits right after it).
+    if let Some(pipe) = status_pipe.as_mut() {
+        match AppStatus::read(pipe) {
+            Some(Ok(AppStatus::Exited(code))) if status.code == Some(0) => {
+                status.code = Some(code);
+            }
+            Some(Ok(AppStatus::Signaled(sig))) if status.code == Some(0) => {
+                status.code = None;
+                status.signal = Some(sig);
+            }
+            Some(Err(e)) => note(&format!("cannot start the sandbox: {e}")),
+            _ => {}
+        }
+    }
+    if let Some(spec) = &launch.sandbox {
+        status.oom_killed = spec.cgroup.oom_kills() > 0;
+    }
     // Let the readers drain what the app wrote last, but not forever: a grandchild may
     // still hold the pipes open.
     let deadline = Instant::now() + Duration::from_secs(1);
-    for r in readers {
-        while !r.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
+    for _ in 0..pumps.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if done.recv_timeout(left).is_err() {
+            break;
         }
     }
     note(&format!("process {}", status.reason()));
@@ -229,6 +266,53 @@ pub fn run(run_dir: &Path) -> i32 {
         eprintln!("wharf init: cannot record the exit: {e}");
     }
     0
+}
+
+/// The app as the init supervises it.
+struct Started {
+    /// The app itself, or the sandbox's PID 1.
+    pid: Pid,
+    stdout: Box<dyn Read + Send>,
+    stderr: Box<dyn Read + Send>,
+    /// Sandboxed: where PID 1 reports the app's exit.
+    status_pipe: Option<File>,
+}
+
+/// Starts the app: in its sandbox when the launch file has one (joining the replica's
+/// cgroup first, so everything started from here on is in it), else as a plain child.
+fn start_app(launch: &LaunchFile) -> Result<Started, String> {
+    if let Some(spec) = &launch.sandbox {
+        spec.cgroup
+            .join(0)
+            .map_err(|e| format!("cannot enter the replica's cgroup: {e}"))?;
+        let s = pid1::spawn(launch, spec).map_err(|e| e.to_string())?;
+        return Ok(Started {
+            pid: s.pid,
+            stdout: Box::new(s.stdout),
+            stderr: Box::new(s.stderr),
+            status_pipe: Some(s.status),
+        });
+    }
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("exec {}", launch.command))
+        .env_clear()
+        .envs(&launch.env)
+        .current_dir(&launch.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start `{}`: {e}", launch.command))?;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err("the app's output pipes are missing".into());
+    };
+    Ok(Started {
+        pid: Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX)),
+        stdout: Box::new(stdout),
+        stderr: Box::new(stderr),
+        status_pipe: None,
+    })
 }
 
 fn write_line(log: &Mutex<File>, source: &Source, stream: &str, line: &str) {

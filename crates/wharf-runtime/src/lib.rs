@@ -12,8 +12,9 @@
 //! reused pid is never hit; everything a replica leaves lives under its run directory,
 //! removed by `cleanup`.
 //!
-//! This runtime runs replicas as supervised plain processes. Isolation (namespaces,
-//! cgroups, overlay roots, seccomp) comes behind the same `Runtime` trait.
+//! [`ProcessRuntime`] runs replicas as supervised plain processes, or, given a
+//! [`sandbox::Sandbox`] (root only), each in its own namespaces, root filesystem, cgroup,
+//! uid, capability set and seccomp filter (see [`sandbox`]).
 
 pub mod build;
 pub mod init;
@@ -21,6 +22,7 @@ pub mod layout;
 pub mod logs;
 mod process;
 pub mod procfs;
+pub mod sandbox;
 
 pub use layout::Layout;
 pub use process::ProcessRuntime;

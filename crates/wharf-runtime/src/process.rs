@@ -1,9 +1,11 @@
-//! [`ProcessRuntime`]: replicas as supervised plain processes, each under its own init.
+//! [`ProcessRuntime`]: replicas as supervised processes, each under its own init; plain,
+//! or sandboxed when built [`ProcessRuntime::sandboxed`].
 
 use crate::init::{self, ExitFile, InitFile, LaunchFile, EXIT_FILE, INIT_FILE, LAUNCH_FILE};
 use crate::layout::Layout;
 use crate::logs::{self, Source};
 use crate::procfs;
+use crate::sandbox::Sandbox;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use std::collections::HashMap;
@@ -24,6 +26,7 @@ pub struct ProcessRuntime {
     init: Vec<OsString>,
     proc_root: PathBuf,
     children: Mutex<HashMap<u32, Child>>,
+    sandbox: Option<Sandbox>,
 }
 
 impl ProcessRuntime {
@@ -35,7 +38,21 @@ impl ProcessRuntime {
             init,
             proc_root: PathBuf::from("/proc"),
             children: Mutex::new(HashMap::new()),
+            sandbox: None,
         }
+    }
+
+    /// Like [`ProcessRuntime::new`], with every replica in `sandbox`.
+    pub fn sandboxed(layout: Layout, init: Vec<OsString>, sandbox: Sandbox) -> Self {
+        Self {
+            sandbox: Some(sandbox),
+            ..Self::new(layout, init)
+        }
+    }
+
+    /// The sandbox replicas run in, if any.
+    pub fn sandbox(&self) -> Option<&Sandbox> {
+        self.sandbox.as_ref()
     }
 
     fn run_dir(&self, h: &Handle) -> PathBuf {
@@ -84,6 +101,10 @@ impl Runtime for ProcessRuntime {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)
             .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+        let sandbox = match &self.sandbox {
+            Some(sb) => Some(sb.prepare(l, &dir).map_err(|e| fail(e.to_string()))?),
+            None => None,
+        };
         let launch = LaunchFile {
             source: Source {
                 app: l.app.to_string(),
@@ -95,6 +116,7 @@ impl Runtime for ProcessRuntime {
             dir: l.dir.clone(),
             env: l.env.clone(),
             log: self.layout.app_log(&l.app),
+            sandbox,
         };
         init::write_json_atomic(&dir.join(LAUNCH_FILE), &launch)
             .map_err(|e| fail(e.to_string()))?;
@@ -121,6 +143,9 @@ impl Runtime for ProcessRuntime {
             });
         }
         let child = cmd.spawn().map_err(|e| {
+            if let Some(sb) = &self.sandbox {
+                sb.remove(l.app.as_str(), &l.id);
+            }
             fail(format!(
                 "cannot run the replica init {}: {e}",
                 program.to_string_lossy()
@@ -201,6 +226,11 @@ impl Runtime for ProcessRuntime {
             }
             StopSignal::Kill => Ok(()),
         };
+        // Sandboxed: the cgroup holds everything the replica ever started, whatever
+        // process group or session it moved to.
+        if let (StopSignal::Kill, Some(sb)) = (sig, &self.sandbox) {
+            sb.kill(h.app.as_str(), &h.id);
+        }
         match res {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
             Err(e) => Err(RuntimeError::Signal {
@@ -212,11 +242,18 @@ impl Runtime for ProcessRuntime {
 
     fn cleanup(&self, h: &Handle) {
         // Whatever the app left running in its process group (the app itself when only
-        // the init was killed, or children it forked) goes with it.
-        if procfs::group_has_members(&self.proc_root, h.pid) {
+        // the init was killed, or children it forked) goes with it. Sandboxed, the
+        // cgroup knows exactly what is left (and is killed below), so /proc is not
+        // scanned.
+        if self.sandbox.is_none() && procfs::group_has_members(&self.proc_root, h.pid) {
             if let Err(e) = signal::killpg(pid_of(h), Signal::SIGKILL) {
                 tracing::warn!(replica = %h.id, "cannot kill what replica left running: {e}");
             }
+        }
+        // The cgroup goes before the run dir: a crash in between leaves a run dir, which
+        // the next discovery reports and cleans up again.
+        if let Some(sb) = &self.sandbox {
+            sb.remove(h.app.as_str(), &h.id);
         }
         let dir = self.run_dir(h);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -254,6 +291,13 @@ impl Runtime for ProcessRuntime {
                     }
                 }
             }
+        }
+        if let Some(sb) = &self.sandbox {
+            let keep = out
+                .iter()
+                .map(|(h, _)| Sandbox::key(h.app.as_str(), &h.id))
+                .collect();
+            sb.sweep(&keep);
         }
         out
     }

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use wharf_core::ports::{Store, StoreError};
+use wharf_core::ports::{RewrapFn, Store, StoreError};
+use wharf_types::access::{AuditEntry, TokenRecord};
+use wharf_types::secret::SealedSecret;
 use wharf_types::{AppName, AppRecord, Release};
 
 #[derive(Default)]
@@ -14,6 +16,9 @@ pub struct MemStore {
 struct Inner {
     apps: BTreeMap<AppName, AppRecord>,
     releases: BTreeMap<(AppName, u32), Release>,
+    secrets: BTreeMap<(AppName, String, u32), SealedSecret>,
+    tokens: BTreeMap<String, TokenRecord>,
+    audit: Vec<AuditEntry>,
 }
 
 impl MemStore {
@@ -62,6 +67,60 @@ impl Store for MemStore {
         let mut g = self.lock()?;
         g.apps.remove(app);
         g.releases.retain(|(a, _), _| a != app);
+        g.secrets.retain(|(a, _, _), _| a != app);
         Ok(())
+    }
+    fn put_secrets(&self, secrets: &[SealedSecret]) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        for s in secrets {
+            g.secrets
+                .insert((s.app.clone(), s.name.clone(), s.version), s.clone());
+        }
+        Ok(())
+    }
+    fn secret(
+        &self,
+        app: &AppName,
+        name: &str,
+        version: u32,
+    ) -> Result<Option<SealedSecret>, StoreError> {
+        Ok(self
+            .lock()?
+            .secrets
+            .get(&(app.clone(), name.to_string(), version))
+            .cloned())
+    }
+    fn secrets(&self, app: &AppName) -> Result<Vec<SealedSecret>, StoreError> {
+        Ok(self
+            .lock()?
+            .secrets
+            .values()
+            .filter(|s| &s.app == app)
+            .cloned()
+            .collect())
+    }
+    fn rewrap_secrets(&self, f: &mut RewrapFn<'_>) -> Result<usize, StoreError> {
+        let mut g = self.lock()?;
+        let mut next = g.secrets.clone();
+        for s in next.values_mut() {
+            f(s)?;
+        }
+        let n = next.len();
+        g.secrets = next;
+        Ok(n)
+    }
+    fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.lock()?.tokens.insert(token.id.clone(), token.clone());
+        Ok(())
+    }
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        Ok(self.lock()?.tokens.values().cloned().collect())
+    }
+    fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.lock()?.audit.push(entry.clone());
+        Ok(())
+    }
+    fn audit(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(self.lock()?.audit.clone())
     }
 }

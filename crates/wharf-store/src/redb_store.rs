@@ -2,11 +2,19 @@
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
-use wharf_core::ports::{Store, StoreError};
+use wharf_core::ports::{RewrapFn, Store, StoreError};
+use wharf_types::access::{AuditEntry, TokenRecord};
+use wharf_types::secret::SealedSecret;
 use wharf_types::{AppName, AppRecord, Release};
 
 const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
 const RELEASES: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("releases");
+/// (app, name, version) -> sealed secret (ciphertexts only).
+const SECRETS: TableDefinition<(&str, &str, u32), &[u8]> = TableDefinition::new("secrets");
+/// token id -> token record (a hash of the token, never the token).
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// sequence number -> audit entry.
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 /// The store of a data dir: `wharf.redb`.
 pub struct RedbStore {
@@ -31,6 +39,9 @@ impl RedbStore {
         let tx = db.begin_write().map_err(err)?;
         tx.open_table(APPS).map_err(err)?;
         tx.open_table(RELEASES).map_err(err)?;
+        tx.open_table(SECRETS).map_err(err)?;
+        tx.open_table(TOKENS).map_err(err)?;
+        tx.open_table(AUDIT).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(Self { db })
     }
@@ -113,7 +124,121 @@ impl Store for RedbStore {
             releases
                 .retain_in((app.as_str(), 0)..=(app.as_str(), u32::MAX), |_, _| false)
                 .map_err(err)?;
+            let mut secrets = tx.open_table(SECRETS).map_err(err)?;
+            secrets
+                .retain(|(a, _, _), _| a != app.as_str())
+                .map_err(err)?;
         }
         tx.commit().map_err(err)
+    }
+
+    fn put_secrets(&self, secrets: &[SealedSecret]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut table = tx.open_table(SECRETS).map_err(err)?;
+            for s in secrets {
+                table
+                    .insert(
+                        (s.app.as_str(), s.name.as_str(), s.version),
+                        encode(s)?.as_slice(),
+                    )
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    fn secret(
+        &self,
+        app: &AppName,
+        name: &str,
+        version: u32,
+    ) -> Result<Option<SealedSecret>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(SECRETS).map_err(err)?;
+        let row = table.get((app.as_str(), name, version)).map_err(err)?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
+    fn secrets(&self, app: &AppName) -> Result<Vec<SealedSecret>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(SECRETS).map_err(err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(err)? {
+            let (k, v) = row.map_err(err)?;
+            if k.value().0 == app.as_str() {
+                out.push(decode(v.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn rewrap_secrets(&self, f: &mut RewrapFn<'_>) -> Result<usize, StoreError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        let mut n = 0;
+        {
+            let mut table = tx.open_table(SECRETS).map_err(err)?;
+            let mut all: Vec<SealedSecret> = Vec::new();
+            for row in table.iter().map_err(err)? {
+                let (_, v) = row.map_err(err)?;
+                all.push(decode(v.value())?);
+            }
+            for mut s in all {
+                // An error returns before commit: the transaction is dropped, nothing changes.
+                f(&mut s)?;
+                table
+                    .insert(
+                        (s.app.as_str(), s.name.as_str(), s.version),
+                        encode(&s)?.as_slice(),
+                    )
+                    .map_err(err)?;
+                n += 1;
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(n)
+    }
+
+    fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut table = tx.open_table(TOKENS).map_err(err)?;
+            table
+                .insert(token.id.as_str(), encode(token)?.as_slice())
+                .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(TOKENS).map_err(err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(err)? {
+            let (_, v) = row.map_err(err)?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut table = tx.open_table(AUDIT).map_err(err)?;
+            let next = table.last().map_err(err)?.map_or(0, |(k, _)| k.value() + 1);
+            table.insert(next, encode(entry)?.as_slice()).map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    fn audit(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(AUDIT).map_err(err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(err)? {
+            let (_, v) = row.map_err(err)?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
     }
 }

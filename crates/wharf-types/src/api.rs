@@ -16,6 +16,10 @@ pub enum ErrorKind {
     /// The operation ran and failed (exit 1).
     Failed,
     Internal,
+    /// No valid token (401).
+    Unauthorized,
+    /// The token's role or app does not allow this (403).
+    Forbidden,
 }
 
 /// The body of every non-2xx API answer.

@@ -7,12 +7,14 @@
 //! Invariant: a value of a type from this crate is valid once constructed (an `AppName` is
 //! a DNS label, a `ProcessSpec` has a command, ...); validation happens at the edges.
 
+pub mod access;
 pub mod api;
 pub mod manifest;
 pub mod name;
 pub mod quantity;
 pub mod release;
 pub mod route;
+pub mod secret;
 pub mod spec;
 
 pub use manifest::{Manifest, ManifestError};

@@ -24,6 +24,13 @@ pub struct Release {
     /// The manifest `[env]`, kept so that config changes can re-merge over it.
     #[serde(default)]
     pub manifest_env: BTreeMap<String, String>,
+    /// Secret versions this release uses (name -> version); values live sealed in the
+    /// store and are decrypted only when a replica starts.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, u32>,
+    /// The manifest's `[secrets.rotate]`.
+    #[serde(default)]
+    pub rotate: BTreeMap<String, crate::secret::RotateSpec>,
 }
 
 /// Per-app desired state. Written by user actions; the reconciler converges to it.
@@ -33,6 +40,10 @@ pub struct AppRecord {
     pub created_at: UnixMillis,
     /// Config vars set with `wharf config set` (override the manifest's `[env]`).
     pub config: BTreeMap<String, String>,
+    /// Current secret versions (name -> version), including staged changes; the next
+    /// release takes these.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, u32>,
     /// Replica counts set with `wharf scale`, overriding the release's defaults.
     pub formation: BTreeMap<ProcessType, u32>,
     /// The release that should be running (the target of a rollout in progress).
@@ -59,6 +70,7 @@ impl AppRecord {
             name,
             created_at: now,
             config: BTreeMap::new(),
+            secrets: BTreeMap::new(),
             formation: BTreeMap::new(),
             target: None,
             last_good: None,

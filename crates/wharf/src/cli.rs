@@ -38,9 +38,36 @@ pub enum Command {
         /// HTTPS router address (not available yet)
         #[arg(long)]
         listen_tls: Option<String>,
-        /// Also serve the API over TCP at this address
+        /// Also serve the API over TCP at this address (every call but /healthz needs a
+        /// bearer token); without --api-tls only loopback addresses are accepted
         #[arg(long)]
         api: Option<String>,
+        /// Serve the TCP API over TLS (a certificate and CA are made in DATA/tls unless
+        /// --api-cert and --api-key are given)
+        #[arg(long)]
+        api_tls: bool,
+        /// PEM certificate chain for the TCP API (with --api-key)
+        #[arg(long, value_name = "PEM", requires = "api_key")]
+        api_cert: Option<PathBuf>,
+        /// PEM private key for the TCP API (with --api-cert)
+        #[arg(long, value_name = "PEM", requires = "api_cert")]
+        api_key: Option<PathBuf>,
+        /// Extra DNS name or IP the generated certificate is valid for (repeatable)
+        #[arg(long, value_name = "NAME")]
+        api_tls_name: Vec<String>,
+        /// Master key file for secrets (default DATA/keys/master.key, created 0600);
+        /// $WHARF_MASTER_KEY (hex) takes precedence
+        #[arg(long, value_name = "PATH")]
+        master_key_file: Option<PathBuf>,
+        /// How replicas are isolated: `sandbox` (namespaces, overlay root, cgroups,
+        /// seccomp; needs root), `none` (plain processes), `auto` (sandbox when root).
+        /// Default `none` until secrets can be delivered into the sandbox
+        #[arg(long, env = "WHARF_ISOLATION", default_value = "none", value_parser = ["auto", "sandbox", "none"])]
+        isolation: String,
+        /// Parent cgroup of the replicas' cgroups: relative to the server's own cgroup,
+        /// or absolute with a leading `/`
+        #[arg(long, env = "WHARF_CGROUP_PARENT", default_value = "wharf")]
+        cgroup_parent: String,
     },
     /// Quick start: start a server if none answers, deploy DIR, follow its logs
     Up {
@@ -110,6 +137,28 @@ pub enum Command {
         /// App (when showing)
         app: Option<String>,
     },
+    /// List secrets (names, versions, update times; never values), or change them
+    #[command(args_conflicts_with_subcommands = true)]
+    Secrets {
+        #[command(subcommand)]
+        action: Option<SecretsAction>,
+        /// App (when listing)
+        app: Option<String>,
+    },
+    /// API tokens for the TCP API
+    Tokens {
+        #[command(subcommand)]
+        action: TokensAction,
+    },
+    /// The audit log: who did what, when, and how it ended
+    Audit {
+        /// Only this app
+        #[arg(long)]
+        app: Option<String>,
+        /// Only entries newer than this (10m, 1h, or an RFC 3339 time)
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Run a one-off process with the app's release and config
     Run {
         app: String,
@@ -126,6 +175,50 @@ pub enum Command {
     /// The replica init (internal)
     #[command(hide = true)]
     Init { run_dir: PathBuf },
+    /// Fetches a starting replica's secrets and runs its command (internal)
+    #[command(hide = true)]
+    SecretEnv { claim: String, command: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretsAction {
+    /// Set secrets: wharf secrets set APP K=V K=@FILE K=- (stdin)
+    Set {
+        app: String,
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+        /// Record without a new release; the next deploy or config change picks it up
+        #[arg(long)]
+        stage: bool,
+    },
+    /// Remove secrets: wharf secrets unset APP K...
+    Unset {
+        app: String,
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+        /// Record without a new release
+        #[arg(long)]
+        stage: bool,
+    },
+    /// Re-wrap every data key under a new master key (no restart, no downtime)
+    RotateMasterKey,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokensAction {
+    /// Create a token (printed once)
+    Create {
+        /// admin | deployer | viewer
+        #[arg(long)]
+        role: String,
+        /// Limit the token to one app
+        #[arg(long)]
+        app: Option<String>,
+    },
+    /// List tokens (ids, roles, apps; never the tokens)
+    List,
+    /// Revoke a token by id
+    Revoke { id: String },
 }
 
 #[derive(Subcommand, Debug)]

@@ -51,6 +51,28 @@ pub type Result<T> = std::result::Result<T, Failure>;
 pub enum Endpoint {
     Unix(PathBuf),
     Tcp(String),
+    /// `https://HOST:PORT`, trusting the CA certificate in `ca` ($WHARF_CA_CERT).
+    Tls {
+        addr: String,
+        host: String,
+        ca: Option<PathBuf>,
+    },
+}
+
+impl Endpoint {
+    /// `--server` as given: `https://HOST:PORT` is TLS, `HOST:PORT` or `http://...` plain.
+    pub fn parse(server: &str, ca: Option<PathBuf>) -> Self {
+        if let Some(addr) = server.strip_prefix("https://") {
+            let addr = addr.trim_end_matches('/').to_string();
+            let host = match addr.rsplit_once(':') {
+                Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                None => addr.clone(),
+            };
+            return Self::Tls { addr, host, ca };
+        }
+        let addr = server.strip_prefix("http://").unwrap_or(server);
+        Self::Tcp(addr.trim_end_matches('/').to_string())
+    }
 }
 
 impl std::fmt::Display for Endpoint {
@@ -58,13 +80,25 @@ impl std::fmt::Display for Endpoint {
         match self {
             Endpoint::Unix(p) => write!(f, "{}", p.display()),
             Endpoint::Tcp(a) => write!(f, "{a}"),
+            Endpoint::Tls { addr, .. } => write!(f, "https://{addr}"),
         }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     pub endpoint: Endpoint,
+    /// Bearer token for TCP endpoints ($WHARF_TOKEN); the unix socket needs none.
+    pub token: Option<String>,
+}
+
+impl Client {
+    pub fn unix(path: PathBuf) -> Self {
+        Self {
+            endpoint: Endpoint::Unix(path),
+            token: None,
+        }
+    }
 }
 
 impl Client {
@@ -97,12 +131,38 @@ impl Client {
                     .map_err(|e| unreachable(&e))?;
                 handshake(s).await.map_err(|e| unreachable(&e))?
             }
+            Endpoint::Tls { addr, host, ca } => {
+                let ca = ca.as_ref().ok_or_else(|| {
+                    Failure::usage(format!(
+                        "--server https://{addr}: set WHARF_CA_CERT to the CA certificate the server uses (its DATA/tls/api-ca.pem when it made its own)"
+                    ))
+                })?;
+                let config = crate::tls::client_config(ca)?;
+                let name = rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(|e| Failure::usage(format!("--server: invalid host {host:?}: {e}")))?;
+                let s = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| unreachable(&e))?;
+                let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                    .connect(name, s)
+                    .await
+                    .map_err(|e| {
+                        Failure::failed(format!(
+                            "TLS with https://{addr} failed ({e}); is WHARF_CA_CERT the server's CA certificate?"
+                        ))
+                    })?;
+                handshake(tls).await.map_err(|e| unreachable(&e))?
+            }
         };
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header("host", "wharf")
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        if let (Endpoint::Tcp(_) | Endpoint::Tls { .. }, Some(t)) = (&self.endpoint, &self.token) {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| Failure::failed(e.to_string()))?;
         sender

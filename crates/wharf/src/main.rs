@@ -6,6 +6,8 @@ mod client;
 mod commands;
 mod output;
 mod server;
+mod tls;
+mod tls_serve;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -16,6 +18,12 @@ fn main() -> ExitCode {
         // The replica init must not start a runtime or threads before forking the app.
         return ExitCode::from(u8::try_from(wharf_runtime::init::run(run_dir)).unwrap_or(1));
     }
+    if let cli::Command::SecretEnv { claim, command } = &cli.command {
+        return commands::secrets::secret_env(claim, command);
+    }
+    // Taken out of the environment before any thread exists, so no child inherits it.
+    let master_key = std::env::var("WHARF_MASTER_KEY").ok();
+    std::env::remove_var("WHARF_MASTER_KEY");
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -26,7 +34,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(commands::dispatch(cli)) {
+    match rt.block_on(commands::dispatch(cli, master_key)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", e.message);

@@ -1,16 +1,18 @@
 //! `wharf server`: the composition root. Wires store, runtime, router, controller and API.
 
-use crate::client::{Client, Endpoint, Failure, Result};
+use crate::client::{Client, Failure, Result};
+use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
-use wharf_controller::{Controller, Settings};
+use wharf_controller::{Controller, SecretEnv, Settings};
 use wharf_core::clock::SystemClock;
 use wharf_router::{Router, RouterConfig};
+use wharf_runtime::sandbox::{Sandbox, SandboxConfig};
 use wharf_runtime::{Layout, ProcessRuntime};
-use wharf_store::RedbStore;
+use wharf_store::{KeyVault, RedbStore};
 
 /// How long the router may take to finish in-flight requests at shutdown.
 const ROUTER_DRAIN: Duration = Duration::from_secs(30);
@@ -19,6 +21,16 @@ pub struct Options {
     pub listen: String,
     pub listen_tls: Option<String>,
     pub api: Option<String>,
+    /// Serve the TCP API over TLS with this certificate (extra names for a generated one).
+    pub api_tls: Option<crate::tls::CertSource>,
+    /// Master key file (default `DATA/keys/master.key`).
+    pub master_key_file: Option<std::path::PathBuf>,
+    /// The value of `$WHARF_MASTER_KEY`, taken out of the environment at start so that
+    /// no child process inherits it.
+    pub master_key_env: Option<String>,
+    /// `auto`, `sandbox` or `none`.
+    pub isolation: String,
+    pub cgroup_parent: String,
 }
 
 pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
@@ -35,20 +47,17 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     })?;
     let _ = std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700));
     let layout = Layout::new(data_dir);
-    if nix::unistd::geteuid().is_root() {
-        tracing::info!("running as root");
-    } else {
-        eprintln!("wharf: not running as root: replicas run as plain processes of your user, without isolation");
-    }
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::failed(format!("cannot find the wharf binary: {e}")))?;
+    let runtime = runtime(
+        &layout,
+        &opts,
+        vec![exe.clone().into_os_string(), "init".into()],
+    )?;
 
     let socket = layout.socket();
     if socket.exists() {
-        if (Client {
-            endpoint: Endpoint::Unix(socket.clone()),
-        })
-        .healthy()
-        .await
-        {
+        if Client::unix(socket.clone()).healthy().await {
             return Err(Failure::failed(format!(
                 "another wharf server is running with the data dir {}; stop it or pass a different --data-dir",
                 data_dir.display()
@@ -57,6 +66,18 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
         let _ = std::fs::remove_file(&socket);
     }
     let store = RedbStore::open(&layout.store()).map_err(|e| Failure::failed(e.to_string()))?;
+    let key_file = opts
+        .master_key_file
+        .clone()
+        .unwrap_or_else(|| data_dir.join("keys").join("master.key"));
+    let vault = KeyVault::load(opts.master_key_env.as_deref(), &key_file)
+        .map_err(|e| Failure::failed(e.to_string()))?;
+    if opts.master_key_env.is_none() && key_file.starts_with(data_dir) {
+        eprintln!(
+            "wharf: the master key is {} inside the data dir; in production keep it elsewhere (--master-key-file) or pass it in $WHARF_MASTER_KEY",
+            key_file.display()
+        );
+    }
 
     let listener = TcpListener::bind(&opts.listen).await.map_err(|e| {
         Failure::failed(format!(
@@ -69,15 +90,24 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
         .map_err(|e| Failure::failed(e.to_string()))?;
     let router = Router::new(RouterConfig::default());
 
-    let exe = std::env::current_exe()
-        .map_err(|e| Failure::failed(format!("cannot find the wharf binary: {e}")))?;
-    let runtime = ProcessRuntime::new(layout.clone(), vec![exe.into_os_string(), "init".into()]);
+    // Replicas claim their secrets here (loopback; a one-use ticket is the credential).
+    let claim_listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| {
+        Failure::failed(format!("cannot listen on 127.0.0.1 for secret claims: {e}"))
+    })?;
+    let claim_addr = claim_listener
+        .local_addr()
+        .map_err(|e| Failure::failed(e.to_string()))?;
     let settings = Settings {
         public_port: router_addr.port(),
+        secret_env: Some(SecretEnv {
+            exe: exe.clone(),
+            claim: claim_addr.to_string(),
+        }),
         ..Settings::default()
     };
     let controller = Controller::new(
         Arc::new(store),
+        Arc::new(vault),
         Arc::new(runtime),
         router.clone(),
         Arc::new(SystemClock),
@@ -92,20 +122,40 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
         .map_err(|e| Failure::failed(format!("cannot bind {}: {e}", socket.display())))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Failure::failed(e.to_string()))?;
-    let api = wharf_api::router(controller.clone());
-    let tcp_api =
-        match &opts.api {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
-                Failure::failed(format!("cannot listen on {addr} for the API: {e}"))
-            })?),
-            None => None,
-        };
+    let api = wharf_api::router(controller.clone(), true);
+    let tcp_api = match &opts.api {
+        Some(addr) => Some(bind_api(addr, opts.api_tls.is_some()).await?),
+        None => None,
+    };
     let api_addr = tcp_api.as_ref().and_then(|l| l.local_addr().ok());
+    let tls = match (&opts.api_tls, api_addr) {
+        (Some(src), Some(addr)) => {
+            let mut src = crate::tls::CertSource {
+                given: src.given.clone(),
+                names: src.names.clone(),
+            };
+            for n in ["localhost", "127.0.0.1", "::1"] {
+                src.names.push(n.to_string());
+            }
+            if !addr.ip().is_unspecified() {
+                src.names.push(addr.ip().to_string());
+            }
+            src.names.sort();
+            src.names.dedup();
+            let config = crate::tls::server_config(data_dir, &src)?;
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+        }
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
 
     let info = serde_json::json!({
         "pid": std::process::id(),
         "router": router_addr.to_string(),
         "api": api_addr.map(|a| a.to_string()),
+        "api_tls": tls.is_some(),
+        "api_ca": (tls.is_some() && opts.api_tls.as_ref().is_some_and(|t| t.given.is_none()))
+            .then(|| crate::tls::ca_path(data_dir).display().to_string()),
         "socket": socket.display().to_string(),
     });
     let _ = std::fs::write(data_dir.join("server.json"), info.to_string());
@@ -114,7 +164,7 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
         "wharf: api on {}{}",
         socket.display(),
         api_addr
-            .map(|a| format!(" and http://{a}"))
+            .map(|a| format!(" and {scheme}://{a}"))
             .unwrap_or_default()
     );
     println!("wharf: data dir {}", data_dir.display());
@@ -130,7 +180,24 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     });
     let tcp_task = tcp_api.map(|l| {
         let stop = wait_stop(stop_rx.clone());
-        tokio::spawn(async move { axum::serve(l, api).with_graceful_shutdown(stop).await })
+        let api = wharf_api::router(controller.clone(), false);
+        match tls {
+            Some(acceptor) => tokio::spawn(crate::tls_serve::serve(l, acceptor, api, stop)),
+            None => {
+                tokio::spawn(async move { axum::serve(l, api).with_graceful_shutdown(stop).await })
+            }
+        }
+    });
+    let claim_task = tokio::spawn({
+        let (claims, stop) = (
+            wharf_api::claim_router(controller.clone()),
+            wait_stop(stop_rx.clone()),
+        );
+        async move {
+            axum::serve(claim_listener, claims)
+                .with_graceful_shutdown(stop)
+                .await
+        }
     });
     let ctl = controller.clone();
     let control_task = tokio::spawn({
@@ -143,6 +210,7 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     let _ = stop_tx.send(true);
     let _ = control_task.await;
     let _ = api_task.await;
+    let _ = claim_task.await;
     if let Some(t) = tcp_task {
         let _ = t.await;
     }
@@ -158,6 +226,49 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(data_dir.join("server.json"));
     Ok(())
+}
+
+/// Binds the TCP API. Without TLS bearer tokens would cross the network in clear text,
+/// so only loopback addresses are accepted then.
+async fn bind_api(addr: &str, tls: bool) -> Result<TcpListener> {
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::failed(format!("cannot listen on {addr} for the API: {e}")))?;
+    let local = l.local_addr().map_err(|e| Failure::failed(e.to_string()))?;
+    if !tls && !local.ip().is_loopback() {
+        return Err(Failure::usage(format!(
+            "--api {addr}: without TLS bearer tokens would cross the network in clear text; add --api-tls, or listen on loopback (127.0.0.1:PORT)"
+        )));
+    }
+    Ok(l)
+}
+
+/// The replica runtime `--isolation` asks for, with a notice saying what replicas get.
+fn runtime(layout: &Layout, opts: &Options, init: Vec<OsString>) -> Result<ProcessRuntime> {
+    let root = nix::unistd::geteuid().is_root();
+    let config = SandboxConfig {
+        cgroup_parent: opts.cgroup_parent.clone(),
+        ..SandboxConfig::default()
+    };
+    let plain = |why: &str| {
+        eprintln!(
+            "wharf: {why}: replicas run as plain processes, without isolation or resource limits"
+        );
+        Ok(ProcessRuntime::new(layout.clone(), init.clone()))
+    };
+    match opts.isolation.as_str() {
+        "none" if root => plain("isolation none (pass --isolation sandbox to isolate them)"),
+        "none" => plain("isolation none"),
+        "auto" if !root => plain("not running as root"),
+        mode => match Sandbox::new(layout, config) {
+            Ok(sandbox) => {
+                println!("wharf: {}", sandbox.notice());
+                Ok(ProcessRuntime::sandboxed(layout.clone(), init, sandbox))
+            }
+            Err(e) if mode == "auto" => plain(&format!("cannot sandbox replicas ({e})")),
+            Err(e) => Err(Failure::failed(format!("--isolation sandbox: {e}"))),
+        },
+    }
 }
 
 async fn shutdown_signal() {

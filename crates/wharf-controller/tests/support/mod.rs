@@ -20,6 +20,8 @@ pub struct FakeRuntime {
     /// Releases whose replicas answer 503.
     pub unready_releases: Mutex<BTreeSet<u32>>,
     pub started: Mutex<Vec<String>>,
+    /// Every launch spec, in order.
+    pub launches: Mutex<Vec<Launch>>,
     pub signals: Mutex<Vec<(String, StopSignal)>>,
     pub adoptable: Mutex<Vec<(Handle, Liveness)>>,
 }
@@ -74,6 +76,7 @@ impl Runtime for FakeRuntime {
         }
         self.live.lock().unwrap().insert(pid, alive);
         self.started.lock().unwrap().push(l.id.clone());
+        self.launches.lock().unwrap().push(l.clone());
         Ok(Handle {
             app: l.app.clone(),
             process: l.process.clone(),

@@ -8,6 +8,7 @@
 mod error;
 mod procfile;
 mod raw;
+mod secrets;
 mod validate;
 
 pub use error::ManifestError;
@@ -28,6 +29,9 @@ pub struct Manifest {
     pub processes: BTreeMap<ProcessType, ProcessSpec>,
     /// Extra hosts routed to the `web` process (besides `APP.localhost`).
     pub hosts: Vec<String>,
+    /// `[secrets.rotate]`: secrets wharf rotates by running a command.
+    #[serde(default)]
+    pub rotate: BTreeMap<String, crate::secret::RotateSpec>,
 }
 
 /// Parses `wharf.toml` text. `file` names the file in errors; `default_app` (usually the
@@ -71,6 +75,7 @@ pub fn manifest_from_procfile(
         env: BTreeMap::new(),
         processes: parse_procfile(text, file)?,
         hosts: Vec::new(),
+        rotate: BTreeMap::new(),
     })
 }
 

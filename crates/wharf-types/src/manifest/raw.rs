@@ -13,6 +13,24 @@ pub(crate) struct RawManifest {
     #[serde(default)]
     pub process: BTreeMap<String, RawProcess>,
     pub route: Option<RawRoute>,
+    pub secrets: Option<RawSecrets>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSecrets {
+    #[serde(rename = "as")]
+    pub delivery: Option<String>,
+    #[serde(default)]
+    pub rotate: BTreeMap<String, RawRotate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRotate {
+    pub every: Option<String>,
+    pub command: Option<String>,
+    pub check: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

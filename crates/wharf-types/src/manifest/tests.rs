@@ -289,3 +289,37 @@ fn procfile_parsing() {
     let m = manifest_from_procfile("web: x\n", "Procfile", "my-app").unwrap();
     assert_eq!(m.app.as_str(), "my-app");
 }
+
+#[test]
+fn secrets_rotate_is_parsed_and_checked() {
+    let base = "[process.web]\ncommand = \"x\"\n";
+    let m = parse(&format!(
+        "{base}[secrets.rotate]\nDB = {{ every = \"30d\", command = \"mkpass\", check = \"test -n \\\"$DB\\\"\" }}\n"
+    ))
+    .unwrap();
+    let r = &m.rotate["DB"];
+    assert_eq!(r.every_ms, 30 * 86_400_000);
+    assert_eq!(r.command, "mkpass");
+    assert!(r.check.is_some());
+
+    let e = parse(&format!("{base}[secrets]\nas = \"files\"\n")).unwrap_err();
+    assert!(
+        e.to_string().contains("secrets.as") && e.to_string().contains("not available"),
+        "{e}"
+    );
+    let e = parse(&format!(
+        "{base}[secrets.rotate]\nDB = {{ every = \"soon\", command = \"x\" }}\n"
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("secrets.rotate.DB.every"), "{e}");
+    let e = parse(&format!(
+        "{base}[secrets.rotate]\nDB = {{ every = \"1d\" }}\n"
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("command"), "{e}");
+    let e = parse(&format!(
+        "{base}[secrets.rotate]\nPORT = {{ every = \"1d\", command = \"x\" }}\n"
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("invalid secret name"), "{e}");
+}

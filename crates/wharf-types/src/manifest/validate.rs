@@ -85,12 +85,17 @@ pub(crate) fn validate(
         }
         None => Vec::new(),
     };
+    let rotate = match raw.secrets {
+        Some(sec) => super::secrets::validate(sec, loc)?,
+        None => BTreeMap::new(),
+    };
     Ok(Manifest {
         app,
         build,
         env,
         processes,
         hosts,
+        rotate,
     })
 }
 

@@ -9,7 +9,7 @@ use wharf_types::api::{ConfigRequest, DeployEvent, DeployRequest, ErrorKind, Rol
 use wharf_types::{AppName, Strategy};
 
 /// Shows deploy events as they come; returns the outcome.
-pub async fn follow(
+pub(crate) async fn follow(
     c: &Client,
     method: Method,
     path: &str,

@@ -4,10 +4,11 @@ mod deploy;
 mod logs;
 mod manage;
 mod run;
+pub mod secrets;
 mod show;
 mod up;
 
-use crate::cli::{Cli, Command, ConfigAction};
+use crate::cli::{Cli, Command, ConfigAction, SecretsAction, TokensAction};
 use crate::client::{Client, Endpoint, Failure, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,10 +32,13 @@ pub fn data_dir(flag: Option<PathBuf>) -> PathBuf {
 
 fn client(cli: &Cli) -> Client {
     let endpoint = match &cli.server {
-        Some(addr) => Endpoint::Tcp(addr.clone()),
+        Some(addr) => Endpoint::parse(addr, std::env::var_os("WHARF_CA_CERT").map(PathBuf::from)),
         None => Endpoint::Unix(data_dir(cli.data_dir.clone()).join("wharf.sock")),
     };
-    Client { endpoint }
+    Client {
+        endpoint,
+        token: std::env::var("WHARF_TOKEN").ok().filter(|t| !t.is_empty()),
+    }
 }
 
 /// Checks an app name before it goes anywhere.
@@ -60,14 +64,18 @@ fn init_tracing(server: bool) {
         .try_init();
 }
 
-pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
+pub async fn dispatch(cli: Cli, master_key_env: Option<String>) -> Result<ExitCode> {
     init_tracing(matches!(cli.command, Command::Server { .. }));
     let c = client(&cli);
     let json = cli.json;
     match cli.command {
-        Command::Server { listen, listen_tls, api } => {
+        Command::Server { listen, listen_tls, api, api_tls, api_cert, api_key, api_tls_name, master_key_file, isolation, cgroup_parent } => {
             let dir = data_dir(cli.data_dir.clone());
-            crate::server::run(&dir, crate::server::Options { listen, listen_tls, api }).await?;
+            let master_key_env = master_key_env.filter(|k| !k.is_empty());
+            let given = api_cert.zip(api_key);
+            let api_tls = (api_tls || given.is_some()).then_some(crate::tls::CertSource { given, names: api_tls_name });
+            let opts = crate::server::Options { listen, listen_tls, api, api_tls, master_key_file, master_key_env, isolation, cgroup_parent };
+            crate::server::run(&dir, opts).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Up { dir, listen } => up::up(&c, data_dir(cli.data_dir.clone()), &dir, &listen).await,
@@ -96,8 +104,21 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             (None, Some(a)) => show::config(&c, &app(&a)?, json).await,
             (None, None) => Err(Failure::usage("usage: wharf config APP | wharf config set APP K=V... | wharf config unset APP K...")),
         },
+        Command::Secrets { action, app: a } => match (action, a) {
+            (Some(SecretsAction::Set { app: a, pairs, stage }), _) => secrets::set(&c, &app(&a)?, &pairs, stage, json).await,
+            (Some(SecretsAction::Unset { app: a, keys, stage }), _) => secrets::unset(&c, &app(&a)?, keys, stage, json).await,
+            (Some(SecretsAction::RotateMasterKey), _) => secrets::rotate(&c, json).await,
+            (None, Some(a)) => secrets::list(&c, &app(&a)?, json).await,
+            (None, None) => Err(Failure::usage("usage: wharf secrets APP | wharf secrets set APP K=V... | wharf secrets unset APP K... | wharf secrets rotate-master-key")),
+        },
+        Command::Tokens { action } => match action {
+            TokensAction::Create { role, app: a } => secrets::token_create(&c, &role, a.as_deref().map(app).transpose()?, json).await,
+            TokensAction::List => secrets::token_list(&c, json).await,
+            TokensAction::Revoke { id } => secrets::token_revoke(&c, &id, json).await,
+        },
+        Command::Audit { app: a, since } => secrets::audit(&c, a.as_deref().map(app).transpose()?, since, json).await,
         Command::Run { app: a, command } => run::run(&c, &app(&a)?, &command).await,
         Command::Destroy { app: a, yes } => manage::destroy(&c, &app(&a)?, yes, json).await,
-        Command::Init { .. } => Err(Failure::usage("init is run by the server, not by hand")),
+        Command::Init { .. } | Command::SecretEnv { .. } => Err(Failure::usage("init and secret-env are run by the server, not by hand")),
     }
 }

@@ -1,0 +1,125 @@
+//! Benchmark: create a sandbox, run `/bin/true` in it, clean everything up — wharf's
+//! sandboxed runtime against `runc run` of an equivalent busybox bundle, in one run,
+//! alternating, so both see the same machine. Prints both medians and the ratio.
+//!
+//! Run through `bench/sandbox.sh` (root; it installs runc and busybox-static and builds
+//! in release mode). Arguments: `WHARF_BINARY RUNC_BUNDLE [ITERATIONS]`.
+//!
+//! One wharf iteration is exactly what the server does for a replica: `start` (uid,
+//! cgroup with limits, mount plan, launch file, `wharf init` spawned in a new session;
+//! the init joins the cgroup and clones PID 1 into new PID/mount/IPC/UTS namespaces,
+//! which mounts the overlay root, `/app`, `/proc`, `/sys`, `/dev`, `/tmp`, pivots,
+//! forks the app, drops to the app's uid, caps and seccomp and execs
+//! `/bin/sh -c "exec /bin/true"`), then `poll` until the exit is recorded, then
+//! `cleanup` (cgroup and run dir removed). The same loop without the sandbox is printed
+//! too, to show what isolation itself costs. One runc iteration is `runc run -b BUNDLE ID`
+//! (create, start, wait, delete).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use wharf_core::ports::{Launch, Liveness, Runtime};
+use wharf_runtime::sandbox::{Sandbox, SandboxConfig};
+use wharf_runtime::{Layout, ProcessRuntime};
+use wharf_types::{AppName, ProcessType};
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn wharf_once(rt: &ProcessRuntime, launch: &Launch) -> Duration {
+    let t = Instant::now();
+    let h = rt.start(launch).expect("start");
+    loop {
+        match rt.poll(&h) {
+            Liveness::Running => std::thread::sleep(Duration::from_micros(200)),
+            Liveness::Exited(e) => {
+                assert_eq!(e.code, Some(0), "/bin/true failed: {}", e.reason);
+                break;
+            }
+        }
+    }
+    rt.cleanup(&h);
+    t.elapsed()
+}
+
+fn runc_once(bundle: &Path, id: &str) -> Duration {
+    let t = Instant::now();
+    let st = Command::new("runc")
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .status()
+        .expect("runc");
+    assert!(st.success(), "runc run failed: {st}");
+    t.elapsed()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(wharf), Some(bundle)) = (args.get(1), args.get(2)) else {
+        eprintln!("usage: sandbox_bench WHARF_BINARY RUNC_BUNDLE [ITERATIONS]");
+        std::process::exit(2);
+    };
+    let n: usize = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(50);
+    let data = tempfile::Builder::new()
+        .prefix("wharf-bench-")
+        .tempdir()
+        .expect("temp dir");
+    let layout = Layout::new(data.path());
+    let artifact: PathBuf = data.path().join("artifacts/sha256-bench");
+    std::fs::create_dir_all(&artifact).expect("artifact dir");
+    let sandbox = Sandbox::new(&layout, SandboxConfig::default()).unwrap_or_else(|e| {
+        eprintln!("cannot sandbox: {e}");
+        std::process::exit(1)
+    });
+    let init = vec![OsString::from(wharf), OsString::from("init")];
+    // The same supervision without the sandbox: what isolation itself costs.
+    let plain = ProcessRuntime::new(layout.clone(), init.clone());
+    let rt = ProcessRuntime::sandboxed(layout, init, sandbox);
+    let launch = Launch {
+        app: AppName::new("bench".to_string()).expect("name"),
+        process: ProcessType::new("web".to_string()).expect("process"),
+        release: 1,
+        id: "web-1-v1".into(),
+        command: "/bin/true".into(),
+        dir: artifact,
+        env: BTreeMap::from([("PATH".to_string(), "/usr/bin:/bin".to_string())]),
+        port: 1,
+        cpu: Some(1024),
+        memory: Some(256 << 20),
+    };
+    // Warm-up: page cache, binaries.
+    for i in 0..3 {
+        wharf_once(&rt, &launch);
+        runc_once(Path::new(bundle), &format!("wharf-bench-warm-{i}"));
+    }
+    let (mut w, mut r, mut p) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        w.push(wharf_once(&rt, &launch));
+        r.push(runc_once(Path::new(bundle), &format!("wharf-bench-{i}")));
+        p.push(wharf_once(&plain, &launch));
+    }
+    let (wm, rm, pm) = (median(&mut w), median(&mut r), median(&mut p));
+    println!("iterations: {n} each, alternating");
+    println!(
+        "wharf plain process (no isolation, same supervision): median {:.2} ms",
+        pm.as_secs_f64() * 1e3
+    );
+    println!(
+        "wharf sandbox (create, exec /bin/true, clean up): median {:.2} ms",
+        wm.as_secs_f64() * 1e3
+    );
+    println!(
+        "runc run busybox /bin/true (create, start, delete): median {:.2} ms",
+        rm.as_secs_f64() * 1e3
+    );
+    println!(
+        "ratio wharf/runc: {:.3}",
+        wm.as_secs_f64() / rm.as_secs_f64()
+    );
+}

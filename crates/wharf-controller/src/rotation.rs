@@ -1,0 +1,231 @@
+//! Scheduled secret rotation (`[secrets.rotate]`): when a secret's current version is
+//! older than `every` (or missing), run the rotate command in the release's directory to
+//! produce a new value, test it with the check command, then roll it out like
+//! `wharf secrets set`. A failure keeps the old value, is audited, raises an event, and
+//! is retried after `min(every, 1m)`.
+//!
+//! Invariants: the new value is never logged nor part of an error (the commands' output
+//! is captured, stderr discarded); a rotation never starts during a rollout of its app.
+
+use crate::env::{process_env, Identity};
+use crate::events::Event;
+use crate::releases::Busy;
+use crate::{Controller, Progress};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use wharf_types::access::AuditEntry;
+use wharf_types::api::DeployEvent;
+use wharf_types::secret::{RotateSpec, SecretsRequest};
+use wharf_types::{AppName, Release};
+
+/// How long a rotate or check command may run.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait before retrying a failed rotation.
+const MAX_RETRY_MS: u64 = 60_000;
+
+/// Runs `/bin/sh -c COMMAND`; returns its stdout when it exits 0.
+async fn run(
+    command: &str,
+    dir: &Path,
+    env: &BTreeMap<String, String>,
+    what: &str,
+) -> Result<String, String> {
+    let child = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(dir)
+        .env_clear()
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run the {what} command: {e}"))?;
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| format!("the {what} command did not finish within {COMMAND_TIMEOUT:?}"))?
+        .map_err(|e| format!("the {what} command failed: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("the {what} command failed ({})", out.status));
+    }
+    let mut s = String::from_utf8(out.stdout)
+        .map_err(|_| format!("the {what} command printed something that is not UTF-8 text"))?;
+    if s.ends_with('\n') {
+        s.pop();
+    }
+    Ok(s)
+}
+
+impl Controller {
+    /// Checks for due rotations every second until the task is aborted.
+    pub(crate) async fn rotation_loop(self) {
+        loop {
+            self.rotate_due().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn rotate_due(&self) {
+        let inner = &self.inner;
+        let apps: Vec<_> = match inner.apps.lock() {
+            Ok(a) => a.values().cloned().collect(),
+            Err(_) => return,
+        };
+        for rec in apps {
+            if rec.rollout.is_some() {
+                continue;
+            }
+            let Some(release) = rec.target.and_then(|v| inner.release(&rec.name, v)) else {
+                continue;
+            };
+            for (name, spec) in &release.rotate {
+                let now = inner.clock.now();
+                let key = (rec.name.clone(), name.clone());
+                let retry_at = inner
+                    .rotation_retry
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(&key).copied());
+                if retry_at.is_some_and(|t| t > now) {
+                    continue;
+                }
+                let last = rec
+                    .secrets
+                    .get(name)
+                    .and_then(|&v| inner.store.secret(&rec.name, name, v).ok().flatten())
+                    .map(|s| s.created_at);
+                if last.is_some_and(|t| now < t.saturating_add(spec.every_ms)) {
+                    continue;
+                }
+                let outcome = self.rotate_one(&release, name, spec).await;
+                let at = inner.clock.now();
+                if let Ok(mut m) = inner.rotation_retry.lock() {
+                    match &outcome {
+                        Ok(()) => m.remove(&key),
+                        Err(_) => m.insert(key, at + spec.every_ms.min(MAX_RETRY_MS)),
+                    };
+                }
+                self.report_rotation(&rec.name, name, at, outcome);
+            }
+        }
+    }
+
+    fn report_rotation(&self, app: &AppName, name: &str, at: u64, outcome: Result<(), String>) {
+        let inner = &self.inner;
+        let result = match &outcome {
+            Ok(()) => "ok".to_string(),
+            Err(reason) => {
+                tracing::warn!(app = %app, "rotation of secret {name} failed: {reason}; the old value stays");
+                inner.emit(Event::Progress {
+                    app: app.clone(),
+                    message: format!(
+                        "rotation of secret {name} failed: {reason}; the old value stays"
+                    ),
+                });
+                format!("failed: {reason}")
+            }
+        };
+        inner.audit(AuditEntry {
+            at,
+            who: "rotation".into(),
+            action: format!("secrets rotate {name}"),
+            app: Some(app.to_string()),
+            outcome: result,
+        });
+    }
+
+    async fn rotate_one(
+        &self,
+        release: &Release,
+        name: &str,
+        spec: &RotateSpec,
+    ) -> Result<(), String> {
+        let inner = &self.inner;
+        let who = Identity {
+            process: "rotate",
+            replica: None,
+            port: None,
+        };
+        let mut env = process_env(release, &who);
+        let secrets = inner.open_secrets(release).map_err(|e| e.to_string())?;
+        if !secrets.is_empty() {
+            inner.audit(AuditEntry {
+                at: inner.clock.now(),
+                who: "rotation".into(),
+                action: format!(
+                    "secrets read ({}) for rotating {name}",
+                    secrets.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+                app: Some(release.app.to_string()),
+                outcome: "ok".into(),
+            });
+        }
+        env.extend(secrets);
+        let dir = inner.layout.artifact(&release.artifact);
+        let value = run(&spec.command, &dir, &env, "rotate").await?;
+        if value.is_empty() {
+            return Err("the rotate command printed no value".into());
+        }
+        if let Some(check) = &spec.check {
+            env.insert(name.to_string(), value.clone());
+            run(check, &dir, &env, "check").await?;
+        }
+        let (progress, mut rx) = Progress::channel(256);
+        let req = SecretsRequest {
+            set: BTreeMap::from([(name.to_string(), value)]),
+            unset: Vec::new(),
+            stage: false,
+        };
+        let c = self.clone();
+        let app = release.app.clone();
+        tokio::spawn(async move { c.change_secrets(&app, req, &progress, "rotate").await });
+        let mut last = None;
+        while let Some(e) = rx.recv().await {
+            last = Some(e);
+        }
+        match last {
+            Some(DeployEvent::Done { .. }) => Ok(()),
+            Some(DeployEvent::Failed { reason, .. }) => {
+                self.keep_live_version(&release.app, name).await;
+                Err(reason)
+            }
+            _ => Err("the rollout ended without an outcome".into()),
+        }
+    }
+
+    /// After a failed rollout of a rotated value: the version the app runs becomes the
+    /// current one again, so that the next release does not pick the bad value up. Waits
+    /// for the automatic rollback to finish first (the loop writes the app record then).
+    async fn keep_live_version(&self, app: &AppName, name: &str) {
+        let inner = &self.inner;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        let (_busy, mut rec) = loop {
+            let settled = inner.app(app).filter(|r| r.rollout.is_none());
+            if let (Some(rec), Ok(busy)) = (settled, Busy::take(inner, app)) {
+                // Read again under the busy mark: nothing else changes it now.
+                match inner.app(app).filter(|r| r.rollout.is_none()) {
+                    Some(fresh) => break (busy, fresh),
+                    None => drop((rec, busy)),
+                }
+            }
+            if inner.app(app).is_none() || tokio::time::Instant::now() > deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let live = rec
+            .target
+            .and_then(|v| inner.release(app, v))
+            .and_then(|r| r.secrets.get(name).copied());
+        match live {
+            Some(v) => rec.secrets.insert(name.to_string(), v),
+            None => rec.secrets.remove(name),
+        };
+        if let Err(e) = inner.save(&rec, None) {
+            tracing::error!(app = %app, "cannot restore the live version of secret {name}: {e}");
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Sandboxed replicas: what each replica gets when wharf runs as root with isolation on.
+//!
+//! - its own PID, mount, IPC and UTS namespaces (hostname = replica id), with a tiny
+//!   PID 1 that reaps zombies and forwards signals ([`pid1`]); the network namespace is
+//!   the host's, so apps listen on `127.0.0.1:$PORT` as on Heroku;
+//! - a root filesystem: overlay of the host's `/` (read-only) with a per-replica upper
+//!   layer, the artifact read-only at `/app`, private `/tmp`, `/dev/shm`, `/dev`, fresh
+//!   `/proc`, the data dir masked ([`mounts`]);
+//! - a cgroup with its memory, CPU and pids limits, killed as a whole on stop
+//!   ([`cgroup`], [`cgroup_v1`], [`cgroup_v2`]);
+//! - a uid/gid of its app ([`uids`]), no capabilities, `no_new_privs` ([`caps`]) and a
+//!   seccomp filter ([`seccomp`]).
+//!
+//! The server side ([`Sandbox`]) decides everything at `start` and records it in the
+//! replica's launch file as a [`SandboxSpec`]; the replica's init executes it without
+//! the server. Invariants: the sandbox never silently degrades — [`Sandbox::new`] fails
+//! (and the server says why) when a piece is missing; a replica's cgroup is removed on
+//! cleanup, and leaves whose replica has no run dir any more are swept at discovery.
+
+pub mod caps;
+pub mod cgroup;
+pub mod cgroup_v1;
+pub mod cgroup_v2;
+pub mod mounts;
+pub mod pid1;
+pub mod seccomp;
+pub mod uids;
+
+use crate::layout::Layout;
+use cgroup::{CgroupError, Leaf, Limits, Tree};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use wharf_core::ports::Launch;
+
+/// Settings of the sandbox (server flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxConfig {
+    /// Parent of wharf's cgroups: relative to the server's own cgroup, or absolute with a
+    /// leading `/`.
+    pub cgroup_parent: String,
+    /// Most processes and threads a replica may have at once.
+    pub pids_max: u64,
+    /// First uid (and gid) given to apps, and how many there are.
+    pub uid_base: u32,
+    pub uid_count: u32,
+}
+
+/// Default pids limit of a replica.
+pub const DEFAULT_PIDS_MAX: u64 = 512;
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            cgroup_parent: "wharf".into(),
+            pids_max: DEFAULT_PIDS_MAX,
+            // Above the ranges Debian and shadow's subuid defaults hand out (< 65536 and
+            // 100000..=165535 for the first user).
+            uid_base: 900_000,
+            uid_count: 65_536,
+        }
+    }
+}
+
+/// What the init needs to build a replica's sandbox; part of its launch file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    pub hostname: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup: Leaf,
+    pub mounts: Vec<mounts::Op>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("the sandbox needs root (namespaces, mounts, cgroups); run `wharf server` as root, or pass --isolation none to run replicas as plain processes")]
+    NotRoot,
+    #[error("no usable cgroup hierarchy was found in {0}; mount cgroup2 at /sys/fs/cgroup (or the v1 memory, cpu and pids controllers), or pass --isolation none")]
+    NoCgroups(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Uid(#[from] uids::UidError),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
+}
+
+/// The server side of the sandbox: cgroup tree, uid allocation, mount plans.
+pub struct Sandbox {
+    layout: Layout,
+    cfg: SandboxConfig,
+    tree: Tree,
+    uids: uids::Uids,
+    proc_root: PathBuf,
+}
+
+/// A short name for the data dir, so servers with different data dirs keep apart.
+pub fn instance_name(data_dir: &Path) -> String {
+    let canonical = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_path_buf());
+    let digest = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    let hex: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+    format!("d{hex}")
+}
+
+fn leaf_name(app: &str, id: &str) -> String {
+    format!("{app}.{id}")
+}
+
+impl Sandbox {
+    /// Detects and prepares everything a sandbox needs; fails with what is missing.
+    pub fn new(layout: &Layout, cfg: SandboxConfig) -> Result<Sandbox, SandboxError> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(SandboxError::NotRoot);
+        }
+        seccomp::build()?;
+        let proc_root = PathBuf::from("/proc");
+        let read = |p: PathBuf| {
+            std::fs::read_to_string(&p).map_err(|source| SandboxError::Read { path: p, source })
+        };
+        let mountinfo = read(proc_root.join("self/mountinfo"))?;
+        let me = read(proc_root.join("self/cgroup"))?;
+        let detected = cgroup::detect(&mountinfo, &me)
+            .ok_or_else(|| SandboxError::NoCgroups(proc_root.join("self/mountinfo")))?;
+        let tree = Tree::new(&detected, &cfg.cgroup_parent, &instance_name(layout.root()));
+        tree.prepare()?;
+        Ok(Sandbox {
+            layout: layout.clone(),
+            uids: uids::Uids::new(layout.root().join("uids.json"), cfg.uid_base, cfg.uid_count),
+            cfg,
+            tree,
+            proc_root,
+        })
+    }
+
+    /// What replicas get, for the server's start-up notice.
+    pub fn notice(&self) -> String {
+        let ctrls = self.tree.controllers();
+        let missing: Vec<&str> = ["memory", "cpu", "pids"]
+            .into_iter()
+            .filter(|c| !ctrls.iter().any(|h| h == c))
+            .collect();
+        let mut s = format!(
+            "isolation: sandbox — pid, mount, ipc and uts namespaces; overlay root with the app at /app; \
+             a uid per app from {}; no capabilities, no_new_privs, seccomp; cgroups {} ({}) under {}/{}, \
+             pids limit {}; network shared with the host",
+            self.cfg.uid_base,
+            self.tree.mode,
+            ctrls.join(", "),
+            self.cfg.cgroup_parent,
+            instance_name(self.layout.root()),
+            self.cfg.pids_max,
+        );
+        if !missing.is_empty() {
+            s.push_str(&format!(
+                "\nwarning: the cgroup controllers {} are not available: those limits are NOT enforced",
+                missing.join(", ")
+            ));
+        }
+        s
+    }
+
+    /// Allocates, creates and plans everything the replica of `l` needs.
+    pub fn prepare(&self, l: &Launch, run_dir: &Path) -> Result<SandboxSpec, SandboxError> {
+        let uid = self.uids.uid_of(l.app.as_str())?;
+        let limits = Limits {
+            memory: l.memory,
+            cpu_units: l.cpu,
+            pids: Some(self.cfg.pids_max),
+        };
+        let leaf = self
+            .tree
+            .create(&leaf_name(l.app.as_str(), &l.id), &limits)?;
+        let mountinfo =
+            std::fs::read_to_string(self.proc_root.join("self/mountinfo")).map_err(|source| {
+                SandboxError::Read {
+                    path: self.proc_root.join("self/mountinfo"),
+                    source,
+                }
+            })?;
+        let host = mounts::parse_mountinfo(&mountinfo);
+        let data_dir = self
+            .layout
+            .root()
+            .canonicalize()
+            .unwrap_or_else(|_| self.layout.root().to_path_buf());
+        let extra = mounts::extra_host_mounts(&host, &data_dir);
+        let mode_of = |p: &Path| std::fs::metadata(p).ok().map(|m| m.permissions().mode());
+        let traverse =
+            mounts::untraversable(l.env.get("PATH").map_or("", String::as_str), &mode_of);
+        let plan = mounts::plan(&mounts::PlanInput {
+            run_dir,
+            artifact: &l.dir,
+            data_dir: &data_dir,
+            host_mounts: &extra,
+            traverse: &traverse,
+        });
+        Ok(SandboxSpec {
+            hostname: l.id.clone(),
+            uid,
+            gid: uid,
+            cgroup: leaf,
+            mounts: plan,
+        })
+    }
+
+    /// The cgroup of replica `id` of `app` (which may not exist).
+    pub fn leaf(&self, app: &str, id: &str) -> Leaf {
+        self.tree.leaf(&leaf_name(app, id))
+    }
+
+    /// SIGKILLs everything in the replica's cgroup.
+    pub fn kill(&self, app: &str, id: &str) {
+        if let Err(e) = self.leaf(app, id).kill(Duration::from_secs(2)) {
+            tracing::warn!(replica = %id, "{e}");
+        }
+    }
+
+    /// Kills what is left in the replica's cgroup and removes it.
+    pub fn remove(&self, app: &str, id: &str) {
+        if let Err(e) = self.leaf(app, id).remove() {
+            tracing::warn!(replica = %id, "{e}");
+        }
+    }
+
+    /// Removes every leaf of this data dir not named in `keep` (`app.id`): what a crash
+    /// between a replica's end and its cleanup left behind.
+    pub fn sweep(&self, keep: &HashSet<String>) {
+        for name in self.tree.leaves() {
+            if keep.contains(&name) {
+                continue;
+            }
+            tracing::info!("removing the cgroup {name} of a replica that is gone");
+            if let Err(e) = self.tree.leaf(&name).remove() {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+
+    /// `app.id` of a replica, as [`Sandbox::sweep`] expects it.
+    pub fn key(app: &str, id: &str) -> String {
+        leaf_name(app, id)
+    }
+}

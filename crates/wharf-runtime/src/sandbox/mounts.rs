@@ -1,0 +1,592 @@
+//! The root filesystem of a replica: a plan (a list of mount operations, built by pure
+//! functions and recorded in the replica's launch file) and its execution inside the
+//! replica's fresh mount namespace.
+//!
+//! The root is an overlay whose lower layer is the host's `/` (read-only: node, python
+//! and friends installed on the host work) and whose upper layer is `RUN_DIR/upper`, so
+//! writes are ephemeral and per replica. Other host filesystems (a separate `/home`,
+//! `/srv`...) are bound read-only at their place. The data dir is masked by an empty
+//! read-only tmpfs (no replica sees another app's artifacts, logs or run dirs). The
+//! release artifact is bound read-only at `/app`, the working dir. `/tmp` and `/dev/shm`
+//! are private tmpfs; `/dev` is a tmpfs with `null`, `zero`, `full`, `random`,
+//! `urandom`, `tty` bound from the host and a private `devpts`; `/proc` is fresh (the
+//! replica's PID namespace); `/sys` is read-only. Directories on the app's `PATH` that
+//! the app's uid could not traverse (pyenv under `/root`) get `o+x` in the overlay only.
+//! Finally `pivot_root` makes the overlay `/` and detaches the host's tree.
+//!
+//! Invariants: planning never touches the filesystem (it takes the host's mount table and
+//! a mode lookup as inputs) and is unit-tested; applying happens only in the replica's
+//! own mount namespace after mount propagation to the host was cut (`PrivatizeRoot` is
+//! always first), so nothing mounted here is visible on, or left behind on, the host.
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// One step of a replica's root filesystem setup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Stops mount events propagating between the replica and the host.
+    PrivatizeRoot,
+    Overlay {
+        target: PathBuf,
+        lower: PathBuf,
+        upper: PathBuf,
+        work: PathBuf,
+    },
+    /// A bind mount, read-only when asked; a file when the source is one.
+    Bind {
+        source: PathBuf,
+        target: PathBuf,
+        readonly: bool,
+    },
+    Tmpfs {
+        target: PathBuf,
+        mode: u32,
+        readonly: bool,
+        noexec: bool,
+    },
+    Proc {
+        target: PathBuf,
+    },
+    Sysfs {
+        target: PathBuf,
+    },
+    Devpts {
+        target: PathBuf,
+    },
+    Symlink {
+        to: PathBuf,
+        link: PathBuf,
+    },
+    /// Adds `o+x` to a directory (in the overlay: the host keeps its mode).
+    AllowTraverse {
+        path: PathBuf,
+    },
+    /// Makes `new_root` the root and detaches the old one.
+    PivotRoot {
+        new_root: PathBuf,
+    },
+}
+
+/// One line of the host's mount table, as far as planning cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostMount {
+    pub mount_point: PathBuf,
+    pub fstype: String,
+}
+
+/// Parses `/proc/self/mountinfo`.
+pub fn parse_mountinfo(text: &str) -> Vec<HostMount> {
+    text.lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let mount_point = pre.split(' ').nth(4)?;
+            let fstype = post.split(' ').next()?;
+            Some(HostMount {
+                mount_point: PathBuf::from(super::cgroup::unescape(mount_point)),
+                fstype: fstype.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Filesystems that are not files of the host: never bound into a replica.
+const PSEUDO: &[&str] = &[
+    "proc",
+    "sysfs",
+    "cgroup",
+    "cgroup2",
+    "tmpfs",
+    "devtmpfs",
+    "devpts",
+    "mqueue",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "pstore",
+    "bpf",
+    "configfs",
+    "fusectl",
+    "hugetlbfs",
+    "autofs",
+    "binfmt_misc",
+    "nsfs",
+    "rpc_pipefs",
+    "efivarfs",
+    "selinuxfs",
+    "ramfs",
+];
+/// Host paths whose mounts a replica gets its own version of.
+const PRIVATE_TREES: &[&str] = &["/proc", "/sys", "/dev", "/run", "/tmp", "/var/run"];
+
+/// Host filesystems besides `/` to bind read-only into the replica, in mount order.
+pub fn extra_host_mounts(host: &[HostMount], data_dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for m in host {
+        let p = &m.mount_point;
+        if p == Path::new("/")
+            || PSEUDO.contains(&m.fstype.as_str())
+            || PRIVATE_TREES.iter().any(|t| p.starts_with(t))
+            || p.starts_with(data_dir)
+            || out.contains(p)
+        {
+            continue;
+        }
+        out.push(p.clone());
+    }
+    out
+}
+
+/// Directories on `path_var` (a `PATH` value) and their ancestors that others cannot
+/// traverse, given `mode_of` (the host's mode bits of a path, `None` when missing).
+pub fn untraversable(path_var: &str, mode_of: &dyn Fn(&Path) -> Option<u32>) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for entry in path_var.split(':').filter(|e| e.starts_with('/')) {
+        let entry = Path::new(entry);
+        if mode_of(entry).is_none() {
+            continue;
+        }
+        let mut ancestors: Vec<&Path> = entry.ancestors().collect();
+        ancestors.reverse();
+        for a in ancestors {
+            if a == Path::new("/") || out.iter().any(|o| o == a) {
+                continue;
+            }
+            if mode_of(a).is_some_and(|m| m & 0o001 == 0) {
+                out.push(a.to_path_buf());
+            }
+        }
+    }
+    out
+}
+
+/// What a replica's root filesystem is made of.
+#[derive(Debug, Clone)]
+pub struct PlanInput<'a> {
+    /// The replica's run dir: `root/`, `upper/` and `work/` are made there.
+    pub run_dir: &'a Path,
+    pub artifact: &'a Path,
+    /// Masked inside the replica.
+    pub data_dir: &'a Path,
+    /// From [`extra_host_mounts`].
+    pub host_mounts: &'a [PathBuf],
+    /// From [`untraversable`].
+    pub traverse: &'a [PathBuf],
+}
+
+/// Where the artifact appears inside the replica (and its working dir).
+pub const APP_DIR: &str = "/app";
+
+/// Device nodes bound from the host into the replica's `/dev`.
+pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// The steps that build a replica's root, in order.
+pub fn plan(i: &PlanInput<'_>) -> Vec<Op> {
+    let root = i.run_dir.join("root");
+    let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+    let mut ops = vec![
+        Op::PrivatizeRoot,
+        Op::Overlay {
+            target: root.clone(),
+            lower: PathBuf::from("/"),
+            upper: i.run_dir.join("upper"),
+            work: i.run_dir.join("work"),
+        },
+    ];
+    ops.extend(i.host_mounts.iter().map(|m| Op::Bind {
+        source: m.clone(),
+        target: inside(m),
+        readonly: true,
+    }));
+    ops.push(Op::Tmpfs {
+        target: inside(i.data_dir),
+        mode: 0o755,
+        readonly: true,
+        noexec: true,
+    });
+    ops.push(Op::Bind {
+        source: i.artifact.to_path_buf(),
+        target: inside(Path::new(APP_DIR)),
+        readonly: true,
+    });
+    ops.push(Op::Proc {
+        target: inside(Path::new("/proc")),
+    });
+    ops.push(Op::Sysfs {
+        target: inside(Path::new("/sys")),
+    });
+    let dev = inside(Path::new("/dev"));
+    ops.push(Op::Tmpfs {
+        target: dev.clone(),
+        mode: 0o755,
+        readonly: false,
+        noexec: true,
+    });
+    ops.extend(DEVICES.iter().map(|d| Op::Bind {
+        source: Path::new("/dev").join(d),
+        target: dev.join(d),
+        readonly: false,
+    }));
+    ops.push(Op::Devpts {
+        target: dev.join("pts"),
+    });
+    ops.push(Op::Tmpfs {
+        target: dev.join("shm"),
+        mode: 0o1777,
+        readonly: false,
+        noexec: true,
+    });
+    for (to, link) in [
+        ("pts/ptmx", "ptmx"),
+        ("/proc/self/fd", "fd"),
+        ("/proc/self/fd/0", "stdin"),
+        ("/proc/self/fd/1", "stdout"),
+        ("/proc/self/fd/2", "stderr"),
+    ] {
+        ops.push(Op::Symlink {
+            to: PathBuf::from(to),
+            link: dev.join(link),
+        });
+    }
+    ops.push(Op::Tmpfs {
+        target: inside(Path::new("/tmp")),
+        mode: 0o1777,
+        readonly: false,
+        noexec: false,
+    });
+    ops.extend(
+        i.traverse
+            .iter()
+            .map(|p| Op::AllowTraverse { path: inside(p) }),
+    );
+    ops.push(Op::PivotRoot { new_root: root });
+    ops
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("{op}: {errno}")]
+    Sys {
+        op: String,
+        errno: nix::errno::Errno,
+    },
+    #[error("{op}: {source}")]
+    Io { op: String, source: std::io::Error },
+    #[error("the path {0} cannot be used for an overlay layer (it contains ',', ':' or '\\'); use a data dir without them")]
+    OverlayPath(PathBuf),
+}
+
+fn sys(op: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> MountError {
+    let op = op.into();
+    move |errno| MountError::Sys { op, errno }
+}
+
+fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> MountError {
+    let op = op.into();
+    move |source| MountError::Io { op, source }
+}
+
+fn layer(p: &Path) -> Result<&str, MountError> {
+    p.to_str()
+        .filter(|s| !s.contains([',', ':', '\\']))
+        .ok_or_else(|| MountError::OverlayPath(p.to_path_buf()))
+}
+
+const NONE: Option<&str> = None;
+
+/// Executes `ops` in order. Must run as root in a mount namespace of its own.
+pub fn apply(ops: &[Op]) -> Result<(), MountError> {
+    for op in ops {
+        apply_one(op)?;
+    }
+    Ok(())
+}
+
+fn mkdir(p: &Path) -> Result<(), MountError> {
+    std::fs::create_dir_all(p).map_err(io(format!("create {}", p.display())))
+}
+
+fn apply_one(op: &Op) -> Result<(), MountError> {
+    let common = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    match op {
+        Op::PrivatizeRoot => mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
+            .map_err(sys("make / private")),
+        Op::Overlay {
+            target,
+            lower,
+            upper,
+            work,
+        } => {
+            for d in [target, upper, work] {
+                mkdir(d)?;
+            }
+            let data = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                layer(lower)?,
+                layer(upper)?,
+                layer(work)?
+            );
+            mount(
+                Some("overlay"),
+                target,
+                Some("overlay"),
+                MsFlags::MS_NOSUID,
+                Some(data.as_str()),
+            )
+            .map_err(sys(format!(
+                "mount the overlay root at {}",
+                target.display()
+            )))
+        }
+        Op::Bind {
+            source,
+            target,
+            readonly,
+        } => {
+            if source.is_dir() {
+                mkdir(target)?;
+            } else {
+                if let Some(parent) = target.parent() {
+                    mkdir(parent)?;
+                }
+                if !target.exists() {
+                    std::fs::File::create(target)
+                        .map_err(io(format!("create {}", target.display())))?;
+                }
+            }
+            let what = format!("bind {} at {}", source.display(), target.display());
+            mount(Some(source), target, NONE, MsFlags::MS_BIND, NONE).map_err(sys(&what))?;
+            if *readonly {
+                mount(
+                    NONE,
+                    target,
+                    NONE,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | common,
+                    NONE,
+                )
+                .map_err(sys(format!("make {} read-only", target.display())))?;
+            }
+            Ok(())
+        }
+        Op::Tmpfs {
+            target,
+            mode,
+            readonly,
+            noexec,
+        } => {
+            mkdir(target)?;
+            let mut flags = common;
+            if *readonly {
+                flags |= MsFlags::MS_RDONLY;
+            }
+            if *noexec {
+                flags |= MsFlags::MS_NOEXEC;
+            }
+            let data = format!("mode={mode:o}");
+            mount(
+                Some("tmpfs"),
+                target,
+                Some("tmpfs"),
+                flags,
+                Some(data.as_str()),
+            )
+            .map_err(sys(format!("mount a tmpfs at {}", target.display())))
+        }
+        Op::Proc { target } => {
+            mkdir(target)?;
+            mount(
+                Some("proc"),
+                target,
+                Some("proc"),
+                common | MsFlags::MS_NOEXEC,
+                NONE,
+            )
+            .map_err(sys(format!("mount /proc at {}", target.display())))
+        }
+        Op::Sysfs { target } => {
+            mkdir(target)?;
+            mount(
+                Some("sysfs"),
+                target,
+                Some("sysfs"),
+                common | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+                NONE,
+            )
+            .map_err(sys(format!("mount /sys at {}", target.display())))
+        }
+        Op::Devpts { target } => {
+            mkdir(target)?;
+            mount(
+                Some("devpts"),
+                target,
+                Some("devpts"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                Some("newinstance,ptmxmode=0666,mode=0620"),
+            )
+            .map_err(sys(format!("mount devpts at {}", target.display())))
+        }
+        Op::Symlink { to, link } => std::os::unix::fs::symlink(to, link).map_err(io(format!(
+            "link {} to {}",
+            link.display(),
+            to.display()
+        ))),
+        Op::AllowTraverse { path } => {
+            use std::os::unix::fs::PermissionsExt;
+            let what = format!("allow traversing {}", path.display());
+            let mode = std::fs::metadata(path)
+                .map_err(io(&what))?
+                .permissions()
+                .mode();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o001))
+                .map_err(io(what))
+        }
+        Op::PivotRoot { new_root } => {
+            nix::unistd::chdir(new_root).map_err(sys("enter the new root"))?;
+            nix::unistd::pivot_root(".", ".").map_err(sys("pivot_root"))?;
+            umount2(".", MntFlags::MNT_DETACH).map_err(sys("detach the host's root"))?;
+            nix::unistd::chdir("/").map_err(sys("chdir /"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+23 27 0:22 / /sys rw,relatime - sysfs sysfs rw
+24 27 0:6 / /dev rw,relatime - devtmpfs devtmpfs rw
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+28 27 0:25 / /mnt/tools ro,nosuid - tmpfs none ro
+29 27 254:1 / /home rw,relatime - ext4 /dev/vdb rw
+30 27 254:2 / /srv/my\\040data rw - xfs /dev/vdc rw
+31 27 254:3 / /var/lib/wharf/artifacts rw - ext4 /dev/vdd rw
+32 27 254:1 /etc/hosts /etc/hosts rw - ext4 /dev/vdb rw
+33 27 0:40 / /run/user/0 rw - tmpfs tmpfs rw
+";
+
+    #[test]
+    fn extra_host_mounts_are_real_filesystems_outside_private_trees_and_the_data_dir() {
+        let m = parse_mountinfo(MOUNTINFO);
+        assert_eq!(m.len(), 10);
+        let extra = extra_host_mounts(&m, Path::new("/var/lib/wharf"));
+        assert_eq!(
+            extra,
+            [
+                PathBuf::from("/home"),
+                PathBuf::from("/srv/my data"),
+                PathBuf::from("/etc/hosts"),
+            ]
+        );
+    }
+
+    #[test]
+    fn untraversable_finds_closed_ancestors_of_path_entries() {
+        let modes = |p: &Path| match p.to_str()? {
+            "/root" => Some(0o700),
+            "/root/.pyenv" | "/root/.pyenv/shims" | "/usr" | "/usr/bin" => Some(0o755),
+            "/opt" => Some(0o750),
+            "/opt/tool" | "/opt/tool/bin" => Some(0o755),
+            _ => None,
+        };
+        let found = untraversable(
+            "/root/.pyenv/shims:/usr/bin:relative/bin:/missing/bin:/opt/tool/bin:/root/.pyenv/shims",
+            &modes,
+        );
+        assert_eq!(found, [PathBuf::from("/root"), PathBuf::from("/opt")]);
+    }
+
+    #[test]
+    fn plan_builds_the_root_in_a_safe_order() {
+        let run = Path::new("/data/run/app/web-1");
+        let extra = [PathBuf::from("/home")];
+        let trav = [PathBuf::from("/root")];
+        let ops = plan(&PlanInput {
+            run_dir: run,
+            artifact: Path::new("/data/artifacts/sha256-ab"),
+            data_dir: Path::new("/data"),
+            host_mounts: &extra,
+            traverse: &trav,
+        });
+        assert_eq!(
+            ops.first(),
+            Some(&Op::PrivatizeRoot),
+            "propagation is cut first"
+        );
+        assert_eq!(
+            ops[1],
+            Op::Overlay {
+                target: run.join("root"),
+                lower: "/".into(),
+                upper: run.join("upper"),
+                work: run.join("work"),
+            }
+        );
+        assert_eq!(
+            ops.last(),
+            Some(&Op::PivotRoot {
+                new_root: run.join("root")
+            })
+        );
+        let root = run.join("root");
+        let pos = |want: &dyn Fn(&Op) -> bool| ops.iter().position(want).unwrap();
+        let app = pos(
+            &|o| matches!(o, Op::Bind { target, readonly: true, .. } if *target == root.join("app")),
+        );
+        let mask = pos(
+            &|o| matches!(o, Op::Tmpfs { target, readonly: true, .. } if *target == root.join("data")),
+        );
+        let home = pos(
+            &|o| matches!(o, Op::Bind { source, readonly: true, .. } if source == Path::new("/home")),
+        );
+        assert!(
+            home < mask,
+            "host mounts come before the data dir is masked"
+        );
+        assert!(
+            mask < app,
+            "the artifact is bound after the mask (it lives under the data dir)"
+        );
+        for p in ["proc", "sys", "dev", "dev/pts", "dev/shm", "tmp"] {
+            let t = root.join(p);
+            assert!(
+                ops.iter().any(|o| match o {
+                    Op::Proc { target } | Op::Sysfs { target } | Op::Devpts { target } =>
+                        *target == t,
+                    Op::Tmpfs { target, .. } => *target == t,
+                    _ => false,
+                }),
+                "{p} is mounted"
+            );
+        }
+        for d in DEVICES {
+            assert!(ops.contains(&Op::Bind {
+                source: Path::new("/dev").join(d),
+                target: root.join("dev").join(d),
+                readonly: false,
+            }));
+        }
+        let dev = pos(&|o| matches!(o, Op::Tmpfs { target, .. } if *target == root.join("dev")));
+        let null =
+            pos(&|o| matches!(o, Op::Bind { target, .. } if *target == root.join("dev/null")));
+        assert!(dev < null, "/dev exists before its nodes are bound");
+        assert!(ops.contains(&Op::AllowTraverse {
+            path: root.join("root")
+        }));
+        let json = serde_json::to_string(&ops).unwrap();
+        assert_eq!(serde_json::from_str::<Vec<Op>>(&json).unwrap(), ops);
+    }
+
+    #[test]
+    fn overlay_layers_refuse_separators() {
+        assert!(layer(Path::new("/a/b")).is_ok());
+        assert!(matches!(
+            layer(Path::new("/a,b")),
+            Err(MountError::OverlayPath(_))
+        ));
+        assert!(layer(Path::new("/a:b")).is_err());
+    }
+}

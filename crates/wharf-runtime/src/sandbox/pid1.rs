@@ -1,0 +1,311 @@
+//! Starting the app in its sandbox, from the replica's init.
+//!
+//! Process tree of a sandboxed replica (host pids on the left):
+//!
+//! ```text
+//! wharf init RUN_DIR          host namespaces, in the replica's cgroup; pumps the logs,
+//! │                           writes exit.json (see crate::init)
+//! └─ pid 1 (clone)            new PID, mount, IPC and UTS namespaces; root until the app
+//!    │                        is forked, then the app's uid without capabilities; reaps
+//!    │                        every zombie, forwards SIGTERM/SIGINT/SIGHUP to the app,
+//!    │                        reports the app's exit on a pipe, then exits (which kills
+//!    │                        whatever is left in the namespace)
+//!    └─ pid 2: /bin/sh -c "exec COMMAND"   the app: its uid, no capabilities,
+//!                             no_new_privs, seccomp filter, working dir /app
+//! ```
+//!
+//! The init itself cannot be PID 1 of the new namespace (a process cannot move into a
+//! PID namespace, and the log pumps are threads, which a process whose children go to
+//! another PID namespace may not create), so the namespace gets this tiny PID 1 instead:
+//! a copy of the init made with `clone(2)` that never executes anything else. It dies
+//! with the init (`PR_SET_PDEATHSIG`), and with it the whole namespace.
+//!
+//! Invariants: everything the child needs (filters, argv, env, descriptors) is prepared
+//! before `clone`, and the init is single-threaded at that point, so the child may
+//! allocate; the app's descriptors are only its log pipes and `/dev/null`, everything
+//! else the init holds is close-on-exec.
+
+use super::{caps, mounts, seccomp, SandboxSpec};
+use crate::init::LaunchFile;
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// Stack of the cloned PID 1 while it sets up the sandbox (it forks before it runs much).
+const STACK: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot prepare the sandbox: {0}")]
+    Prepare(String),
+    #[error("cannot create the replica's namespaces: {0} (the kernel must allow PID, mount, IPC and UTS namespaces; or run with --isolation none)")]
+    Clone(nix::errno::Errno),
+}
+
+/// The sandboxed app, as the init sees it.
+pub struct Spawned {
+    /// Host pid of the sandbox's PID 1.
+    pub pid: Pid,
+    pub stdout: File,
+    pub stderr: File,
+    /// Where PID 1 reports how the app ended (see [`AppStatus`]).
+    pub status: File,
+}
+
+/// How the app ended, as PID 1 reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl AppStatus {
+    fn encode(self) -> String {
+        match self {
+            AppStatus::Exited(c) => format!("exit {c}\n"),
+            AppStatus::Signaled(s) => format!("signal {s}\n"),
+        }
+    }
+
+    /// Parses what PID 1 wrote; an `error ...` line comes back as `Err`.
+    pub fn decode(text: &str) -> Option<Result<AppStatus, String>> {
+        let line = text.lines().next()?;
+        let (kind, rest) = line.split_once(' ')?;
+        match kind {
+            "exit" => rest.parse().ok().map(|c| Ok(AppStatus::Exited(c))),
+            "signal" => rest.parse().ok().map(|s| Ok(AppStatus::Signaled(s))),
+            "error" => Some(Err(rest.to_string())),
+            _ => None,
+        }
+    }
+
+    /// Reads PID 1's report (after PID 1 exited).
+    pub fn read(status: &mut File) -> Option<Result<AppStatus, String>> {
+        let mut text = String::new();
+        status.read_to_string(&mut text).ok()?;
+        Self::decode(&text)
+    }
+}
+
+fn cstring(s: impl Into<Vec<u8>>) -> Result<CString, SpawnError> {
+    CString::new(s).map_err(|e| SpawnError::Prepare(format!("a NUL byte in {e}")))
+}
+
+/// Starts the app of `launch` in the sandbox `spec`. Call from the single-threaded init,
+/// with its signal handlers installed (PID 1 inherits them).
+pub fn spawn(launch: &LaunchFile, spec: &SandboxSpec) -> Result<Spawned, SpawnError> {
+    let prep = |e: &dyn std::fmt::Display| SpawnError::Prepare(e.to_string());
+    let filters = seccomp::build().map_err(|e| prep(&e))?;
+    let argv = [
+        cstring("/bin/sh")?,
+        cstring("-c")?,
+        cstring(format!("exec {}", launch.command))?,
+    ];
+    let envp: Vec<CString> = launch
+        .env
+        .iter()
+        .map(|(k, v)| cstring(format!("{k}={v}")))
+        .collect::<Result<_, _>>()?;
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| prep(&e));
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (st_r, st_w) = pipe()?;
+    let devnull = File::open("/dev/null").map_err(|e| prep(&e))?;
+    let child = Child {
+        spec,
+        filters: &filters,
+        argv: &argv,
+        envp: &envp,
+        stdin: OwnedFd::from(devnull),
+        stdout: out_w,
+        stderr: err_w,
+        status: st_w,
+    };
+    let mut stack = vec![0u8; STACK];
+    let flags = CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
+    // SAFETY: the child gets a copy of this single-threaded process (no CLONE_VM), runs
+    // the callback on `stack`, which outlives the call in the parent, and exits with the
+    // callback's value without returning into the parent's frames.
+    #[allow(unsafe_code)]
+    let pid = unsafe {
+        nix::sched::clone(
+            Box::new(|| child.run()),
+            &mut stack,
+            flags,
+            Some(Signal::SIGCHLD as i32),
+        )
+    }
+    .map_err(SpawnError::Clone)?;
+    drop(child);
+    Ok(Spawned {
+        pid,
+        stdout: File::from(out_r),
+        stderr: File::from(err_r),
+        status: File::from(st_r),
+    })
+}
+
+/// What the cloned PID 1 works with.
+struct Child<'a> {
+    spec: &'a SandboxSpec,
+    filters: &'a [seccompiler::BpfProgram],
+    argv: &'a [CString],
+    envp: &'a [CString],
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    status: OwnedFd,
+}
+
+/// PID 1's exit code when the sandbox could not be set up (the reason is on the pipe).
+pub const SETUP_FAILED: isize = 126;
+
+static PENDING: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn remember(sig: i32) {
+    PENDING.store(sig, Ordering::SeqCst);
+}
+
+/// PID 1 goes when the init goes, and the namespace with it.
+fn die_with_parent() {
+    // SAFETY: prctl(PR_SET_PDEATHSIG, SIGKILL) takes no pointers.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    }
+}
+
+impl Child<'_> {
+    /// PID 1's life; the value is its exit code.
+    fn run(&self) -> isize {
+        let mut report = match self.status.try_clone() {
+            Ok(fd) => File::from(fd),
+            Err(_) => return 3,
+        };
+        match self.setup() {
+            Ok(app) => {
+                let status = self.reap(app);
+                let _ = report.write_all(status.encode().as_bytes());
+                0
+            }
+            Err(e) => {
+                let _ = report.write_all(format!("error {e}\n").as_bytes());
+                SETUP_FAILED
+            }
+        }
+    }
+
+    /// Namespaces' contents, the app, and PID 1's own privilege drop.
+    fn setup(&self) -> Result<Pid, String> {
+        die_with_parent();
+        let handler = nix::sys::signal::SigAction::new(
+            nix::sys::signal::SigHandler::Handler(remember),
+            nix::sys::signal::SaFlags::empty(),
+            nix::sys::signal::SigSet::empty(),
+        );
+        for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+            // SAFETY: the handler only stores into an atomic (async-signal-safe); this
+            // process is single-threaded.
+            #[allow(unsafe_code)]
+            unsafe { nix::sys::signal::sigaction(sig, &handler) }
+                .map_err(|e| format!("cannot handle {sig}: {e}"))?;
+        }
+        nix::unistd::sethostname(&self.spec.hostname)
+            .map_err(|e| format!("cannot set the hostname: {e}"))?;
+        mounts::apply(&self.spec.mounts).map_err(|e| e.to_string())?;
+        // SAFETY: this process is single-threaded, so the child may run any code.
+        #[allow(unsafe_code)]
+        match unsafe { nix::unistd::fork() }.map_err(|e| format!("cannot fork the app: {e}"))? {
+            ForkResult::Child => self.exec_app(),
+            ForkResult::Parent { child } => {
+                caps::drop_to(self.spec.uid, self.spec.gid).map_err(|e| e.to_string())?;
+                // Changing credentials cleared the parent-death signal: set it again.
+                die_with_parent();
+                seccomp::install(self.filters).map_err(|e| e.to_string())?;
+                Ok(child)
+            }
+        }
+    }
+
+    /// The app child: descriptors, privileges, filter, exec. Never returns.
+    fn exec_app(&self) -> ! {
+        let fail = |what: &str| -> ! {
+            let msg = format!("wharf sandbox: {what}\n");
+            // SAFETY: write(2) to fd 2 of a buffer that lives for the call.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::write(2, msg.as_ptr().cast(), msg.len());
+                libc::_exit(127)
+            }
+        };
+        for (fd, to) in [(&self.stdin, 0), (&self.stdout, 1), (&self.stderr, 2)] {
+            // SAFETY: dup2(2) onto the standard descriptors, which this process owns.
+            #[allow(unsafe_code)]
+            if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(fd), to) } < 0 {
+                fail("cannot attach the log pipes");
+            }
+        }
+        if let Err(e) = nix::unistd::chdir(mounts::APP_DIR) {
+            fail(&format!("cannot enter {}: {e}", mounts::APP_DIR));
+        }
+        if let Err(e) = caps::drop_to(self.spec.uid, self.spec.gid) {
+            fail(&e.to_string());
+        }
+        if let Err(e) = seccomp::install(self.filters) {
+            fail(&e.to_string());
+        }
+        let Err(e) = nix::unistd::execve(&self.argv[0], self.argv, self.envp);
+        fail(&format!("cannot run /bin/sh: {e}"))
+    }
+
+    /// Reaps every child until the app is gone; forwards signals to it meanwhile.
+    fn reap(&self, app: Pid) -> AppStatus {
+        loop {
+            // A signal that arrived before the wait began is forwarded now (one that
+            // lands between this check and the wait waits for the next wake-up).
+            if let Ok(sig) = Signal::try_from(PENDING.swap(0, Ordering::SeqCst)) {
+                let _ = nix::sys::signal::kill(app, sig);
+            }
+            match waitpid(None, None) {
+                Ok(WaitStatus::Exited(p, code)) if p == app => return AppStatus::Exited(code),
+                Ok(WaitStatus::Signaled(p, sig, _)) if p == app => {
+                    return AppStatus::Signaled(sig as i32)
+                }
+                Ok(_) => {} // an orphan adopted by PID 1, now reaped
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return AppStatus::Exited(0),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines_round_trip() {
+        for s in [
+            AppStatus::Exited(0),
+            AppStatus::Exited(3),
+            AppStatus::Signaled(9),
+        ] {
+            assert_eq!(AppStatus::decode(&s.encode()), Some(Ok(s)));
+        }
+        assert_eq!(
+            AppStatus::decode("error cannot mount\n"),
+            Some(Err("cannot mount".to_string()))
+        );
+        assert_eq!(AppStatus::decode(""), None);
+        assert_eq!(AppStatus::decode("garbage"), None);
+    }
+}

@@ -1,0 +1,342 @@
+//! Sandboxed replicas, proven from inside them (root only: skipped with a printed reason
+//! otherwise). The server runs with `--isolation sandbox`, so a
+//! sandbox that cannot be set up fails these tests instead of degrading.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use wharf_e2e::isolation::{cgroup_dir, cgroup_value, root_or_skip, sh};
+use wharf_e2e::{descendants, is_gone, process_alive, wait_until, Server, TestApp};
+
+/// Tests that load the whole machine (fork bomb, CPU shares) run one at a time.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+fn sandboxed_server() -> Server {
+    Server::start_with(&["--isolation", "sandbox"])
+}
+
+fn pid_of(r: &serde_json::Value) -> u32 {
+    r["pid"]
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
+        .unwrap_or_else(|| panic!("replica without a pid: {r:#}"))
+}
+
+#[test]
+fn a_replica_sees_and_touches_only_its_own_world() {
+    if !root_or_skip("a_replica_sees_and_touches_only_its_own_world") {
+        return;
+    }
+    let s = sandboxed_server();
+    let a = TestApp::new("box-a").write();
+    let b = TestApp::new("box-b").write();
+    s.deploy(a.path()).ok("deploy box-a");
+    s.deploy(b.path()).ok("deploy box-b");
+    let pa = s.wait_ready("box-a", 1, Duration::from_secs(10));
+    let pb = s.wait_ready("box-b", 1, Duration::from_secs(10));
+    let b_procs: Vec<u32> = std::iter::once(pid_of(&pb[0]))
+        .chain(descendants(pid_of(&pb[0])))
+        .collect();
+    let data = s.data_dir().to_str().unwrap().to_string();
+
+    // Processes: only its own PID namespace (PID 1, the app, this probe).
+    let (code, out) = sh(
+        &s,
+        "box-a.localhost",
+        "hostname; cat /proc/[0-9]*/cmdline | tr '\\0' ' '; echo; ls -d /proc/[0-9]* | wc -l",
+    );
+    assert_eq!(code, 0, "{out}");
+    let host_id = pa[0]["id"].as_str().unwrap();
+    assert_eq!(
+        out.lines().next(),
+        Some(host_id),
+        "hostname is the replica id: {out}"
+    );
+    assert!(
+        !out.contains("box-b"),
+        "box-b's processes are visible from box-a:\n{out}"
+    );
+    let count: usize = out.lines().last().unwrap().trim().parse().unwrap();
+    assert!(
+        count <= 8,
+        "a replica sees only its own few processes, saw {count}:\n{out}"
+    );
+    for p in &b_procs {
+        let (code, out) = sh(&s, "box-a.localhost", &format!("kill -0 {p}"));
+        assert_ne!(code, 0, "box-a can signal box-b's host pid {p}: {out}");
+    }
+
+    // Identity: a uid of its own, no capabilities, no_new_privs, seccomp.
+    let status = |host: &str| {
+        sh(
+            &s,
+            host,
+            "id -u; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status",
+        )
+        .1
+    };
+    let sa = status("box-a.localhost");
+    let sb = status("box-b.localhost");
+    let uid_a = sa.lines().next().unwrap().to_string();
+    assert_ne!(uid_a, "0", "{sa}");
+    assert_ne!(
+        uid_a,
+        sb.lines().next().unwrap(),
+        "apps share a uid:\n{sa}\n{sb}"
+    );
+    for want in [
+        "CapEff:\t0000000000000000",
+        "CapBnd:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+    ] {
+        assert!(sa.contains(want), "expected {want:?} in\n{sa}");
+    }
+
+    // Files: the host's are read-only, writes stay in the replica's own layer.
+    let probe = format!("wharf-probe-{}", std::process::id());
+    let (code, out) = sh(
+        &s,
+        "box-a.localhost",
+        &format!("touch /etc/{probe} /usr/bin/{probe} /{probe}"),
+    );
+    assert_ne!(code, 0, "{out}");
+    let (code, out) = sh(&s, "box-a.localhost", &format!("echo x > /var/tmp/{probe} && cat /var/tmp/{probe} && touch /tmp/{probe} /dev/shm/{probe} && echo > /dev/null"));
+    assert_eq!(code, 0, "the replica's own writable places: {out}");
+    for p in ["/etc", "/usr/bin", "/", "/var/tmp", "/tmp", "/dev/shm"] {
+        let host = std::path::Path::new(p).join(&probe);
+        assert!(
+            !host.exists(),
+            "the replica wrote {} on the host",
+            host.display()
+        );
+    }
+    let (code, out) = sh(&s, "box-a.localhost", "pwd; ls /app; touch /app/x");
+    assert_ne!(code, 0, "/app is read-only: {out}");
+    assert!(
+        out.starts_with("/app\n") && out.contains("wharf.toml"),
+        "{out}"
+    );
+
+    // Another app's files (and wharf's own) are not there at all.
+    for path in [
+        format!("{data}/logs/box-b/app.log"),
+        format!("{data}/run/box-b"),
+        format!("{data}/artifacts"),
+        format!("{data}/wharf.redb"),
+    ] {
+        let (code, out) = sh(&s, "box-a.localhost", &format!("ls {path}/* || cat {path}"));
+        assert_ne!(code, 0, "box-a can read {path}: {out}");
+    }
+
+    // Mount, ptrace and new user namespaces fail.
+    let (code, out) = sh(&s, "box-a.localhost", "mount -t tmpfs none /mnt");
+    assert_ne!(code, 0, "{out}");
+    let (code, out) = sh(&s, "box-a.localhost", "unshare -U true");
+    assert_ne!(code, 0, "{out}");
+    // PTRACE_TRACEME (0) is allowed to anyone without the filter; it must fail with EPERM.
+    let (code, out) = sh(
+        &s,
+        "box-a.localhost",
+        "python3 -c 'import ctypes; l = ctypes.CDLL(None, use_errno=True); r = l.ptrace(0, 0, 0, 0); print(r, ctypes.get_errno())'",
+    );
+    assert_eq!(
+        (code, out.trim()),
+        (0, "-1 1"),
+        "ptrace must fail with EPERM: {out}"
+    );
+}
+
+#[test]
+fn a_memory_hog_is_oom_killed_alone_and_restarted() {
+    if !root_or_skip("a_memory_hog_is_oom_killed_alone_and_restarted") {
+        return;
+    }
+    let s = sandboxed_server();
+    let app = TestApp::new("hog")
+        .replicas(2)
+        .web("memory = \"64Mi\"")
+        .write();
+    s.deploy(app.path()).ok("deploy");
+    let before = s.wait_ready("hog", 2, Duration::from_secs(10));
+    let _ = s.try_get("hog.localhost", "/alloc?mb=256");
+    let mut ps = Vec::new();
+    let healed = wait_until(Duration::from_secs(20), || {
+        ps = s.ps("hog");
+        ps.len() == 2
+            && ps.iter().all(|r| r["state"] == "ready")
+            && ps.iter().any(|r| r["restarts"].as_u64() >= Some(1))
+    });
+    assert!(healed, "the hog should be killed and restarted: {ps:#?}");
+    let victim = ps
+        .iter()
+        .find(|r| r["restarts"].as_u64() >= Some(1))
+        .unwrap();
+    assert!(
+        victim["last_exit"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("OOM killed"),
+        "ps should say OOM killed: {victim:#}"
+    );
+    let other = ps.iter().find(|r| r["id"] != victim["id"]).unwrap();
+    let other_before = before.iter().find(|r| r["id"] == other["id"]).unwrap();
+    assert_eq!(
+        (other["pid"].clone(), other["restarts"].clone()),
+        (other_before["pid"].clone(), 0.into()),
+        "the other replica is untouched"
+    );
+    let table = s.wharf(&["ps", "hog"]);
+    assert!(table.stdout.contains("OOM killed"), "{}", table.stdout);
+    let logs = s.wharf(&["logs", "hog"]);
+    assert!(logs.stdout.contains("OOM killed"), "{}", logs.stdout);
+    let r = s.get("hog.localhost", "/");
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[test]
+fn a_fork_bomb_stops_at_the_pids_limit_and_everything_goes_on_destroy() {
+    if !root_or_skip("a_fork_bomb_stops_at_the_pids_limit_and_everything_goes_on_destroy") {
+        return;
+    }
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    let s = sandboxed_server();
+    let bomb = TestApp::new("bomb")
+        .web("memory = \"512Mi\"")
+        .web("cpu = 64")
+        .write();
+    let calm = TestApp::new("calm").write();
+    s.deploy(bomb.path()).ok("deploy bomb");
+    s.deploy(calm.path()).ok("deploy calm");
+    let init = pid_of(&s.wait_ready("bomb", 1, Duration::from_secs(10))[0]);
+    let pids_dir = cgroup_dir(init, "pids").expect("the replica has a pids cgroup");
+    assert_eq!(cgroup_value(&pids_dir, "pids.max", None), Some(512));
+
+    let (code, out) = sh(
+        &s,
+        "bomb.localhost",
+        "(b() { b | b & }; b) </dev/null >/dev/null 2>&1 & echo lit",
+    );
+    assert_eq!((code, out.trim()), (0, "lit"));
+    let limited = wait_until(Duration::from_secs(20), || {
+        cgroup_value(&pids_dir, "pids.events", Some("max")).is_some_and(|n| n > 0)
+    });
+    assert!(limited, "the bomb never reached the pids limit");
+    let current = cgroup_value(&pids_dir, "pids.current", None).unwrap_or(0);
+    assert!(current <= 512, "{current} processes, more than the limit");
+
+    // The machine, the platform and other apps stay responsive.
+    for _ in 0..3 {
+        let t = Instant::now();
+        s.wharf_quiet(&["apps"]).ok("apps during the bomb");
+        let r = s.get("calm.localhost", "/");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            t.elapsed()
+        );
+    }
+
+    let all: Vec<u32> = std::iter::once(init).chain(descendants(init)).collect();
+    s.wharf(&["destroy", "bomb", "--yes"]).ok("destroy");
+    assert!(
+        wait_until(Duration::from_secs(20), || all.iter().all(|&p| is_gone(p))),
+        "processes of the bomb survived: {:?}",
+        all.iter().filter(|&&p| process_alive(p)).count()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || !pids_dir.exists()),
+        "the cgroup {} was left behind",
+        pids_dir.display()
+    );
+}
+
+#[test]
+fn cpu_units_shape_the_cpu_share_of_busy_replicas() {
+    if !root_or_skip("cpu_units_shape_the_cpu_share_of_busy_replicas") {
+        return;
+    }
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    let s = sandboxed_server();
+    let light = TestApp::new("light").web("cpu = 256").write();
+    let heavy = TestApp::new("heavy").web("cpu = 768").write();
+    s.deploy(light.path()).ok("deploy light");
+    s.deploy(heavy.path()).ok("deploy heavy");
+    // More busy threads than cores, in both, so that both always want more CPU.
+    let burn = "/burn?ms=4000&threads=4";
+    let router = s.router().to_string();
+    let r2 = router.clone();
+    let l = std::thread::spawn(move || wharf_e2e::http_get(&router, "light.localhost", burn, &[]));
+    let h = std::thread::spawn(move || wharf_e2e::http_get(&r2, "heavy.localhost", burn, &[]));
+    let cpu = |r: std::io::Result<wharf_e2e::Response>| -> f64 {
+        let r = r.expect("burn request");
+        assert_eq!(r.status, 200, "{r:?}");
+        r.body
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("cpu_ms="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no cpu_ms in {:?}", r.body))
+    };
+    let (l, h) = (cpu(l.join().unwrap()), cpu(h.join().unwrap()));
+    let ratio = h / l;
+    eprintln!("cpu: light {l} ms, heavy {h} ms, ratio {ratio:.2} (configured 3.0)");
+    assert!(
+        (2.4..=3.6).contains(&ratio),
+        "cpu 768 vs 256 should get 3x the CPU within 20%: light {l} ms, heavy {h} ms, ratio {ratio:.2}"
+    );
+}
+
+#[test]
+fn a_server_crash_leaves_no_cgroup_behind() {
+    if !root_or_skip("a_server_crash_leaves_no_cgroup_behind") {
+        return;
+    }
+    let mut s = sandboxed_server();
+    let app = TestApp::new("crashy").replicas(2).write();
+    s.deploy(app.path()).ok("deploy");
+    let ps = s.wait_ready("crashy", 2, Duration::from_secs(10));
+    let victim = pid_of(&ps[0]);
+    let victim_all: Vec<u32> = std::iter::once(victim).chain(descendants(victim)).collect();
+    let victim_cg = cgroup_dir(victim, "pids").expect("pids cgroup");
+    let survivor = pid_of(&ps[1]);
+
+    s.kill9();
+    // The replica's init dies while the server is down; its sandbox dies with it.
+    wharf_e2e::kill9(victim);
+    assert!(
+        wait_until(Duration::from_secs(5), || victim_all
+            .iter()
+            .all(|&p| is_gone(p))),
+        "the sandbox of a killed init survived it"
+    );
+    // And a cgroup whose replica left no run dir at all (a crash between the cgroup's
+    // creation and the run dir's) is swept at the next start.
+    let stray = victim_cg.with_file_name("crashy.web-9-v1");
+    std::fs::create_dir(&stray).expect("stray cgroup");
+
+    s.restart_same_data_dir();
+    let now = s.wait_ready("crashy", 2, Duration::from_secs(15));
+    assert!(
+        now.iter().any(|r| pid_of(r) == survivor),
+        "re-adopted: {now:#?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || !stray.exists()),
+        "the stray cgroup {} was not swept",
+        stray.display()
+    );
+    let replaced = now
+        .iter()
+        .find(|r| r["id"] == ps[0]["id"])
+        .expect("replaced");
+    let procs = std::fs::read_to_string(victim_cg.join("cgroup.procs")).unwrap_or_default();
+    let procs: Vec<u32> = procs.lines().filter_map(|l| l.parse().ok()).collect();
+    assert!(
+        procs.contains(&pid_of(replaced)),
+        "the replacement runs in the replica's cgroup: {procs:?}"
+    );
+    assert!(
+        victim_all.iter().all(|p| !procs.contains(p)),
+        "old processes in the new cgroup: {procs:?}"
+    );
+}
