@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use wharf_controller::{api_kind, ControlError};
+use wharf_controller::ControlError;
 use wharf_types::api::{ApiError, ErrorKind};
 
 /// An error answer: status from the kind, body an [`ApiError`].
@@ -36,7 +36,7 @@ impl From<ControlError> for HttpError {
             _ => None,
         };
         Self(ApiError {
-            kind: api_kind(e.kind()),
+            kind: e.kind(),
             error: e.to_string(),
             manifest,
         })

@@ -7,7 +7,7 @@ use crate::{Controller, Inner};
 use wharf_core::plan::{Action, StopReason};
 use wharf_core::ports::Launch;
 use wharf_core::{Phase, Replica};
-use wharf_types::release::{Analysis, CanaryProgress, Rollout, RolloutOutcome, UnixMillis, Warm};
+use wharf_types::release::{CanaryProgress, Rollout, RolloutOutcome, UnixMillis, Warm};
 use wharf_types::AppName;
 
 /// Lines of a failing replica's output a failed rollout reports.
@@ -299,11 +299,11 @@ impl Inner {
                     c.step == progress.step && c.failed_checks == progress.failed_checks
                 }) =>
             {
-                format!("canary v{release} at {}%: {}", progress.weight, describe(a))
+                format!("canary v{release} at {}%: {}", progress.weight, a.summary())
             }
             Some(a) => format!(
                 "canary v{release}: {} -> {}% of traffic (failed checks: {})",
-                describe(a),
+                a.summary(),
                 progress.weight,
                 progress.failed_checks
             ),
@@ -333,21 +333,6 @@ impl Inner {
             });
         }
     }
-}
-
-/// "success 100.0% vs 99.5%, p99 5 ms vs 10 ms, 40 requests: pass".
-pub(crate) fn describe(a: &Analysis) -> String {
-    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}%"));
-    let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
-    format!(
-        "success {} vs baseline {}, p99 {} vs {}, {} requests: {}",
-        pct(a.canary_success),
-        pct(a.baseline_success),
-        ms(a.canary_p99_ms),
-        ms(a.baseline_p99_ms),
-        a.canary_requests,
-        a.verdict
-    )
 }
 
 /// A port nobody listens on right now (the kernel's choice for port 0).

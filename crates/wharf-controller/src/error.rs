@@ -2,17 +2,9 @@
 
 use wharf_types::ManifestError;
 
-/// What kind of failure: decides the API status and the CLI exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    BadInput,
-    NotFound,
-    Conflict,
-    Failed,
-    Internal,
-    Unauthorized,
-    Forbidden,
-}
+/// What kind of failure: decides the API status and the CLI exit code (the API's own
+/// error kinds, so that nothing translates between two copies).
+pub use wharf_types::api::ErrorKind as Kind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {

@@ -28,7 +28,6 @@ mod stopper;
 
 pub use error::{ControlError, Kind};
 pub use events::Event;
-pub use query::api_kind;
 pub use releases::{load_manifest, DeployOptions, Progress};
 pub use secrets::TICKET_VAR;
 

@@ -1,25 +1,10 @@
 //! Read-only views for the API: apps, status, ps, releases, config, run, metrics.
 
-use crate::{ControlError, Controller, Kind};
+use crate::{ControlError, Controller};
 use std::collections::BTreeMap;
 use wharf_core::Phase;
-use wharf_types::api::{
-    AppStatus, ErrorKind, ProcessStatus, ReleaseInfo, ReplicaInfo, ReplicaState, RunSpec,
-};
+use wharf_types::api::{AppStatus, ProcessStatus, ReleaseInfo, ReplicaInfo, ReplicaState, RunSpec};
 use wharf_types::AppName;
-
-/// Maps a controller error kind to the API's.
-pub fn api_kind(k: Kind) -> ErrorKind {
-    match k {
-        Kind::BadInput => ErrorKind::BadInput,
-        Kind::NotFound => ErrorKind::NotFound,
-        Kind::Conflict => ErrorKind::Conflict,
-        Kind::Failed => ErrorKind::Failed,
-        Kind::Internal => ErrorKind::Internal,
-        Kind::Unauthorized => ErrorKind::Unauthorized,
-        Kind::Forbidden => ErrorKind::Forbidden,
-    }
-}
 
 impl Controller {
     fn known(&self, app: &AppName) -> Result<wharf_types::AppRecord, ControlError> {

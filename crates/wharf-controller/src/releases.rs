@@ -43,7 +43,7 @@ impl Progress {
     pub async fn fail(&self, e: &ControlError) {
         let (kind, manifest) = match e {
             ControlError::Manifest(m) => (ErrorKind::BadInput, Some(m.clone())),
-            other => (crate::api_kind(other.kind()), None),
+            other => (other.kind(), None),
         };
         self.send(DeployEvent::Failed {
             reason: e.to_string(),

@@ -156,6 +156,23 @@ pub struct Analysis {
     pub verdict: String,
 }
 
+impl Analysis {
+    /// "success 100.0% vs baseline 99.5%, p99 5 ms vs 10 ms, 40 requests: pass".
+    pub fn summary(&self) -> String {
+        let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}%"));
+        let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
+        format!(
+            "success {} vs baseline {}, p99 {} vs {}, {} requests: {}",
+            pct(self.canary_success),
+            pct(self.baseline_success),
+            ms(self.canary_p99_ms),
+            ms(self.baseline_p99_ms),
+            self.canary_requests,
+            self.verdict
+        )
+    }
+}
+
 /// A previous release kept running (out of routing) for an instant rollback.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Warm {

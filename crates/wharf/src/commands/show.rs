@@ -55,17 +55,7 @@ pub async fn status(c: &Client, app: &AppName, json: bool) -> Result<ExitCode> {
             c.failed_checks
         );
         if let Some(a) = &c.last {
-            let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}%"));
-            let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
-            println!(
-                "          success {} (baseline {}), p99 {} (baseline {}), {} requests: {}",
-                pct(a.canary_success),
-                pct(a.baseline_success),
-                ms(a.canary_p99_ms),
-                ms(a.baseline_p99_ms),
-                a.canary_requests,
-                a.verdict
-            );
+            println!("          {}", a.summary());
         }
     }
     if let Some(w) = &s.warm {
