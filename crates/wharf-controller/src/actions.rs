@@ -191,55 +191,55 @@ impl Inner {
     }
 
     fn rollout_succeeded(&self, app: &AppName, release: u32, now: UnixMillis) {
-        let Some(mut rec) = self.app(app) else { return };
-        let Some(rollout) = rec.rollout.take() else {
-            return;
-        };
-        rec.last_good = Some(release);
-        if rollout.reverting.is_none() {
-            rec.last_outcome = Some(RolloutOutcome {
-                release,
-                succeeded: true,
-                at: now,
-                reason: None,
-                replica: None,
-                cause: rollout.cause.clone(),
-            });
-            if rollout.from.is_some_and(|f| f != release) {
-                rec.previous = rollout.from;
-            }
-            // Blue-green keeps the set it switched away from warm for a quick way back.
-            let strategy = self.release(app, release).and_then(|r| {
-                r.processes
-                    .get(&wharf_types::ProcessType::web())
-                    .map(|p| p.deploy.clone())
-            });
-            rec.warm = match (strategy, rollout.from) {
-                (Some(d), Some(from))
-                    if d.strategy == wharf_types::Strategy::BlueGreen && from != release =>
-                {
-                    let until = now.saturating_add(d.keep_previous.as_millis() as u64);
-                    Some(Warm {
-                        release: from,
-                        until,
-                    })
-                }
-                _ => None,
+        let deploy = self.release(app, release).and_then(|r| {
+            r.processes
+                .get(&wharf_types::ProcessType::web())
+                .map(|p| p.deploy.clone())
+        });
+        let recorded = self.modify(app, |rec| {
+            let Some(rollout) = rec.rollout.take() else {
+                return Ok(None);
             };
-        }
-        if let Err(e) = self.save(&rec, None) {
-            tracing::error!(app = %app, "cannot record the rollout of v{release}: {e}");
-            return;
-        }
-        match rollout.reverting {
-            None => self.emit(Event::RolloutSucceeded {
+            rec.last_good = Some(release);
+            if rollout.reverting.is_none() {
+                rec.last_outcome = Some(RolloutOutcome {
+                    release,
+                    succeeded: true,
+                    at: now,
+                    reason: None,
+                    replica: None,
+                    cause: rollout.cause.clone(),
+                });
+                if rollout.from.is_some_and(|f| f != release) {
+                    rec.previous = rollout.from;
+                }
+                // Blue-green keeps the set it switched away from warm for a quick way back.
+                rec.warm = match (&deploy, rollout.from) {
+                    (Some(d), Some(from))
+                        if d.strategy == wharf_types::Strategy::BlueGreen && from != release =>
+                    {
+                        let until = now.saturating_add(d.keep_previous.as_millis() as u64);
+                        Some(Warm {
+                            release: from,
+                            until,
+                        })
+                    }
+                    _ => None,
+                };
+            }
+            Ok(Some(rollout.reverting.is_none()))
+        });
+        match recorded {
+            Ok(Some(Some(true))) => self.emit(Event::RolloutSucceeded {
                 app: app.clone(),
                 release,
             }),
-            Some(_) => self.emit(Event::Progress {
+            Ok(Some(Some(false))) => self.emit(Event::Progress {
                 app: app.clone(),
                 message: format!("v{release} serves all traffic again"),
             }),
+            Ok(_) => {}
+            Err(e) => tracing::error!(app = %app, "cannot record the rollout of v{release}: {e}"),
         }
     }
 
@@ -251,27 +251,33 @@ impl Inner {
         replica: Option<String>,
         now: UnixMillis,
     ) {
-        let Some(mut rec) = self.app(app) else { return };
-        let (from, cause) = rec
-            .rollout
-            .as_ref()
-            .map_or((None, String::new()), |r| (r.from, r.cause.clone()));
-        rec.target = from;
-        rec.rollout = from.map(|f| Rollout {
-            reverting: Some(reason.clone()),
-            ..Rollout::new(f, Some(release), now, "automatic rollback")
+        let recorded = self.modify(app, |rec| {
+            let (from, cause) = rec
+                .rollout
+                .as_ref()
+                .map_or((None, String::new()), |r| (r.from, r.cause.clone()));
+            rec.target = from;
+            rec.rollout = from.map(|f| Rollout {
+                reverting: Some(reason.clone()),
+                ..Rollout::new(f, Some(release), now, "automatic rollback")
+            });
+            rec.last_outcome = Some(RolloutOutcome {
+                release,
+                succeeded: false,
+                at: now,
+                reason: Some(reason.clone()),
+                replica: replica.clone(),
+                cause,
+            });
+            Ok(())
         });
-        rec.last_outcome = Some(RolloutOutcome {
-            release,
-            succeeded: false,
-            at: now,
-            reason: Some(reason.clone()),
-            replica: replica.clone(),
-            cause,
-        });
-        if let Err(e) = self.save(&rec, None) {
-            tracing::error!(app = %app, "cannot record the failed rollout of v{release}: {e}");
-            return;
+        match recorded {
+            Ok(Some(())) => {}
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(app = %app, "cannot record the failed rollout of v{release}: {e}");
+                return;
+            }
         }
         let logs = replica
             .as_deref()
@@ -289,48 +295,47 @@ impl Inner {
 
     /// Records canary progress (a new step, a failed check, the latest analysis).
     fn canary_step(&self, app: &AppName, release: u32, progress: CanaryProgress) {
-        let Some(mut rec) = self.app(app) else { return };
-        let Some(ro) = rec.rollout.as_mut().filter(|r| r.release == release) else {
-            return;
-        };
-        let message = match &progress.last {
-            Some(a)
-                if ro.canary.as_ref().is_some_and(|c| {
-                    c.step == progress.step && c.failed_checks == progress.failed_checks
-                }) =>
-            {
-                format!("canary v{release} at {}%: {}", progress.weight, a.summary())
-            }
-            Some(a) => format!(
-                "canary v{release}: {} -> {}% of traffic (failed checks: {})",
-                a.summary(),
-                progress.weight,
-                progress.failed_checks
-            ),
-            None => format!("canary v{release} takes {}% of traffic", progress.weight),
-        };
-        ro.canary = Some(progress);
-        if let Err(e) = self.save(&rec, None) {
-            tracing::error!(app = %app, "cannot record canary progress: {e}");
-            return;
-        }
-        self.emit(Event::Progress {
-            app: app.clone(),
-            message,
+        let recorded = self.modify(app, |rec| {
+            let Some(ro) = rec.rollout.as_mut().filter(|r| r.release == release) else {
+                return Ok(None);
+            };
+            let message = match &progress.last {
+                Some(a)
+                    if ro.canary.as_ref().is_some_and(|c| {
+                        c.step == progress.step && c.failed_checks == progress.failed_checks
+                    }) =>
+                {
+                    format!("canary v{release} at {}%: {}", progress.weight, a.summary())
+                }
+                Some(a) => format!(
+                    "canary v{release}: {} -> {}% of traffic (failed checks: {})",
+                    a.summary(),
+                    progress.weight,
+                    progress.failed_checks
+                ),
+                None => format!("canary v{release} takes {}% of traffic", progress.weight),
+            };
+            ro.canary = Some(progress);
+            Ok(Some(message))
         });
+        match recorded {
+            Ok(Some(Some(message))) => self.emit(Event::Progress {
+                app: app.clone(),
+                message,
+            }),
+            Ok(_) => {}
+            Err(e) => tracing::error!(app = %app, "cannot record canary progress: {e}"),
+        }
     }
 
     fn forget_warm(&self, app: &AppName) {
-        let Some(mut rec) = self.app(app) else { return };
-        if let Some(w) = rec.warm.take() {
-            if let Err(e) = self.save(&rec, None) {
-                tracing::error!(app = %app, "cannot record the end of the warm window: {e}");
-                return;
-            }
-            self.emit(Event::Progress {
+        match self.modify(app, |rec| Ok(rec.warm.take())) {
+            Ok(Some(Some(w))) => self.emit(Event::Progress {
                 app: app.clone(),
                 message: format!("the warm set of v{} is no longer kept", w.release),
-            });
+            }),
+            Ok(_) => {}
+            Err(e) => tracing::error!(app = %app, "cannot record the end of the warm window: {e}"),
         }
     }
 }

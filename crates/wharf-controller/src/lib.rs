@@ -92,6 +92,8 @@ pub(crate) struct Inner {
     pub releases: Mutex<BTreeMap<(AppName, u32), Arc<Release>>>,
     pub wake: Notify,
     pub events: broadcast::Sender<Event>,
+    /// Held across each read-modify-write of an app record (see [`Inner::update`]).
+    pub writes: Mutex<()>,
     /// Router counters at the start of each canary step.
     pub baselines: Mutex<desired::Baselines>,
     /// Apps with a release being created (deploy, config, rollback): one at a time.
@@ -129,6 +131,7 @@ impl Controller {
             releases: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
             events,
+            writes: Mutex::new(()),
             baselines: Mutex::new(Default::default()),
             busy: Mutex::new(Default::default()),
             tickets: Mutex::new(Default::default()),
@@ -201,20 +204,52 @@ impl Inner {
         self.apps.lock().ok()?.get(app).cloned()
     }
 
-    /// Persists an app record (and a new release) and mirrors it; then wakes the loop.
-    pub(crate) fn save(
+    /// Read-modify-write of one app record, serialized with every other writer (user
+    /// actions and the control loop alike), so that none overwrites another's change
+    /// with a stale copy. `edit` gets the current record (`None`: no such app) and
+    /// returns the record to store, a new release to store with it, and a result; an
+    /// error stores nothing. The store is written before the mirror, then the loop wakes.
+    pub(crate) fn update<R>(
         &self,
-        app: &AppRecord,
-        release: Option<Release>,
-    ) -> Result<Option<Arc<Release>>, ControlError> {
-        self.store.put(app, release.as_ref())?;
-        let cached = release.map(|r| self.cache_release(r));
+        app: &AppName,
+        edit: impl FnOnce(Option<AppRecord>) -> Result<(AppRecord, Option<Release>, R), ControlError>,
+    ) -> Result<R, ControlError> {
+        let _writer = self.writes.lock().map_err(ControlError::poisoned)?;
+        let (rec, release, out) = edit(self.app(app))?;
+        self.store.put(&rec, release.as_ref())?;
+        if let Some(r) = release {
+            self.cache_release(r);
+        }
         self.apps
             .lock()
             .map_err(ControlError::poisoned)?
-            .insert(app.name.clone(), app.clone());
+            .insert(rec.name.clone(), rec);
         self.wake.notify_one();
-        Ok(cached)
+        Ok(out)
+    }
+
+    /// [`Inner::update`] of an existing app with an in-place edit; `Ok(None)` when the
+    /// app is gone.
+    pub(crate) fn modify<R>(
+        &self,
+        app: &AppName,
+        edit: impl FnOnce(&mut AppRecord) -> Result<R, ControlError>,
+    ) -> Result<Option<R>, ControlError> {
+        let mut missing = false;
+        let out = self.update(app, |rec| match rec {
+            Some(mut rec) => {
+                let out = edit(&mut rec)?;
+                Ok((rec, None, Some(out)))
+            }
+            None => {
+                missing = true;
+                Err(ControlError::not_found(String::new()))
+            }
+        });
+        match out {
+            Err(_) if missing => Ok(None),
+            other => other,
+        }
     }
 
     pub(crate) fn emit(&self, event: Event) {

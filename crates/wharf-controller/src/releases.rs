@@ -208,9 +208,12 @@ impl Controller {
             secrets,
             rotate: manifest.rotate.clone(),
         };
-        let rec = existing.unwrap_or_else(|| AppRecord::new(app.clone(), inner.clock.now()));
-        let (version, events) =
-            self.start_rollout(rec, Target::New(Box::new(release)), "deploy".into())?;
+        let (version, events) = self.start_rollout(
+            &app,
+            Target::New(Box::new(release)),
+            "deploy".into(),
+            |_| {},
+        )?;
         drop(busy);
         self.announce_and_wait(&app, version, events, opts.detach, progress)
             .await
@@ -289,40 +292,44 @@ impl Controller {
     /// the new one starts from the last release that fully rolled out.
     pub(crate) fn start_rollout(
         &self,
-        mut rec: AppRecord,
+        app: &AppName,
         target: Target,
         cause: String,
+        edit: impl FnOnce(&mut AppRecord),
     ) -> Result<(u32, Events), ControlError> {
         let inner = &self.inner;
         let now = inner.clock.now();
-        let app = rec.name.clone();
-        let (version, new_release) = match target {
-            Target::New(release) => {
-                let mut release = *release;
-                rec.latest += 1;
-                release.version = rec.latest;
-                release.created_at = now;
-                // Keep the formation in step with process types that exist in this release.
-                rec.formation
-                    .retain(|p, _| release.processes.contains_key(p));
-                (release.version, Some(release))
-            }
-            Target::Existing(v) => (v, None),
-        };
-        let superseded = rec
-            .rollout
-            .as_ref()
-            .filter(|r| r.reverting.is_none() && r.release != version)
-            .map(|r| r.release);
-        let from = if superseded.is_some() {
-            rec.last_good
-        } else {
-            rec.target
-        };
-        rec.rollout = Some(Rollout::new(version, from, now, cause));
-        rec.target = Some(version);
         let events = self.subscribe();
-        inner.save(&rec, new_release)?;
+        let (version, superseded) = inner.update(app, |current| {
+            let mut rec = current.unwrap_or_else(|| AppRecord::new(app.clone(), now));
+            edit(&mut rec);
+            let (version, new_release) = match target {
+                Target::New(release) => {
+                    let mut release = *release;
+                    rec.latest += 1;
+                    release.version = rec.latest;
+                    release.created_at = now;
+                    // Keep the formation in step with process types that exist in this release.
+                    rec.formation
+                        .retain(|p, _| release.processes.contains_key(p));
+                    (release.version, Some(release))
+                }
+                Target::Existing(v) => (v, None),
+            };
+            let superseded = rec
+                .rollout
+                .as_ref()
+                .filter(|r| r.reverting.is_none() && r.release != version)
+                .map(|r| r.release);
+            let from = if superseded.is_some() {
+                rec.last_good
+            } else {
+                rec.target
+            };
+            rec.rollout = Some(Rollout::new(version, from, now, cause));
+            rec.target = Some(version);
+            Ok((rec, new_release, (version, superseded)))
+        })?;
         if let Some(old) = superseded {
             inner.emit(Event::RolloutSuperseded {
                 app: app.clone(),
@@ -405,7 +412,7 @@ impl Controller {
         let res = async {
             let started = {
                 let _busy = Busy::take(&self.inner, app)?;
-                let mut rec = self.inner.app(app).ok_or_else(|| no_app(app))?;
+                let rec = self.inner.app(app).ok_or_else(|| no_app(app))?;
                 let current = rec.target.ok_or_else(|| ControlError::bad_input(format!("{app} has no running release to roll back from")))?;
                 let to = match to.or(rec.previous) {
                     Some(v) => v,
@@ -416,10 +423,13 @@ impl Controller {
                 }
                 let old = self.inner.release(app, to).ok_or_else(|| ControlError::not_found(format!("{app} has no release v{to}; see `wharf releases {app}`")))?;
                 // The app's config follows the release rolled back to.
-                rec.config = old.env.iter().filter(|(k, v)| old.manifest_env.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+                let config: BTreeMap<String, String> = old.env.iter().filter(|(k, v)| old.manifest_env.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
                 // So do its secret versions (staged changes are dropped).
-                rec.secrets = old.secrets.clone();
-                self.start_rollout(rec, Target::Existing(to), format!("rollback from v{current}"))?
+                let secrets = old.secrets.clone();
+                self.start_rollout(app, Target::Existing(to), format!("rollback from v{current}"), |r| {
+                    r.config = config;
+                    r.secrets = secrets;
+                })?
             };
             progress.say(format!("rolling back to v{}", started.0)).await;
             self.wait_rollout(app, started.0, started.1, &progress).await
@@ -480,7 +490,9 @@ impl Controller {
             release.description = format!("config {}", what.join(", "));
             let cause = release.description.clone();
             let (version, events) =
-                self.start_rollout(rec, Target::New(Box::new(release)), cause)?;
+                self.start_rollout(app, Target::New(Box::new(release)), cause, |r| {
+                    r.config = rec.config
+                })?;
             drop(busy);
             self.announce_and_wait(app, version, events, false, &progress)
                 .await
@@ -498,43 +510,46 @@ impl Controller {
         counts: &BTreeMap<String, u32>,
     ) -> Result<BTreeMap<String, u32>, ControlError> {
         let inner = &self.inner;
-        let mut rec = inner.app(app).ok_or_else(|| no_app(app))?;
-        let release = rec
-            .target
-            .and_then(|v| inner.release(app, v))
-            .ok_or_else(|| {
-                ControlError::bad_input(format!("{app} has no running release; deploy it first"))
-            })?;
         if counts.is_empty() {
             return Err(ControlError::bad_input(
                 "nothing to scale; use TYPE=N, e.g. web=3",
             ));
         }
-        for (p, n) in counts {
-            let ptype =
-                ProcessType::new(p.clone()).map_err(|e| ControlError::bad_input(e.to_string()))?;
-            if !release.processes.contains_key(&ptype) {
-                let known: Vec<&str> = release.processes.keys().map(|k| k.as_str()).collect();
-                return Err(ControlError::bad_input(format!(
-                    "{app} has no process type `{p}` in v{}; it has: {}",
-                    release.version,
-                    known.join(", ")
-                )));
+        let scaled = inner.modify(app, |rec| {
+            let release = rec
+                .target
+                .and_then(|v| inner.release(app, v))
+                .ok_or_else(|| {
+                    ControlError::bad_input(format!(
+                        "{app} has no running release; deploy it first"
+                    ))
+                })?;
+            for (p, n) in counts {
+                let ptype = ProcessType::new(p.clone())
+                    .map_err(|e| ControlError::bad_input(e.to_string()))?;
+                if !release.processes.contains_key(&ptype) {
+                    let known: Vec<&str> = release.processes.keys().map(|k| k.as_str()).collect();
+                    return Err(ControlError::bad_input(format!(
+                        "{app} has no process type `{p}` in v{}; it has: {}",
+                        release.version,
+                        known.join(", ")
+                    )));
+                }
+                if *n > wharf_types::manifest::MAX_REPLICAS {
+                    return Err(ControlError::bad_input(format!(
+                        "{n} replicas is more than the limit of {}",
+                        wharf_types::manifest::MAX_REPLICAS
+                    )));
+                }
+                rec.formation.insert(ptype, *n);
             }
-            if *n > wharf_types::manifest::MAX_REPLICAS {
-                return Err(ControlError::bad_input(format!(
-                    "{n} replicas is more than the limit of {}",
-                    wharf_types::manifest::MAX_REPLICAS
-                )));
-            }
-            rec.formation.insert(ptype, *n);
-        }
-        inner.save(&rec, None)?;
-        Ok(release
-            .processes
-            .iter()
-            .map(|(p, s)| (p.to_string(), rec.desired(p, s)))
-            .collect())
+            Ok(release
+                .processes
+                .iter()
+                .map(|(p, s)| (p.to_string(), rec.desired(p, s)))
+                .collect())
+        })?;
+        scaled.ok_or_else(|| no_app(app))
     }
 
     /// Stops every replica of the app and forgets it (releases, config, logs).

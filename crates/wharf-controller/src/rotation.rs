@@ -198,17 +198,16 @@ impl Controller {
 
     /// After a failed rollout of a rotated value: the version the app runs becomes the
     /// current one again, so that the next release does not pick the bad value up. Waits
-    /// for the automatic rollback to finish first (the loop writes the app record then).
+    /// for the automatic rollback to finish first.
     async fn keep_live_version(&self, app: &AppName, name: &str) {
         let inner = &self.inner;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
-        let (_busy, mut rec) = loop {
-            let settled = inner.app(app).filter(|r| r.rollout.is_none());
-            if let (Some(rec), Ok(busy)) = (settled, Busy::take(inner, app)) {
-                // Read again under the busy mark: nothing else changes it now.
-                match inner.app(app).filter(|r| r.rollout.is_none()) {
-                    Some(fresh) => break (busy, fresh),
-                    None => drop((rec, busy)),
+        // Once the automatic rollback is over, the target is the release that serves.
+        let _busy = loop {
+            let settled = inner.app(app).is_some_and(|r| r.rollout.is_none());
+            if settled {
+                if let Ok(busy) = Busy::take(inner, app) {
+                    break busy;
                 }
             }
             if inner.app(app).is_none() || tokio::time::Instant::now() > deadline {
@@ -216,15 +215,18 @@ impl Controller {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let live = rec
-            .target
-            .and_then(|v| inner.release(app, v))
-            .and_then(|r| r.secrets.get(name).copied());
-        match live {
-            Some(v) => rec.secrets.insert(name.to_string(), v),
-            None => rec.secrets.remove(name),
-        };
-        if let Err(e) = inner.save(&rec, None) {
+        let restored = inner.modify(app, |rec| {
+            let live = rec
+                .target
+                .and_then(|v| inner.release(app, v))
+                .and_then(|r| r.secrets.get(name).copied());
+            match live {
+                Some(v) => rec.secrets.insert(name.to_string(), v),
+                None => rec.secrets.remove(name),
+            };
+            Ok(())
+        });
+        if let Err(e) = restored {
             tracing::error!(app = %app, "cannot restore the live version of secret {name}: {e}");
         }
     }

@@ -144,8 +144,13 @@ impl Controller {
         what.extend(req.unset.iter().map(|k| format!("unset {k}")));
         let description = format!("secrets {}", what.join(", "));
         let base = rec.target.and_then(|v| inner.release(app, v));
+        let secrets = rec.secrets.clone();
         let Some(base) = base.filter(|_| !req.stage) else {
-            inner.save(&rec, None)?;
+            inner.update(app, |current| {
+                let mut fresh = current.unwrap_or_else(|| rec.clone());
+                fresh.secrets = secrets;
+                Ok((fresh, None, ()))
+            })?;
             drop(busy);
             progress
                 .say(format!(
@@ -165,7 +170,9 @@ impl Controller {
         release.secrets = rec.secrets.clone();
         release.description = description.clone();
         let (version, events) =
-            self.start_rollout(rec, Target::New(Box::new(release)), description)?;
+            self.start_rollout(app, Target::New(Box::new(release)), description, |r| {
+                r.secrets = secrets;
+            })?;
         drop(busy);
         self.announce_and_wait(app, version, events, false, progress)
             .await
