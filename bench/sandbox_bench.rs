@@ -104,6 +104,9 @@ fn main() {
         r.push(runc_once(Path::new(bundle), &format!("wharf-bench-{i}")));
         p.push(wharf_once(&plain, &launch));
     }
+    if let Some(sb) = rt.sandbox() {
+        sb.retire();
+    }
     let (wm, rm, pm) = (median(&mut w), median(&mut r), median(&mut p));
     println!("iterations: {n} each, alternating");
     println!(

@@ -131,3 +131,43 @@ pub fn drop_to(uid: u32, gid: u32) -> Result<(), PrivError> {
     clear_capabilities()?;
     no_new_privs()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::CommandExt;
+    use std::process::Command;
+
+    #[test]
+    fn drop_to_leaves_a_plain_uid_without_any_capability() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: dropping privileges needs root");
+            return;
+        }
+        let mut cmd = Command::new("/bin/cat");
+        cmd.arg("/proc/self/status");
+        // SAFETY: between fork and exec only raw syscalls run (see the module's invariant).
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(|| super::drop_to(65_534, 65_534).map_err(std::io::Error::other));
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let status = String::from_utf8_lossy(&out.stdout);
+        for want in [
+            "Uid:\t65534\t65534\t65534\t65534",
+            "Gid:\t65534\t65534\t65534\t65534",
+            "CapInh:\t0000000000000000",
+            "CapPrm:\t0000000000000000",
+            "CapEff:\t0000000000000000",
+            "CapBnd:\t0000000000000000",
+            "CapAmb:\t0000000000000000",
+            "NoNewPrivs:\t1",
+        ] {
+            assert!(status.contains(want), "expected {want:?} in\n{status}");
+        }
+        assert!(
+            status.lines().any(|l| l.trim_end() == "Groups:"),
+            "no supplementary groups:\n{status}"
+        );
+    }
+}

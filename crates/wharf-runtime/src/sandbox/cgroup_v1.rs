@@ -119,6 +119,12 @@ mod tests {
         assert_eq!(tree.leaves(), ["app.web-2"]);
         tree.leaf("app.web-2").remove().unwrap();
         assert!(tree.leaves().is_empty());
+        tree.remove_base();
+        assert!(!tmp.path().join("pids/srv/wharf/inst").exists());
+        assert!(
+            tmp.path().join("pids/srv/wharf").exists(),
+            "the shared parent stays"
+        );
     }
 
     #[test]

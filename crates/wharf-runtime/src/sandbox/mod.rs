@@ -5,9 +5,9 @@
 //!   the host's, so apps listen on `127.0.0.1:$PORT` as on Heroku;
 //! - a root filesystem: overlay of the host's `/` (read-only) with a per-replica upper
 //!   layer, the artifact read-only at `/app`, private `/tmp`, `/dev/shm`, `/dev`, fresh
-//!   `/proc`, the data dir masked ([`mounts`]);
+//!   `/proc`, the data dir masked ([`mounts`], [`mount_apply`]);
 //! - a cgroup with its memory, CPU and pids limits, killed as a whole on stop
-//!   ([`cgroup`], [`cgroup_v1`], [`cgroup_v2`]);
+//!   ([`cgroup_detect`], [`cgroup`], [`cgroup_v1`], [`cgroup_v2`]);
 //! - a uid/gid of its app ([`uids`]), no capabilities, `no_new_privs` ([`caps`]) and a
 //!   seccomp filter ([`seccomp`]).
 //!
@@ -19,8 +19,10 @@
 
 pub mod caps;
 pub mod cgroup;
+pub mod cgroup_detect;
 pub mod cgroup_v1;
 pub mod cgroup_v2;
+pub mod mount_apply;
 pub mod mounts;
 pub mod pid1;
 pub mod seccomp;
@@ -245,6 +247,12 @@ impl Sandbox {
                 tracing::warn!("{e}");
             }
         }
+    }
+
+    /// Removes this data dir's (empty) cgroup directories, once no replica is left.
+    pub fn retire(&self) {
+        self.sweep(&HashSet::new());
+        self.tree.remove_base();
     }
 
     /// `app.id` of a replica, as [`Sandbox::sweep`] expects it.

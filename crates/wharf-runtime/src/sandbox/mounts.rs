@@ -1,6 +1,5 @@
-//! The root filesystem of a replica: a plan (a list of mount operations, built by pure
-//! functions and recorded in the replica's launch file) and its execution inside the
-//! replica's fresh mount namespace.
+//! The root filesystem of a replica, as a plan: a list of mount operations, built by pure
+//! functions and recorded in the replica's launch file.
 //!
 //! The root is an overlay whose lower layer is the host's `/` (read-only: node, python
 //! and friends installed on the host work) and whose upper layer is `RUN_DIR/upper`, so
@@ -15,11 +14,10 @@
 //! Finally `pivot_root` makes the overlay `/` and detaches the host's tree.
 //!
 //! Invariants: planning never touches the filesystem (it takes the host's mount table and
-//! a mode lookup as inputs) and is unit-tested; applying happens only in the replica's
-//! own mount namespace after mount propagation to the host was cut (`PrivatizeRoot` is
-//! always first), so nothing mounted here is visible on, or left behind on, the host.
+//! a mode lookup as inputs) and is unit-tested; the plan always starts by cutting mount
+//! propagation to the host (`PrivatizeRoot`) and ends with `PivotRoot`. Executing it is
+//! [`super::mount_apply`]'s job.
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -85,7 +83,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<HostMount> {
             let mount_point = pre.split(' ').nth(4)?;
             let fstype = post.split(' ').next()?;
             Some(HostMount {
-                mount_point: PathBuf::from(super::cgroup::unescape(mount_point)),
+                mount_point: PathBuf::from(super::cgroup_detect::unescape(mount_point)),
                 fstype: fstype.to_string(),
             })
         })
@@ -265,192 +263,6 @@ pub fn plan(i: &PlanInput<'_>) -> Vec<Op> {
     ops
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum MountError {
-    #[error("{op}: {errno}")]
-    Sys {
-        op: String,
-        errno: nix::errno::Errno,
-    },
-    #[error("{op}: {source}")]
-    Io { op: String, source: std::io::Error },
-    #[error("the path {0} cannot be used for an overlay layer (it contains ',', ':' or '\\'); use a data dir without them")]
-    OverlayPath(PathBuf),
-}
-
-fn sys(op: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> MountError {
-    let op = op.into();
-    move |errno| MountError::Sys { op, errno }
-}
-
-fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> MountError {
-    let op = op.into();
-    move |source| MountError::Io { op, source }
-}
-
-fn layer(p: &Path) -> Result<&str, MountError> {
-    p.to_str()
-        .filter(|s| !s.contains([',', ':', '\\']))
-        .ok_or_else(|| MountError::OverlayPath(p.to_path_buf()))
-}
-
-const NONE: Option<&str> = None;
-
-/// Executes `ops` in order. Must run as root in a mount namespace of its own.
-pub fn apply(ops: &[Op]) -> Result<(), MountError> {
-    for op in ops {
-        apply_one(op)?;
-    }
-    Ok(())
-}
-
-fn mkdir(p: &Path) -> Result<(), MountError> {
-    std::fs::create_dir_all(p).map_err(io(format!("create {}", p.display())))
-}
-
-fn apply_one(op: &Op) -> Result<(), MountError> {
-    let common = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    match op {
-        Op::PrivatizeRoot => mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
-            .map_err(sys("make / private")),
-        Op::Overlay {
-            target,
-            lower,
-            upper,
-            work,
-        } => {
-            for d in [target, upper, work] {
-                mkdir(d)?;
-            }
-            let data = format!(
-                "lowerdir={},upperdir={},workdir={}",
-                layer(lower)?,
-                layer(upper)?,
-                layer(work)?
-            );
-            mount(
-                Some("overlay"),
-                target,
-                Some("overlay"),
-                MsFlags::MS_NOSUID,
-                Some(data.as_str()),
-            )
-            .map_err(sys(format!(
-                "mount the overlay root at {}",
-                target.display()
-            )))
-        }
-        Op::Bind {
-            source,
-            target,
-            readonly,
-        } => {
-            if source.is_dir() {
-                mkdir(target)?;
-            } else {
-                if let Some(parent) = target.parent() {
-                    mkdir(parent)?;
-                }
-                if !target.exists() {
-                    std::fs::File::create(target)
-                        .map_err(io(format!("create {}", target.display())))?;
-                }
-            }
-            let what = format!("bind {} at {}", source.display(), target.display());
-            mount(Some(source), target, NONE, MsFlags::MS_BIND, NONE).map_err(sys(&what))?;
-            if *readonly {
-                mount(
-                    NONE,
-                    target,
-                    NONE,
-                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | common,
-                    NONE,
-                )
-                .map_err(sys(format!("make {} read-only", target.display())))?;
-            }
-            Ok(())
-        }
-        Op::Tmpfs {
-            target,
-            mode,
-            readonly,
-            noexec,
-        } => {
-            mkdir(target)?;
-            let mut flags = common;
-            if *readonly {
-                flags |= MsFlags::MS_RDONLY;
-            }
-            if *noexec {
-                flags |= MsFlags::MS_NOEXEC;
-            }
-            let data = format!("mode={mode:o}");
-            mount(
-                Some("tmpfs"),
-                target,
-                Some("tmpfs"),
-                flags,
-                Some(data.as_str()),
-            )
-            .map_err(sys(format!("mount a tmpfs at {}", target.display())))
-        }
-        Op::Proc { target } => {
-            mkdir(target)?;
-            mount(
-                Some("proc"),
-                target,
-                Some("proc"),
-                common | MsFlags::MS_NOEXEC,
-                NONE,
-            )
-            .map_err(sys(format!("mount /proc at {}", target.display())))
-        }
-        Op::Sysfs { target } => {
-            mkdir(target)?;
-            mount(
-                Some("sysfs"),
-                target,
-                Some("sysfs"),
-                common | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
-                NONE,
-            )
-            .map_err(sys(format!("mount /sys at {}", target.display())))
-        }
-        Op::Devpts { target } => {
-            mkdir(target)?;
-            mount(
-                Some("devpts"),
-                target,
-                Some("devpts"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-                Some("newinstance,ptmxmode=0666,mode=0620"),
-            )
-            .map_err(sys(format!("mount devpts at {}", target.display())))
-        }
-        Op::Symlink { to, link } => std::os::unix::fs::symlink(to, link).map_err(io(format!(
-            "link {} to {}",
-            link.display(),
-            to.display()
-        ))),
-        Op::AllowTraverse { path } => {
-            use std::os::unix::fs::PermissionsExt;
-            let what = format!("allow traversing {}", path.display());
-            let mode = std::fs::metadata(path)
-                .map_err(io(&what))?
-                .permissions()
-                .mode();
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o001))
-                .map_err(io(what))
-        }
-        Op::PivotRoot { new_root } => {
-            nix::unistd::chdir(new_root).map_err(sys("enter the new root"))?;
-            nix::unistd::pivot_root(".", ".").map_err(sys("pivot_root"))?;
-            umount2(".", MntFlags::MNT_DETACH).map_err(sys("detach the host's root"))?;
-            nix::unistd::chdir("/").map_err(sys("chdir /"))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -578,15 +390,5 @@ mod tests {
         }));
         let json = serde_json::to_string(&ops).unwrap();
         assert_eq!(serde_json::from_str::<Vec<Op>>(&json).unwrap(), ops);
-    }
-
-    #[test]
-    fn overlay_layers_refuse_separators() {
-        assert!(layer(Path::new("/a/b")).is_ok());
-        assert!(matches!(
-            layer(Path::new("/a,b")),
-            Err(MountError::OverlayPath(_))
-        ));
-        assert!(layer(Path::new("/a:b")).is_err());
     }
 }

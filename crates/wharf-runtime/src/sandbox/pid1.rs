@@ -25,7 +25,7 @@
 //! allocate; the app's descriptors are only its log pipes and `/dev/null`, everything
 //! else the init holds is close-on-exec.
 
-use super::{caps, mounts, seccomp, SandboxSpec};
+use super::{caps, mount_apply, mounts, seccomp, SandboxSpec};
 use crate::init::LaunchFile;
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
@@ -221,7 +221,7 @@ impl Child<'_> {
         }
         nix::unistd::sethostname(&self.spec.hostname)
             .map_err(|e| format!("cannot set the hostname: {e}"))?;
-        mounts::apply(&self.spec.mounts).map_err(|e| e.to_string())?;
+        mount_apply::apply(&self.spec.mounts).map_err(|e| e.to_string())?;
         // SAFETY: this process is single-threaded, so the child may run any code.
         #[allow(unsafe_code)]
         match unsafe { nix::unistd::fork() }.map_err(|e| format!("cannot fork the app: {e}"))? {
