@@ -60,9 +60,9 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         master_key_file: Option<PathBuf>,
         /// How replicas are isolated: `sandbox` (namespaces, overlay root, cgroups,
-        /// seccomp; needs root), `none` (plain processes), `auto` (sandbox when root).
-        /// Default `none` until secrets can be delivered into the sandbox
-        #[arg(long, env = "WHARF_ISOLATION", default_value = "none", value_parser = ["auto", "sandbox", "none"])]
+        /// seccomp; needs root), `none` (plain processes), `auto` (sandbox when root,
+        /// else plain processes, said at start)
+        #[arg(long, env = "WHARF_ISOLATION", default_value = "auto", value_parser = ["auto", "sandbox", "none"])]
         isolation: String,
         /// Parent cgroup of the replicas' cgroups: relative to the server's own cgroup,
         /// or absolute with a leading `/`
