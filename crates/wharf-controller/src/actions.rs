@@ -229,6 +229,8 @@ impl Inner {
             }
             Ok(Some(rollout.reverting.is_none()))
         });
+        // The route table for the new state goes out before anyone hears of the success.
+        self.publish_routes();
         match recorded {
             Ok(Some(Some(true))) => self.emit(Event::RolloutSucceeded {
                 app: app.clone(),
