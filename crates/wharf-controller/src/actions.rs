@@ -286,6 +286,7 @@ impl Inner {
             .map(|id| self.runtime.tail(app, id, FAILURE_LOG_LINES))
             .unwrap_or_default();
         tracing::warn!(app = %app, "rollout of v{release} failed: {reason}");
+        self.publish_routes();
         self.emit(Event::RolloutFailed {
             app: app.clone(),
             release,
