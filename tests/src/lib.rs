@@ -9,11 +9,13 @@
 mod app;
 mod http;
 pub mod isolation;
+mod load;
 mod procs;
 mod server;
 
 pub use app::{app_with_file, AppDir, TestApp};
 pub use http::{http_get, Response};
+pub use load::Load;
 pub use procs::{descendants, host_pid, is_gone, kill9, process_alive};
 pub use server::{Follower, Out, Server};
 

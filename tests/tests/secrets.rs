@@ -3,11 +3,8 @@
 //! of a secret change. Tokens and roles on the TCP API, and the audit log.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
-use wharf_e2e::{bins, http_get, wait_until, Server, TestApp};
+use wharf_e2e::{bins, http_get, wait_until, Load, Server, TestApp};
 
 /// A value no file could hold by chance.
 fn unique(tag: &str) -> String {
@@ -225,60 +222,6 @@ fn tampered_ciphertext_is_detected_reported_and_never_used() {
         "the old release keeps serving"
     );
     assert_nowhere(&s, &[&value]);
-}
-
-/// Clients hammering `GET /` through the router until stopped (as in strategies.rs).
-struct Load {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-    failures: Arc<Mutex<Vec<String>>>,
-    ok: Arc<Mutex<usize>>,
-}
-
-impl Load {
-    fn start(router: &str, host: &str, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let ok = Arc::new(Mutex::new(0));
-        let threads = (0..clients)
-            .map(|_| {
-                let (router, host) = (router.to_string(), host.to_string());
-                let (stop, failures, ok) = (stop.clone(), failures.clone(), ok.clone());
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::SeqCst) {
-                        match http_get(&router, &host, "/", &[]) {
-                            Ok(r) if r.status == 200 => *ok.lock().unwrap() += 1,
-                            Ok(r) => failures
-                                .lock()
-                                .unwrap()
-                                .push(format!("{} {:?}", r.status, r.body)),
-                            Err(e) => failures
-                                .lock()
-                                .unwrap()
-                                .push(format!("transport error: {e}")),
-                        }
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            threads,
-            failures,
-            ok,
-        }
-    }
-
-    fn finish(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads {
-            t.join().expect("load thread");
-        }
-        let ok = *self.ok.lock().unwrap();
-        let failures = self.failures.lock().unwrap().clone();
-        (ok, failures)
-    }
 }
 
 #[test]

@@ -2,75 +2,8 @@
 //! bad releases, canary analysis on 5xx answers, and the instant blue-green rollback.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use wharf_e2e::{example, Server, TestApp};
-
-/// Clients hammering `GET /` through the router until stopped; every answer that is not a
-/// 200 (or does not arrive) is a failure.
-struct Load {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-    ok: Arc<Mutex<usize>>,
-    failures: Arc<Mutex<Vec<String>>>,
-}
-
-impl Load {
-    fn start(router: &str, host: &str, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(Mutex::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..clients)
-            .map(|_| {
-                let (router, host) = (router.to_string(), host.to_string());
-                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::SeqCst) {
-                        match wharf_e2e::http_get(&router, &host, "/", &[]) {
-                            Ok(r) if r.status == 200 => *ok.lock().unwrap() += 1,
-                            Ok(r) => failures
-                                .lock()
-                                .unwrap()
-                                .push(format!("{} {:?}", r.status, r.body)),
-                            Err(e) => failures
-                                .lock()
-                                .unwrap()
-                                .push(format!("transport error: {e}")),
-                        }
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            threads,
-            ok,
-            failures,
-        }
-    }
-
-    fn ok(&self) -> usize {
-        *self.ok.lock().unwrap()
-    }
-
-    fn failures(&self) -> Vec<String> {
-        self.failures.lock().unwrap().clone()
-    }
-
-    /// Stops the clients; returns (successes, failures).
-    fn finish(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads {
-            t.join().expect("load thread");
-        }
-        let ok = *self.ok.lock().unwrap();
-        let failures = self.failures.lock().unwrap().clone();
-        (ok, failures)
-    }
-}
+use wharf_e2e::{example, Load, Server, TestApp};
 
 const CANARY: &str =
     "[process.web.deploy.canary]\nsteps = [10, 50, 100]\ninterval = \"300ms\"\nmin_requests = 3\n";
