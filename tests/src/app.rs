@@ -123,7 +123,7 @@ impl TestApp {
 
     /// The manifest text.
     pub fn manifest(&self) -> String {
-        let testapp = bins().testapp.to_str().expect("utf-8 path").to_string();
+        let testapp = TESTAPP_COMMAND.to_string();
         let mut t = String::new();
         let _ = writeln!(t, "app = {}", quote(&self.name));
         if let Some(b) = &self.build {
@@ -166,6 +166,7 @@ impl TestApp {
             .expect("temp dir");
         let path = tmp.path().to_path_buf();
         std::fs::write(path.join("wharf.toml"), self.manifest()).expect("write wharf.toml");
+        add_testapp(&path);
         AppDir {
             _tmp: tmp,
             path,
@@ -174,8 +175,17 @@ impl TestApp {
     }
 }
 
-/// An app directory named NAME holding only `file` (e.g. a `Procfile`, or a broken
-/// `wharf.toml`) with `text`.
+/// How manifests run the fixture app: a copy of the binary inside the app directory, so
+/// that the release carries it (a sandboxed replica sees only its artifact at `/app`,
+/// the host's `/` read-only, and a private `/tmp`, where test checkouts often live).
+pub const TESTAPP_COMMAND: &str = "./testapp";
+
+fn add_testapp(dir: &Path) {
+    std::fs::copy(&bins().testapp, dir.join("testapp")).expect("copy the testapp binary");
+}
+
+/// An app directory named NAME holding `file` (e.g. a `Procfile`, or a broken
+/// `wharf.toml`) with `text`, and the fixture app's binary.
 pub fn app_with_file(name: &str, file: &str, text: &str) -> AppDir {
     let tmp = tempfile::Builder::new()
         .prefix("wharf-e2e-app-")
@@ -184,6 +194,7 @@ pub fn app_with_file(name: &str, file: &str, text: &str) -> AppDir {
     let path = tmp.path().join(name);
     std::fs::create_dir(&path).expect("app dir");
     std::fs::write(path.join(file), text).expect("write app file");
+    add_testapp(&path);
     AppDir {
         _tmp: tmp,
         path,

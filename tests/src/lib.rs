@@ -13,7 +13,7 @@ mod load;
 mod procs;
 mod server;
 
-pub use app::{app_with_file, AppDir, TestApp};
+pub use app::{app_with_file, AppDir, TestApp, TESTAPP_COMMAND};
 pub use http::{http_get, Response};
 pub use load::Load;
 pub use procs::{descendants, host_pid, is_gone, kill9, process_alive};

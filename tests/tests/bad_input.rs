@@ -1,7 +1,7 @@
 //! Bad input: exit code 2, a message naming file, line and field, and nothing changed.
 
 use std::time::Duration;
-use wharf_e2e::{app_with_file, bins, Server};
+use wharf_e2e::{app_with_file, Server, TESTAPP_COMMAND};
 
 /// Deploys a directory holding only `wharf.toml` = `manifest`; expects exit 2 with every
 /// string of `expect` in stderr, and no app created.
@@ -22,7 +22,7 @@ fn assert_refused(s: &Server, manifest: &str, expect: &[&str]) {
 }
 
 fn testapp() -> String {
-    bins().testapp.display().to_string()
+    TESTAPP_COMMAND.to_string()
 }
 
 #[test]

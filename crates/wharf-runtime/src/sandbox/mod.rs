@@ -198,14 +198,22 @@ impl Sandbox {
             .unwrap_or_else(|_| self.layout.root().to_path_buf());
         let extra = mounts::extra_host_mounts(&host, &data_dir);
         let mode_of = |p: &Path| std::fs::metadata(p).ok().map(|m| m.permissions().mode());
-        let traverse =
-            mounts::untraversable(l.env.get("PATH").map_or("", String::as_str), &mode_of);
+        // The platform's own binary runs inside replicas (`wharf secret-env`): it must be
+        // there wherever it was installed, even under /tmp, and reachable by the app's uid.
+        let exposed: Vec<PathBuf> = std::env::current_exe().ok().into_iter().collect();
+        let mut search = l.env.get("PATH").cloned().unwrap_or_default();
+        for dir in exposed.iter().filter_map(|e| e.parent()) {
+            search.push(':');
+            search.push_str(&dir.to_string_lossy());
+        }
+        let traverse = mounts::untraversable(&search, &mode_of);
         let plan = mounts::plan(&mounts::PlanInput {
             run_dir,
             artifact: &l.dir,
             data_dir: &data_dir,
             host_mounts: &extra,
             traverse: &traverse,
+            exposed: &exposed,
         });
         Ok(SandboxSpec {
             hostname: l.id.clone(),

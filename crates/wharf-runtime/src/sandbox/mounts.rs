@@ -172,6 +172,9 @@ pub struct PlanInput<'a> {
     pub host_mounts: &'a [PathBuf],
     /// From [`untraversable`].
     pub traverse: &'a [PathBuf],
+    /// Host files bound read-only at their own path, even where the replica has a
+    /// private tree (`/tmp`): the platform's own binary, for the helpers it runs inside.
+    pub exposed: &'a [PathBuf],
 }
 
 /// Where the artifact appears inside the replica (and its working dir).
@@ -254,6 +257,11 @@ pub fn plan(i: &PlanInput<'_>) -> Vec<Op> {
         readonly: false,
         noexec: false,
     });
+    ops.extend(i.exposed.iter().map(|f| Op::Bind {
+        source: f.clone(),
+        target: inside(f),
+        readonly: true,
+    }));
     ops.extend(
         i.traverse
             .iter()
@@ -322,6 +330,7 @@ mod tests {
             data_dir: Path::new("/data"),
             host_mounts: &extra,
             traverse: &trav,
+            exposed: &[PathBuf::from("/tmp/checkout/target/debug/wharf")],
         });
         assert_eq!(
             ops.first(),
@@ -385,6 +394,15 @@ mod tests {
         let null =
             pos(&|o| matches!(o, Op::Bind { target, .. } if *target == root.join("dev/null")));
         assert!(dev < null, "/dev exists before its nodes are bound");
+        let tmp = pos(&|o| matches!(o, Op::Tmpfs { target, .. } if *target == root.join("tmp")));
+        let exe = pos(&|o| {
+            matches!(o, Op::Bind { target, readonly: true, .. }
+                if *target == root.join("tmp/checkout/target/debug/wharf"))
+        });
+        assert!(
+            tmp < exe,
+            "the platform's binary shows through the private /tmp"
+        );
         assert!(ops.contains(&Op::AllowTraverse {
             path: root.join("root")
         }));
