@@ -35,13 +35,13 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # proxies reach the very same replica.
 mkdir -p "$work/upstream"
 cat > "$work/upstream/Procfile" <<'PROC'
-web: sed "s/@PORT@/$PORT/" upstream.conf.in > /tmp/upstream.conf && exec nginx -p /tmp -c /tmp/upstream.conf
+web: sh -c 'sed "s/@PORT@/$PORT/" upstream.conf.in > /tmp/upstream.conf && exec nginx -p /tmp -c /tmp/upstream.conf'
 PROC
 cat > "$work/upstream/upstream.conf.in" <<'CONF'
 daemon off;
 worker_processes 1;
 pid /tmp/upstream.pid;
-error_log /dev/stderr warn;
+error_log stderr warn;
 events { worker_connections 4096; }
 http {
   access_log off;
