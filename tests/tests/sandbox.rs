@@ -340,3 +340,25 @@ fn a_server_crash_leaves_no_cgroup_behind() {
         "old processes in the new cgroup: {procs:?}"
     );
 }
+
+/// An app that opens `/dev/stdout` or `/dev/stderr` by path (nginx, many loggers) can,
+/// and what it writes there reaches the app's log.
+#[test]
+fn the_app_can_open_its_standard_streams_by_path() {
+    if !root_or_skip("the_app_can_open_its_standard_streams_by_path") {
+        return;
+    }
+    let s = sandboxed_server();
+    let app = wharf_e2e::app_with_file(
+        "streams",
+        "Procfile",
+        "web: sh -c 'echo to-stdout-by-path > /dev/stdout && echo to-stderr-by-path > /dev/stderr && exec ./testapp'\n",
+    );
+    s.deploy(app.path()).ok("deploy");
+    s.wait_ready("streams", 1, Duration::from_secs(10));
+    let logs = wait_until(Duration::from_secs(5), || {
+        let out = s.wharf(&["logs", "streams"]).stdout;
+        out.contains("to-stdout-by-path") && out.contains("to-stderr-by-path")
+    });
+    assert!(logs, "{}", s.wharf(&["logs", "streams"]).stdout);
+}

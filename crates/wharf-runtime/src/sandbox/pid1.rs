@@ -254,6 +254,15 @@ impl Child<'_> {
                 fail("cannot attach the log pipes");
             }
         }
+        // The log pipes become the app's own, so that it can open `/dev/stdout` and
+        // `/dev/stderr` by path (nginx, many loggers) as well as write to fds 1 and 2.
+        for fd in [1, 2] {
+            // SAFETY: fchown(2) of a descriptor this process owns; no memory is involved.
+            #[allow(unsafe_code)]
+            if unsafe { libc::fchown(fd, self.spec.uid, self.spec.gid) } < 0 {
+                fail("cannot give the log pipes to the app's user");
+            }
+        }
         if let Err(e) = nix::unistd::chdir(mounts::APP_DIR) {
             fail(&format!("cannot enter {}: {e}", mounts::APP_DIR));
         }
