@@ -58,18 +58,29 @@ pub(crate) fn status_ok(head: &[u8], expected: Option<u16>) -> bool {
 }
 
 async fn exec(command: &str, dir: &Path, env: &BTreeMap<String, String>) -> bool {
-    let child = tokio::process::Command::new("/bin/sh")
-        .arg("-c")
+    let status = shell(command, dir, env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    matches!(status.await, Ok(s) if s.success())
+}
+
+/// `/bin/sh -c COMMAND` in `dir` with exactly `env`, no stdin, killed when dropped: how
+/// the controller runs an app's helper commands (exec probes, secret rotation).
+pub(crate) fn shell(
+    command: &str,
+    dir: &Path,
+    env: &BTreeMap<String, String>,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c")
         .arg(command)
         .current_dir(dir)
         .env_clear()
         .envs(env)
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .status();
-    matches!(child.await, Ok(s) if s.success())
+        .kill_on_drop(true);
+    cmd
 }
 
 #[cfg(test)]

@@ -32,16 +32,9 @@ async fn run(
     env: &BTreeMap<String, String>,
     what: &str,
 ) -> Result<String, String> {
-    let child = tokio::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(command)
-        .current_dir(dir)
-        .env_clear()
-        .envs(env)
-        .stdin(Stdio::null())
+    let child = crate::probe::shell(command, dir, env)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot run the {what} command: {e}"))?;
     let out = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
