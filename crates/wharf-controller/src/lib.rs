@@ -8,7 +8,9 @@
 //! Invariants: the store is written before an action is acknowledged; observed state is
 //! rebuilt from the world at start (re-adoption), never trusted from the store; a replica
 //! leaves the route table before it is signalled; every timing decision uses the Clock;
-//! secret values are decrypted only to start a replica and live only in memory.
+//! secret values are decrypted only to start a replica and live only in memory; every
+//! change to an app record is one serialized read-modify-write (`Inner::update`), so the
+//! loop and user actions never overwrite each other's changes.
 
 mod access;
 mod actions;
