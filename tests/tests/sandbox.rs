@@ -362,3 +362,34 @@ fn the_app_can_open_its_standard_streams_by_path() {
     });
     assert!(logs, "{}", s.wharf(&["logs", "streams"]).stdout);
 }
+
+/// `[secrets] as = "files"`: each value is a file on the replica's private tmpfs at
+/// `/run/secrets/NAME`, readable by the app only, and not in its environment.
+#[test]
+fn secrets_as_files_land_on_a_private_tmpfs() {
+    if !root_or_skip("secrets_as_files_land_on_a_private_tmpfs") {
+        return;
+    }
+    let s = sandboxed_server();
+    let app = TestApp::new("filed")
+        .extra("[secrets]\nas = \"files\"\n")
+        .write();
+    s.wharf(&["secrets", "set", "filed", "API_TOKEN=tok-1234-files"])
+        .ok("stage a secret before the first deploy");
+    s.deploy(app.path()).ok("deploy");
+    s.wait_ready("filed", 1, Duration::from_secs(10));
+    let (code, out) = sh(
+        &s,
+        "filed.localhost",
+        "cat /run/secrets/API_TOKEN; echo; stat -c '%a %U' /run/secrets/API_TOKEN; stat -f -c %T /run/secrets; env | grep -c API_TOKEN || true",
+    );
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "tok-1234-files", "{out}");
+    assert!(
+        lines[1].starts_with("400 "),
+        "readable by its owner only: {out}"
+    );
+    assert_eq!(lines[2], "tmpfs", "{out}");
+    assert_eq!(lines[3], "0", "not in the environment: {out}");
+}

@@ -647,3 +647,21 @@ fn tcp_api_over_tls_on_any_address_with_the_servers_ca() {
         "no plain HTTP on the TLS port"
     );
 }
+
+/// Secrets as files need the sandbox's tmpfs: with plain processes the replica does not
+/// start, and says why.
+#[test]
+fn secrets_as_files_without_the_sandbox_say_what_is_missing() {
+    let s = Server::start_with(&["--isolation", "none"]);
+    let app = TestApp::new("nofiles")
+        .extra("[secrets]\nas = \"files\"\n")
+        .write();
+    s.wharf(&["secrets", "set", "nofiles", "K=v"]).ok("stage");
+    let out = s.deploy(app.path());
+    out.expect_code(1, "deploy of files-delivered secrets without a sandbox");
+    assert!(
+        out.stderr.contains("tmpfs") && out.stderr.contains("--isolation"),
+        "{}",
+        out.stderr
+    );
+}

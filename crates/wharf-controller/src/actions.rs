@@ -10,6 +10,9 @@ use wharf_core::{Phase, Replica};
 use wharf_types::release::{CanaryProgress, Rollout, RolloutOutcome, UnixMillis, Warm};
 use wharf_types::AppName;
 
+/// Where `[secrets] as = "files"` puts the values (a tmpfs of the sandbox).
+pub(crate) const SECRETS_DIR: &str = "/run/secrets";
+
 /// Lines of a failing replica's output a failed rollout reports.
 pub(crate) const FAILURE_LOG_LINES: usize = 20;
 
@@ -181,8 +184,13 @@ impl Inner {
         launch
             .env
             .insert(crate::secrets::TICKET_VAR.to_string(), ticket);
+        let files = if release.secrets_as_files {
+            format!("--files {} ", SECRETS_DIR)
+        } else {
+            String::new()
+        };
         launch.command = format!(
-            "{} secret-env {} {}",
+            "{} secret-env {files}{} {}",
             shell_quote(&helper.exe.to_string_lossy()),
             shell_quote(&helper.claim),
             shell_quote(&launch.command)

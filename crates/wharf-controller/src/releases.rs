@@ -207,6 +207,7 @@ impl Controller {
             manifest_env: manifest.env.clone(),
             secrets,
             rotate: manifest.rotate.clone(),
+            secrets_as_files: manifest.secrets_as_files,
         };
         let (version, events) = self.start_rollout(
             &app,

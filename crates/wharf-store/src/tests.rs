@@ -18,6 +18,7 @@ fn release(app: &str, v: u32) -> Release {
         manifest_env: BTreeMap::new(),
         secrets: BTreeMap::new(),
         rotate: BTreeMap::new(),
+        secrets_as_files: false,
     }
 }
 

@@ -28,6 +28,9 @@ pub struct Release {
     /// store and are decrypted only when a replica starts.
     #[serde(default)]
     pub secrets: BTreeMap<String, u32>,
+    /// `[secrets] as = "files"`: values as files on a tmpfs at `/run/secrets/NAME`.
+    #[serde(default)]
+    pub secrets_as_files: bool,
     /// The manifest's `[secrets.rotate]`.
     #[serde(default)]
     pub rotate: BTreeMap<String, crate::secret::RotateSpec>,

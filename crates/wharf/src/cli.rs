@@ -177,7 +177,13 @@ pub enum Command {
     Init { run_dir: PathBuf },
     /// Fetches a starting replica's secrets and runs its command (internal)
     #[command(hide = true)]
-    SecretEnv { claim: String, command: String },
+    SecretEnv {
+        /// Write each secret to DIR/NAME (a tmpfs) instead of the environment
+        #[arg(long, value_name = "DIR")]
+        files: Option<PathBuf>,
+        claim: String,
+        command: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

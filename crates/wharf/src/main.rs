@@ -18,8 +18,13 @@ fn main() -> ExitCode {
         // The replica init must not start a runtime or threads before forking the app.
         return ExitCode::from(u8::try_from(wharf_runtime::init::run(run_dir)).unwrap_or(1));
     }
-    if let cli::Command::SecretEnv { claim, command } = &cli.command {
-        return commands::secrets::secret_env(claim, command);
+    if let cli::Command::SecretEnv {
+        files,
+        claim,
+        command,
+    } = &cli.command
+    {
+        return commands::secrets::secret_env(files.as_deref(), claim, command);
     }
     // Taken out of the environment before any thread exists, so no child inherits it.
     let master_key = std::env::var("WHARF_MASTER_KEY").ok();

@@ -7,7 +7,7 @@
 //! `/srv`...) are bound read-only at their place. The data dir is masked by an empty
 //! read-only tmpfs (no replica sees another app's artifacts, logs or run dirs). The
 //! release artifact is bound read-only at `/app`, the working dir. `/tmp` and `/dev/shm`
-//! are private tmpfs; `/dev` is a tmpfs with `null`, `zero`, `full`, `random`,
+//! are private tmpfs, and so is `/run/secrets` (secrets delivered as files); `/dev` is a tmpfs with `null`, `zero`, `full`, `random`,
 //! `urandom`, `tty` bound from the host and a private `devpts`; `/proc` is fresh (the
 //! replica's PID namespace); `/sys` is read-only. Directories on the app's `PATH` that
 //! the app's uid could not traverse (pyenv under `/root`) get `o+x` in the overlay only.
@@ -177,6 +177,9 @@ pub struct PlanInput<'a> {
     pub exposed: &'a [PathBuf],
 }
 
+/// A private tmpfs for secrets delivered as files.
+pub const SECRETS_DIR: &str = "/run/secrets";
+
 /// Where the artifact appears inside the replica (and its working dir).
 pub const APP_DIR: &str = "/app";
 
@@ -256,6 +259,13 @@ pub fn plan(i: &PlanInput<'_>) -> Vec<Op> {
         mode: 0o1777,
         readonly: false,
         noexec: false,
+    });
+    // Secrets delivered as files (`[secrets] as = "files"`) live here, in memory only.
+    ops.push(Op::Tmpfs {
+        target: inside(Path::new(SECRETS_DIR)),
+        mode: 0o1777,
+        readonly: false,
+        noexec: true,
     });
     ops.extend(i.exposed.iter().map(|f| Op::Bind {
         source: f.clone(),
@@ -371,7 +381,15 @@ mod tests {
             mask < app,
             "the artifact is bound after the mask (it lives under the data dir)"
         );
-        for p in ["proc", "sys", "dev", "dev/pts", "dev/shm", "tmp"] {
+        for p in [
+            "proc",
+            "sys",
+            "dev",
+            "dev/pts",
+            "dev/shm",
+            "tmp",
+            "run/secrets",
+        ] {
             let t = root.join(p);
             assert!(
                 ops.iter().any(|o| match o {

@@ -32,6 +32,9 @@ pub struct Manifest {
     /// `[secrets.rotate]`: secrets wharf rotates by running a command.
     #[serde(default)]
     pub rotate: BTreeMap<String, crate::secret::RotateSpec>,
+    /// `[secrets] as = "files"`: values as files on a tmpfs at `/run/secrets/NAME`.
+    #[serde(default)]
+    pub secrets_as_files: bool,
 }
 
 /// Parses `wharf.toml` text. `file` names the file in errors; `default_app` (usually the
@@ -76,6 +79,7 @@ pub fn manifest_from_procfile(
         processes: parse_procfile(text, file)?,
         hosts: Vec::new(),
         rotate: BTreeMap::new(),
+        secrets_as_files: false,
     })
 }
 

@@ -11,25 +11,22 @@ use std::collections::BTreeMap;
 /// Shortest rotation period accepted (keeps a typo like "30s" for "30d" survivable).
 const MIN_EVERY_MS: u64 = 1_000;
 
+/// `[secrets]`: whether values are delivered as files (`as = "files"`, on a tmpfs at
+/// `/run/secrets/NAME`) rather than environment variables, and the rotations.
 pub(crate) fn validate(
     raw: RawSecrets,
     loc: &Locator<'_>,
-) -> Result<BTreeMap<String, RotateSpec>, ManifestError> {
-    match raw.delivery.as_deref() {
-        None | Some("env") => {}
-        Some("files") => {
-            return Err(loc.at(
-                &["secrets", "as"],
-                "secrets as files is not available in this version yet; remove `as` (secrets are environment variables)",
-            ))
-        }
+) -> Result<(bool, BTreeMap<String, RotateSpec>), ManifestError> {
+    let files = match raw.delivery.as_deref() {
+        None | Some("env") => false,
+        Some("files") => true,
         Some(other) => {
             return Err(loc.at(
                 &["secrets", "as"],
-                format!("unknown secret delivery {other:?}; use \"env\""),
+                format!("unknown secret delivery {other:?}; use \"env\" or \"files\""),
             ))
         }
-    }
+    };
     let mut out = BTreeMap::new();
     for (name, r) in raw.rotate {
         let at = |field: &str, msg: String| loc.at(&["secrets", "rotate", &name, field], msg);
@@ -66,5 +63,5 @@ pub(crate) fn validate(
             },
         );
     }
-    Ok(out)
+    Ok((files, out))
 }

@@ -302,9 +302,12 @@ fn secrets_rotate_is_parsed_and_checked() {
     assert_eq!(r.command, "mkpass");
     assert!(r.check.is_some());
 
-    let e = parse(&format!("{base}[secrets]\nas = \"files\"\n")).unwrap_err();
+    assert!(!m.secrets_as_files, "environment variables by default");
+    let files = parse(&format!("{base}[secrets]\nas = \"files\"\n")).unwrap();
+    assert!(files.secrets_as_files);
+    let e = parse(&format!("{base}[secrets]\nas = \"carrier-pigeon\"\n")).unwrap_err();
     assert!(
-        e.to_string().contains("secrets.as") && e.to_string().contains("not available"),
+        e.to_string().contains("secrets.as") && e.to_string().contains("\"files\""),
         "{e}"
     );
     let e = parse(&format!(

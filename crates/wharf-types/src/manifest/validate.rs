@@ -85,9 +85,9 @@ pub(crate) fn validate(
         }
         None => Vec::new(),
     };
-    let rotate = match raw.secrets {
+    let (secrets_as_files, rotate) = match raw.secrets {
         Some(sec) => super::secrets::validate(sec, loc)?,
-        None => BTreeMap::new(),
+        None => (false, BTreeMap::new()),
     };
     Ok(Manifest {
         app,
@@ -96,6 +96,7 @@ pub(crate) fn validate(
         processes,
         hosts,
         rotate,
+        secrets_as_files,
     })
 }
 

@@ -262,7 +262,7 @@ pub async fn audit(
 /// The replica side of secret delivery: claims the secrets on the server's loopback
 /// claim listener with the one-use ticket in the environment, then replaces itself with `/bin/sh -c "exec COMMAND"` with them in
 /// its environment. Errors go to stderr, which the replica's init writes to its log.
-pub fn secret_env(claim: &str, command: &str) -> ExitCode {
+pub fn secret_env(files: Option<&std::path::Path>, claim: &str, command: &str) -> ExitCode {
     let var = wharf_controller::TICKET_VAR;
     let Some(ticket) = std::env::var(var).ok() else {
         eprintln!(
@@ -292,6 +292,16 @@ pub fn secret_env(claim: &str, command: &str) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let env = match files {
+        Some(dir) => match write_secret_files(dir, &env) {
+            Ok(()) => BTreeMap::new(),
+            Err(e) => {
+                eprintln!("wharf: cannot start: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => env,
+    };
     use std::os::unix::process::CommandExt;
     let e = std::process::Command::new("/bin/sh")
         .arg("-c")
@@ -301,4 +311,36 @@ pub fn secret_env(claim: &str, command: &str) -> ExitCode {
         .exec();
     eprintln!("wharf: cannot start `{command}`: {e}");
     ExitCode::from(127)
+}
+
+/// `[secrets] as = "files"`: each value into DIR/NAME, readable by the app's user only.
+/// DIR must be a tmpfs (the sandbox mounts one at /run/secrets), so that no value ever
+/// reaches a disk.
+fn write_secret_files(
+    dir: &std::path::Path,
+    env: &BTreeMap<String, String>,
+) -> std::result::Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let on_tmpfs = nix::sys::statfs::statfs(dir)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+        .unwrap_or(false);
+    if !on_tmpfs {
+        return Err(format!(
+            "secrets as files need a tmpfs at {}, which only sandboxed replicas have; run the server as root with --isolation auto or sandbox, or deliver secrets as environment variables",
+            dir.display()
+        ));
+    }
+    for (name, value) in env {
+        let path = dir.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(&path)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        f.write_all(value.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
