@@ -243,15 +243,7 @@ impl Server {
 
     /// Runs `wharf --data-dir D ARGS...` to completion.
     pub fn wharf(&self, args: &[&str]) -> Out {
-        let out = run(self.command(args), CLI_DEADLINE);
-        eprintln!(
-            "$ wharf {} -> {}\n{}{}",
-            args.join(" "),
-            out.code,
-            indent(&out.stdout),
-            indent(&out.stderr)
-        );
-        out
+        self.wharf_with(args, &[], None)
     }
 
     /// Like [`Server::wharf`] without echoing the output (for polling loops).

@@ -120,14 +120,7 @@ pub async fn config_set(
         set,
         unset: Vec::new(),
     };
-    follow(
-        c,
-        Method::POST,
-        &format!("/v1/apps/{app}/config"),
-        &req,
-        json,
-    )
-    .await
+    change_config(c, app, &req, json).await
 }
 
 pub async fn config_unset(
@@ -140,11 +133,21 @@ pub async fn config_unset(
         set: BTreeMap::new(),
         unset: keys,
     };
+    change_config(c, app, &req, json).await
+}
+
+/// Sends a config change and follows its rollout.
+async fn change_config(
+    c: &Client,
+    app: &AppName,
+    req: &ConfigRequest,
+    json: bool,
+) -> Result<ExitCode> {
     follow(
         c,
         Method::POST,
         &format!("/v1/apps/{app}/config"),
-        &req,
+        req,
         json,
     )
     .await
