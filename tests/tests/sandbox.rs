@@ -393,3 +393,87 @@ fn secrets_as_files_land_on_a_private_tmpfs() {
     assert_eq!(lines[2], "tmpfs", "{out}");
     assert_eq!(lines[3], "0", "not in the environment: {out}");
 }
+
+#[test]
+fn one_offs_and_rotate_commands_run_in_the_apps_sandbox() {
+    if !root_or_skip("one_offs_and_rotate_commands_run_in_the_apps_sandbox") {
+        return;
+    }
+    let s = sandboxed_server();
+    let app = TestApp::new("chores")
+        .extra(concat!(
+            "[secrets.rotate]\n",
+            "TOKEN = { every = \"1h\", ",
+            "command = 'echo \"$(id -u):$(hostname):$(touch /usr/wharf-probe 2>/dev/null && echo rw || echo ro)\"', ",
+            "check = 'case \"$(hostname)\" in check-*) test -n \"$TOKEN\";; *) exit 1;; esac' }\n",
+        ))
+        .write();
+    s.deploy(app.path()).ok("deploy chores");
+    s.wait_ready("chores", 1, Duration::from_secs(10));
+    let (_, uid) = sh(&s, "chores.localhost", "id -u");
+    let app_uid = uid.trim().to_string();
+    assert_ne!(app_uid, "0", "the app runs as its own user");
+
+    // The rotate command ran as the app's user, in a sandbox of its own, read-only /usr.
+    let rotated = wharf_e2e::wait_for(Duration::from_secs(30), || {
+        s.try_get("chores.localhost", "/env/TOKEN")
+            .ok()
+            .filter(|r| r.status == 200 && r.body.contains(':'))
+            .map(|r| r.body)
+    })
+    .unwrap_or_else(|| panic!("no rotated value\n{}", s.log_tail(60)));
+    let parts: Vec<&str> = rotated.split(':').collect();
+    assert_eq!(parts.len(), 3, "{rotated}");
+    assert_eq!(parts[0], app_uid, "rotate command's uid: {rotated}");
+    assert!(parts[1].starts_with("rotate-"), "hostname: {rotated}");
+    assert_eq!(
+        parts[2], "ro",
+        "the rotate command could write /usr: {rotated}"
+    );
+
+    // `wharf run`: the app's user, its own PID namespace and hostname, read-only host.
+    let out = s.wharf(&[
+        "run",
+        "chores",
+        "--",
+        "sh",
+        "-c",
+        "id -u; hostname; ls -d /proc/[0-9]* | wc -l; touch /usr/wharf-probe 2>/dev/null && echo rw || echo ro; test -n \"$TOKEN\" && echo has-token",
+    ]);
+    out.ok("wharf run");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{}", out.all());
+    assert_eq!(lines[0], app_uid, "{}", out.all());
+    assert!(lines[1].starts_with("run-"), "{}", out.all());
+    let procs: usize = lines[2].trim().parse().unwrap();
+    assert!(procs <= 4, "the one-off sees {procs} processes");
+    assert_eq!(lines[3], "ro", "{}", out.all());
+    assert_eq!(lines[4], "has-token", "{}", out.all());
+
+    // Nothing of either one-off is left: no run dir, no cgroup beside the replica's.
+    let replicas = s.wait_ready("chores", 1, Duration::from_secs(10));
+    let pids_dir = cgroup_dir(pid_of(&replicas[0]), "pids").expect("replica cgroup");
+    let base = pids_dir.parent().unwrap().to_path_buf();
+    let leftovers = || -> Vec<String> {
+        std::fs::read_dir(&base)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| {
+                        n.contains(".run-") || n.contains(".rotate-") || n.contains(".check-")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || leftovers().is_empty()),
+        "one-off cgroups left in {}: {:?}",
+        base.display(),
+        leftovers()
+    );
+    let left: Vec<_> = std::fs::read_dir(s.data_dir().join("oneoff"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "one-off run dirs left: {left:?}");
+}

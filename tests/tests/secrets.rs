@@ -665,3 +665,40 @@ fn secrets_as_files_without_the_sandbox_say_what_is_missing() {
         out.stderr
     );
 }
+
+#[test]
+fn a_one_off_gets_config_and_secrets_and_passes_on_its_exit_code() {
+    let s = Server::start();
+    let app = TestApp::new("chore").env("GREETING", "hello").write();
+    let token = unique("oneoff");
+    s.wharf(&["secrets", "set", "chore", &format!("TOKEN={token}")])
+        .ok("set before deploy");
+    s.deploy(app.path()).ok("deploy chore");
+    let out = s.wharf(&[
+        "run",
+        "chore",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$GREETING $WHARF_APP $WHARF_PROCESS token=$TOKEN\"; echo oops >&2; exit 7",
+    ]);
+    out.expect_code(7, "the one-off's own exit code");
+    assert!(
+        out.stdout
+            .contains(&format!("hello chore run token={token}")),
+        "{}",
+        out.all()
+    );
+    assert!(out.stderr.contains("oops"), "{}", out.all());
+    // Its run directory (and, sandboxed, its cgroup) is gone once it ended.
+    let left: Vec<_> = std::fs::read_dir(s.data_dir().join("oneoff"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "one-off leftovers: {left:?}");
+    s.wharf(&["run", "chore", "--", "true"]).ok("exit 0");
+    s.wharf(&["run", "chore"])
+        .expect_code(2, "a command is required");
+    s.wharf(&["run", "nobody", "--", "true"])
+        .expect_code(2, "unknown app");
+    assert_nowhere(&s, &[&token]);
+}

@@ -131,8 +131,20 @@ pub async fn config(State(c): State<Controller>, Path(app): Path<String>) -> Res
     Ok(Json(c.config(&app_name(app)?)?).into_response())
 }
 
-pub async fn run(State(c): State<Controller>, Path(app): Path<String>) -> Result<Response> {
-    Ok(Json(c.run_spec(&app_name(app)?)?).into_response())
+pub async fn run(
+    State(c): State<Controller>,
+    Path(app): Path<String>,
+    Json(req): Json<wharf_types::api::RunRequest>,
+) -> Result<Response> {
+    Ok(Json(c.start_run(&app_name(app)?, &req.command)?).into_response())
+}
+
+pub async fn run_done(
+    State(c): State<Controller>,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Response> {
+    c.finish_run(&app_name(app)?, &id)?;
+    Ok(Json(serde_json::json!({ "finished": id })).into_response())
 }
 
 pub async fn destroy(State(c): State<Controller>, Path(app): Path<String>) -> Result<Response> {

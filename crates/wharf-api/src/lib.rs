@@ -57,6 +57,7 @@ pub fn router(controller: Controller, local: bool) -> Router {
             get(handlers::config).post(handlers::configure),
         )
         .route("/v1/apps/{app}/run", post(handlers::run))
+        .route("/v1/apps/{app}/run/{id}/done", post(handlers::run_done))
         .route("/v1/apps/{app}/logs", get(handlers::logs))
         .route(
             "/v1/apps/{app}/secrets",

@@ -174,17 +174,28 @@ impl Inner {
         release: &wharf_types::Release,
         launch: &mut Launch,
     ) -> Result<(), crate::ControlError> {
+        let env = self.open_secrets(release)?;
+        self.deliver_secrets(release.secrets_as_files, launch, env)
+    }
+
+    /// Parks `secrets` for the process of `launch` and wraps its command in the
+    /// `secret-env` helper that claims them (into the environment, or as files).
+    pub(crate) fn deliver_secrets(
+        &self,
+        as_files: bool,
+        launch: &mut Launch,
+        secrets: std::collections::BTreeMap<String, String>,
+    ) -> Result<(), crate::ControlError> {
         let helper = self.settings.secret_env.as_ref().ok_or_else(|| {
             crate::ControlError::failed(
                 "this server cannot deliver secrets to replicas (no secret-env helper)",
             )
         })?;
-        let env = self.open_secrets(release)?;
-        let ticket = self.park_secrets(&launch.app, &launch.id, env)?;
+        let ticket = self.park_secrets(&launch.app, &launch.id, secrets)?;
         launch
             .env
             .insert(crate::secrets::TICKET_VAR.to_string(), ticket);
-        let files = if release.secrets_as_files {
+        let files = if as_files {
             format!("--files {} ", SECRETS_DIR)
         } else {
             String::new()

@@ -18,6 +18,7 @@ mod desired;
 mod env;
 mod error;
 mod events;
+mod oneoff;
 mod probe;
 mod probing;
 mod query;

@@ -3,11 +3,11 @@
 use crate::{ControlError, Controller};
 use std::collections::BTreeMap;
 use wharf_core::Phase;
-use wharf_types::api::{AppStatus, ProcessStatus, ReleaseInfo, ReplicaInfo, ReplicaState, RunSpec};
+use wharf_types::api::{AppStatus, ProcessStatus, ReleaseInfo, ReplicaInfo, ReplicaState};
 use wharf_types::AppName;
 
 impl Controller {
-    fn known(&self, app: &AppName) -> Result<wharf_types::AppRecord, ControlError> {
+    pub(crate) fn known(&self, app: &AppName) -> Result<wharf_types::AppRecord, ControlError> {
         self.inner
             .app(app)
             .ok_or_else(|| ControlError::not_found(format!("no app named {app}; see `wharf apps`")))
@@ -161,33 +161,6 @@ impl Controller {
             .and_then(|v| self.inner.release(app, v))
             .map(|r| r.env.clone())
             .unwrap_or_else(|| rec.config.clone()))
-    }
-
-    /// What a one-off process of the current release needs.
-    pub fn run_spec(&self, app: &AppName) -> Result<RunSpec, ControlError> {
-        let rec = self.known(app)?;
-        let release = rec
-            .target
-            .and_then(|v| self.inner.release(app, v))
-            .ok_or_else(|| {
-                ControlError::bad_input(format!("{app} has no running release; deploy it first"))
-            })?;
-        let who = crate::env::Identity {
-            process: "run",
-            replica: None,
-            port: None,
-        };
-        let env = crate::env::process_env(&release, &who);
-        Ok(RunSpec {
-            release: release.version,
-            dir: self
-                .inner
-                .layout
-                .artifact(&release.artifact)
-                .display()
-                .to_string(),
-            env,
-        })
     }
 
     /// The app's log file, checked to belong to a known app.

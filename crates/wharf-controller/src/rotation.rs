@@ -1,19 +1,17 @@
 //! Scheduled secret rotation (`[secrets.rotate]`): when a secret's current version is
-//! older than `every` (or missing), run the rotate command in the release's directory to
-//! produce a new value, test it with the check command, then roll it out like
+//! older than `every` (or missing), run the rotate command as a one-off of the release
+//! (in the app's sandbox, with its config and secrets) to produce a new value, test it
+//! with the check command (the same, with the new value), then roll it out like
 //! `wharf secrets set`. A failure keeps the old value, is audited, raises an event, and
 //! is retried after `min(every, 1m)`.
 //!
 //! Invariants: the new value is never logged nor part of an error (the commands' output
 //! is captured, stderr discarded); a rotation never starts during a rollout of its app.
 
-use crate::env::{process_env, Identity};
 use crate::events::Event;
 use crate::releases::Busy;
-use crate::{Controller, Progress};
+use crate::{Controller, Inner, Progress};
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 use wharf_types::access::AuditEntry;
 use wharf_types::api::DeployEvent;
@@ -25,24 +23,27 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait before retrying a failed rotation.
 const MAX_RETRY_MS: u64 = 60_000;
 
-/// Runs `/bin/sh -c COMMAND`; returns its stdout when it exits 0.
+/// Runs `command` as a one-off of `release` (its sandbox, config, `secrets`); returns
+/// what it printed when it exits 0.
 async fn run(
+    inner: &Inner,
+    release: &Release,
     command: &str,
-    dir: &Path,
-    env: &BTreeMap<String, String>,
+    secrets: BTreeMap<String, String>,
     what: &str,
 ) -> Result<String, String> {
-    let child = crate::probe::shell(command, dir, env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run the {what} command: {e}"))?;
-    let out = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+    let launch = inner
+        .oneoff_launch(release, what, command, secrets)
+        .map_err(|e| format!("cannot prepare the {what} command: {e}"))?;
+    let out = inner
+        .capture(&launch, COMMAND_TIMEOUT)
         .await
-        .map_err(|_| format!("the {what} command did not finish within {COMMAND_TIMEOUT:?}"))?
-        .map_err(|e| format!("the {what} command failed: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("the {what} command failed ({})", out.status));
+        .map_err(|e| format!("the {what} command: {e}"))?;
+    if out.code != 0 {
+        return Err(format!(
+            "the {what} command failed (exit code {})",
+            out.code
+        ));
     }
     let mut s = String::from_utf8(out.stdout)
         .map_err(|_| format!("the {what} command printed something that is not UTF-8 text"))?;
@@ -137,13 +138,7 @@ impl Controller {
         spec: &RotateSpec,
     ) -> Result<(), String> {
         let inner = &self.inner;
-        let who = Identity {
-            process: "rotate",
-            replica: None,
-            port: None,
-        };
-        let mut env = process_env(release, &who);
-        let secrets = inner.open_secrets(release).map_err(|e| e.to_string())?;
+        let mut secrets = inner.open_secrets(release).map_err(|e| e.to_string())?;
         if !secrets.is_empty() {
             inner.audit(AuditEntry {
                 at: inner.clock.now(),
@@ -156,15 +151,13 @@ impl Controller {
                 outcome: "ok".into(),
             });
         }
-        env.extend(secrets);
-        let dir = inner.layout.artifact(&release.artifact);
-        let value = run(&spec.command, &dir, &env, "rotate").await?;
+        let value = run(inner, release, &spec.command, secrets.clone(), "rotate").await?;
         if value.is_empty() {
             return Err("the rotate command printed no value".into());
         }
         if let Some(check) = &spec.check {
-            env.insert(name.to_string(), value.clone());
-            run(check, &dir, &env, "check").await?;
+            secrets.insert(name.to_string(), value.clone());
+            run(inner, release, check, secrets, "check").await?;
         }
         let (progress, mut rx) = Progress::channel(256);
         let req = SecretsRequest {

@@ -432,3 +432,56 @@ async fn secrets_reach_a_replica_only_through_a_one_use_ticket() {
         "{audit:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_off_gets_the_release_config_and_secrets_through_a_ticket() {
+    use wharf_types::secret::SecretsRequest;
+    let h = harness();
+    let dir = app_dir(1, "");
+    deploy(&h.c, dir.path()).await;
+    let e = h.c.start_run(&shop(), "  ").unwrap_err();
+    assert!(e.to_string().contains("no command to run"), "{e}");
+    let e =
+        h.c.start_run(&AppName::new("nope").unwrap(), "true")
+            .unwrap_err();
+    assert!(e.to_string().contains("no app named nope"), "{e}");
+
+    let (progress, mut rx) = Progress::channel(64);
+    let req = SecretsRequest {
+        set: std::collections::BTreeMap::from([("DB".to_string(), "one-off-value".to_string())]),
+        ..Default::default()
+    };
+    let c2 = h.c.clone();
+    tokio::spawn(async move { c2.set_secrets(&shop(), req, progress).await });
+    while tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("secrets set stalled")
+        .is_some()
+    {}
+
+    let spec = h.c.start_run(&shop(), "node migrate.js").unwrap();
+    assert_eq!(spec.release, 2);
+    assert!(spec.id.starts_with("run-"), "{}", spec.id);
+    let launch = h.rt.launches.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(launch.id, spec.id);
+    assert_eq!(launch.process.as_str(), "run");
+    assert_eq!(launch.port, 0);
+    assert!(!launch.env.contains_key("PORT"));
+    assert_eq!(launch.env["WHARF_RELEASE"], "2");
+    assert!(
+        launch.command.contains(" secret-env ") && launch.command.ends_with(" 'node migrate.js'"),
+        "{}",
+        launch.command
+    );
+    assert!(!format!("{launch:?}").contains("one-off-value"));
+    let env =
+        h.c.claim_secrets(&launch.env[wharf_controller::TICKET_VAR])
+            .unwrap();
+    assert_eq!(env["DB"], "one-off-value");
+
+    let e = h.c.finish_run(&shop(), "../../etc").unwrap_err();
+    assert!(e.to_string().contains("not the id of a one-off"), "{e}");
+    assert!(h.rt.finished_oneoffs.lock().unwrap().is_empty());
+    h.c.finish_run(&shop(), &spec.id).unwrap();
+    assert_eq!(*h.rt.finished_oneoffs.lock().unwrap(), vec![spec.id]);
+}

@@ -44,6 +44,16 @@ pub struct Handle {
     pub started_at: UnixMillis,
 }
 
+/// How to start a prepared one-off process (see [`Runtime::oneoff`]): the caller spawns
+/// `program args...` with the stdio it wants; its exit code is the app's (128 + the
+/// signal when one killed it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneOff {
+    pub id: String,
+    pub program: PathBuf,
+    pub args: Vec<std::ffi::OsString>,
+}
+
 /// Is the replica process still there?
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Liveness {
@@ -82,6 +92,13 @@ pub trait Runtime: Send + Sync {
     fn discover(&self) -> Vec<(Handle, Liveness)>;
     /// The last `n` lines of a replica's output, for error reports.
     fn tail(&self, app: &AppName, id: &str, n: usize) -> Vec<String>;
+    /// Prepares a one-off process of `launch` (a `wharf run`, a rotate command) in the
+    /// same kind of world as a replica of it (sandbox, limits, uid), attached to the
+    /// stdio of whoever starts it. Call [`Runtime::finish_oneoff`] when it has exited.
+    fn oneoff(&self, launch: &Launch) -> Result<OneOff, RuntimeError>;
+    /// Kills what one-off `id` left running (its process group `pgid` when the caller
+    /// made one) and removes its run directory and cgroup.
+    fn finish_oneoff(&self, app: &AppName, id: &str, pgid: Option<u32>);
 }
 
 /// Errors of a store adapter.

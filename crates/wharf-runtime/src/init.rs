@@ -10,6 +10,11 @@
 //! cgroup, then starts the app in its namespaces under a tiny PID 1 (see
 //! [`crate::sandbox::pid1`]); the exit it records is the app's, marked `oom_killed` when
 //! the replica's memory cgroup counted an OOM kill.
+//!
+//! A one-off process (`wharf run`, a secret's rotate command) runs under the same init
+//! with `attached` set: the app uses the init's stdin, stdout and stderr (whoever started
+//! the init reads them), the platform's notes go to stderr instead of the app log, and
+//! the init's exit code is the app's.
 
 use crate::logs::{self, Source};
 use crate::sandbox::pid1::{self, AppStatus};
@@ -38,6 +43,10 @@ pub struct LaunchFile {
     /// Present when the replica runs sandboxed (see [`crate::sandbox`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<SandboxSpec>,
+    /// A one-off process: the app gets the init's own stdin, stdout and stderr instead
+    /// of log pipes, and the init exits with the app's status (see [`exit_code`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attached: bool,
 }
 
 /// How the app ended; written by the init as `exit.json`.
@@ -131,14 +140,21 @@ pub fn run(run_dir: &Path) -> i32 {
             return 2;
         }
     };
-    let log = match logs::open_append(&launch.log) {
-        Ok(f) => Arc::new(Mutex::new(f)),
-        Err(e) => {
-            eprintln!("wharf init: cannot open log {}: {e}", launch.log.display());
-            return 2;
+    let log = if launch.attached {
+        None
+    } else {
+        match logs::open_append(&launch.log) {
+            Ok(f) => Some(Arc::new(Mutex::new(f))),
+            Err(e) => {
+                eprintln!("wharf init: cannot open log {}: {e}", launch.log.display());
+                return 2;
+            }
         }
     };
-    let note = |msg: &str| write_line(&log, &launch.source, "wharf", msg);
+    let note = |msg: &str| match &log {
+        Some(log) => write_line(log, &launch.source, "wharf", msg),
+        None => eprintln!("wharf: {msg}"),
+    };
     let me = std::process::id();
     let start_time = crate::procfs::stat(Path::new("/proc"), me).map_or(0, |(_, t)| t);
     let ident = InitFile {
@@ -177,7 +193,7 @@ pub fn run(run_dir: &Path) -> i32 {
                 oom_killed: false,
             };
             let _ = write_json_atomic(&run_dir.join(EXIT_FILE), &exit);
-            return 1;
+            return if launch.attached { 127 } else { 1 };
         }
     };
     let Started {
@@ -188,15 +204,22 @@ pub fn run(run_dir: &Path) -> i32 {
     } = started;
     // Each pump says on `done` when its stream ended.
     let (done_tx, done) = std::sync::mpsc::channel::<()>();
-    let pumps = [(stdout, "stdout"), (stderr, "stderr")].map(|(stream, name)| {
-        let log = Arc::clone(&log);
-        let source = launch.source.clone();
-        let done_tx = done_tx.clone();
-        std::thread::spawn(move || {
-            pump(stream, &log, &source, name);
-            let _ = done_tx.send(());
+    let streams = match (&log, stdout, stderr) {
+        (Some(log), Some(out), Some(err)) => vec![(out, "stdout", log), (err, "stderr", log)],
+        _ => Vec::new(),
+    };
+    let pumps: Vec<_> = streams
+        .into_iter()
+        .map(|(stream, name, log)| {
+            let log = Arc::clone(log);
+            let source = launch.source.clone();
+            let done_tx = done_tx.clone();
+            std::thread::spawn(move || {
+                pump(stream, &log, &source, name);
+                let _ = done_tx.send(());
+            })
         })
-    });
+        .collect();
     drop(done_tx);
 
     let mut status = loop {
@@ -261,19 +284,36 @@ pub fn run(run_dir: &Path) -> i32 {
             break;
         }
     }
-    note(&format!("process {}", status.reason()));
     if let Err(e) = write_json_atomic(&run_dir.join(EXIT_FILE), &status) {
         eprintln!("wharf init: cannot record the exit: {e}");
     }
+    if launch.attached {
+        if status.oom_killed {
+            note(&status.reason());
+        }
+        return exit_code(&status);
+    }
+    note(&format!("process {}", status.reason()));
     0
+}
+
+/// A one-off's exit code, as a shell reports it: the app's code, or 128 + the signal
+/// that killed it.
+pub fn exit_code(status: &ExitFile) -> i32 {
+    match (status.code, status.signal) {
+        (Some(c), _) => c,
+        (None, Some(s)) => 128 + s,
+        (None, None) => 1,
+    }
 }
 
 /// The app as the init supervises it.
 struct Started {
     /// The app itself, or the sandbox's PID 1.
     pid: Pid,
-    stdout: Box<dyn Read + Send>,
-    stderr: Box<dyn Read + Send>,
+    /// The app's output, unless it is attached to the init's own.
+    stdout: Option<Box<dyn Read + Send>>,
+    stderr: Option<Box<dyn Read + Send>>,
     /// Sandboxed: where PID 1 reports the app's exit.
     status_pipe: Option<File>,
 }
@@ -288,29 +328,35 @@ fn start_app(launch: &LaunchFile) -> Result<Started, String> {
         let s = pid1::spawn(launch, spec).map_err(|e| e.to_string())?;
         return Ok(Started {
             pid: s.pid,
-            stdout: Box::new(s.stdout),
-            stderr: Box::new(s.stderr),
+            stdout: s.stdout.map(|f| Box::new(f) as Box<dyn Read + Send>),
+            stderr: s.stderr.map(|f| Box::new(f) as Box<dyn Read + Send>),
             status_pipe: Some(s.status),
         });
     }
+    let (stdin, out, err) = if launch.attached {
+        (Stdio::inherit(), Stdio::inherit(), Stdio::inherit())
+    } else {
+        (Stdio::null(), Stdio::piped(), Stdio::piped())
+    };
     let mut child = Command::new("/bin/sh")
         .arg("-c")
-        .arg(format!("exec {}", launch.command))
+        .arg(crate::shell::line(&launch.command))
         .env_clear()
         .envs(&launch.env)
         .current_dir(&launch.dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdin(stdin)
+        .stdout(out)
+        .stderr(err)
         .spawn()
         .map_err(|e| format!("cannot start `{}`: {e}", launch.command))?;
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    if !launch.attached && (stdout.is_none() || stderr.is_none()) {
         return Err("the app's output pipes are missing".into());
-    };
+    }
     Ok(Started {
         pid: Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX)),
-        stdout: Box::new(stdout),
-        stderr: Box::new(stderr),
+        stdout: stdout.map(|s| Box::new(s) as Box<dyn Read + Send>),
+        stderr: stderr.map(|s| Box::new(s) as Box<dyn Read + Send>),
         status_pipe: None,
     })
 }

@@ -49,6 +49,14 @@ impl Layout {
     pub fn run_dir(&self, app: &AppName, id: &str) -> PathBuf {
         self.run().join(app.as_str()).join(id)
     }
+    /// Run directories of one-off processes (`wharf run`, rotate commands), apart from
+    /// the replicas' so that re-adoption never mistakes one for a replica.
+    pub fn oneoffs(&self) -> PathBuf {
+        self.root.join("oneoff")
+    }
+    pub fn oneoff_dir(&self, app: &AppName, id: &str) -> PathBuf {
+        self.oneoffs().join(app.as_str()).join(id)
+    }
     /// One JSON-lines log file per app, appended by every replica's init.
     pub fn app_log(&self, app: &AppName) -> PathBuf {
         self.root.join("logs").join(app.as_str()).join("app.log")

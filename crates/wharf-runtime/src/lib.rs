@@ -23,6 +23,7 @@ pub mod logs;
 mod process;
 pub mod procfs;
 pub mod sandbox;
+pub mod shell;
 
 pub use layout::Layout;
 pub use process::ProcessRuntime;

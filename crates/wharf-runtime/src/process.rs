@@ -14,7 +14,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use wharf_core::ports::{Handle, Launch, Liveness, Runtime, RuntimeError, StopSignal};
+use wharf_core::ports::{Handle, Launch, Liveness, OneOff, Runtime, RuntimeError, StopSignal};
 use wharf_core::Exit;
 use wharf_types::AppName;
 
@@ -91,18 +91,24 @@ fn pid_of(h: &Handle) -> Pid {
     Pid::from_raw(i32::try_from(h.pid).unwrap_or(i32::MAX))
 }
 
-impl Runtime for ProcessRuntime {
-    fn start(&self, l: &Launch) -> Result<Handle, RuntimeError> {
+impl ProcessRuntime {
+    /// Writes the run directory `dir` of `l` (launch spec, sandbox); returns the init
+    /// command without the directory argument.
+    fn prepare(
+        &self,
+        l: &Launch,
+        dir: &Path,
+        attached: bool,
+    ) -> Result<(&OsString, &[OsString]), RuntimeError> {
         let fail = |message: String| RuntimeError::Start {
             id: l.id.clone(),
             message,
         };
-        let dir = self.layout.run_dir(&l.app, &l.id);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)
             .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
         let sandbox = match &self.sandbox {
-            Some(sb) => Some(sb.prepare(l, &dir).map_err(|e| fail(e.to_string()))?),
+            Some(sb) => Some(sb.prepare(l, dir).map_err(|e| fail(e.to_string()))?),
             None => None,
         };
         let launch = LaunchFile {
@@ -117,15 +123,50 @@ impl Runtime for ProcessRuntime {
             env: l.env.clone(),
             log: self.layout.app_log(&l.app),
             sandbox,
+            attached,
         };
         init::write_json_atomic(&dir.join(LAUNCH_FILE), &launch)
             .map_err(|e| fail(e.to_string()))?;
+        self.init
+            .split_first()
+            .ok_or_else(|| fail("no init command configured".into()))
+    }
+
+    /// One-offs whose init still runs (their cgroups stay); the run directories of the
+    /// others are removed.
+    fn live_oneoffs(&self) -> Vec<String> {
+        let mut live = Vec::new();
+        for app_dir in read_dirs(&self.layout.oneoffs()) {
+            for dir in read_dirs(&app_dir) {
+                let init: Option<InitFile> = read_json(&dir.join(INIT_FILE));
+                let launch: Option<LaunchFile> = read_json(&dir.join(LAUNCH_FILE));
+                match (init, launch) {
+                    (Some(i), Some(l))
+                        if procfs::is_same_live_process(&self.proc_root, i.pid, i.start_time) =>
+                    {
+                        live.push(Sandbox::key(&l.source.app, &l.source.replica));
+                    }
+                    _ => {
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(&app_dir);
+        }
+        live
+    }
+}
+
+impl Runtime for ProcessRuntime {
+    fn start(&self, l: &Launch) -> Result<Handle, RuntimeError> {
+        let fail = |message: String| RuntimeError::Start {
+            id: l.id.clone(),
+            message,
+        };
+        let dir = self.layout.run_dir(&l.app, &l.id);
+        let (program, args) = self.prepare(l, &dir, false)?;
         let init_err =
             std::fs::File::create(dir.join("init.err")).map_err(|e| fail(e.to_string()))?;
-        let (program, args) = self
-            .init
-            .split_first()
-            .ok_or_else(|| fail("no init command configured".into()))?;
         let mut cmd = Command::new(program);
         cmd.args(args)
             .arg(&dir)
@@ -292,14 +333,52 @@ impl Runtime for ProcessRuntime {
                 }
             }
         }
+        let oneoffs = self.live_oneoffs();
         if let Some(sb) = &self.sandbox {
             let keep = out
                 .iter()
                 .map(|(h, _)| Sandbox::key(h.app.as_str(), &h.id))
+                .chain(oneoffs)
                 .collect();
             sb.sweep(&keep);
         }
         out
+    }
+
+    fn oneoff(&self, l: &Launch) -> Result<OneOff, RuntimeError> {
+        let dir = self.layout.oneoff_dir(&l.app, &l.id);
+        let (program, args) = self.prepare(l, &dir, true)?;
+        let mut args = args.to_vec();
+        args.push(dir.into_os_string());
+        Ok(OneOff {
+            id: l.id.clone(),
+            program: PathBuf::from(program),
+            args,
+        })
+    }
+
+    fn finish_oneoff(&self, app: &AppName, id: &str, pgid: Option<u32>) {
+        if let Some(pgid) = pgid {
+            if procfs::group_has_members(&self.proc_root, pgid) {
+                let pgid = Pid::from_raw(i32::try_from(pgid).unwrap_or(i32::MAX));
+                if let Err(e) = signal::killpg(pgid, Signal::SIGKILL) {
+                    tracing::warn!(oneoff = %id, "cannot kill what the one-off left running: {e}");
+                }
+            }
+        }
+        if let Some(sb) = &self.sandbox {
+            sb.kill(app.as_str(), id);
+            sb.remove(app.as_str(), id);
+        }
+        let dir = self.layout.oneoff_dir(app, id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(oneoff = %id, "cannot remove {}: {e}", dir.display());
+            }
+        }
+        if let Some(app_dir) = dir.parent() {
+            let _ = std::fs::remove_dir(app_dir);
+        }
     }
 
     fn tail(&self, app: &AppName, id: &str, n: usize) -> Vec<String> {

@@ -167,12 +167,21 @@ pub struct RollbackRequest {
     pub to: Option<u32>,
 }
 
-/// What `wharf run` needs to start a one-off process of a release.
+/// `wharf run`: the command line of a one-off process (run with `/bin/sh -c`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRequest {
+    pub command: String,
+}
+
+/// A one-off process the server prepared for `wharf run` (in the app's sandbox, with
+/// its config and secrets): the caller starts `program args...` on the server's machine
+/// with its own stdin, stdout and stderr, then reports it finished.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSpec {
     pub release: u32,
-    pub dir: String,
-    pub env: BTreeMap<String, String>,
+    pub id: String,
+    pub program: String,
+    pub args: Vec<String>,
 }
 
 /// A log record as kept in the data dir and streamed by `logs`.

@@ -6,7 +6,9 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use wharf_core::ports::{Handle, Launch, Liveness, RouteSink, Runtime, RuntimeError, StopSignal};
+use wharf_core::ports::{
+    Handle, Launch, Liveness, OneOff, RouteSink, Runtime, RuntimeError, StopSignal,
+};
 use wharf_core::Exit;
 use wharf_types::route::RouteTable;
 use wharf_types::AppName;
@@ -24,6 +26,8 @@ pub struct FakeRuntime {
     pub launches: Mutex<Vec<Launch>>,
     pub signals: Mutex<Vec<(String, StopSignal)>>,
     pub adoptable: Mutex<Vec<(Handle, Liveness)>>,
+    /// Ids of the one-offs reported finished.
+    pub finished_oneoffs: Mutex<Vec<String>>,
 }
 
 impl FakeRuntime {
@@ -117,6 +121,24 @@ impl Runtime for FakeRuntime {
 
     fn tail(&self, _: &AppName, id: &str, _: usize) -> Vec<String> {
         vec![format!("{id}: crashing on purpose")]
+    }
+
+    /// A plain shell in the launch's directory, with exactly its environment.
+    fn oneoff(&self, l: &Launch) -> Result<OneOff, RuntimeError> {
+        self.launches.lock().unwrap().push(l.clone());
+        let mut args: Vec<std::ffi::OsString> = vec!["-i".into()];
+        args.extend(l.env.iter().map(|(k, v)| format!("{k}={v}").into()));
+        args.extend(["/bin/sh".into(), "-c".into()]);
+        args.push(format!("cd '{}' && exec {}", l.dir.display(), l.command).into());
+        Ok(OneOff {
+            id: l.id.clone(),
+            program: "/usr/bin/env".into(),
+            args,
+        })
+    }
+
+    fn finish_oneoff(&self, _: &AppName, id: &str, _: Option<u32>) {
+        self.finished_oneoffs.lock().unwrap().push(id.to_string());
     }
 }
 

@@ -34,7 +34,7 @@ use nix::unistd::{ForkResult, Pid};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Stack of the cloned PID 1 while it sets up the sandbox (it forks before it runs much).
@@ -52,8 +52,9 @@ pub enum SpawnError {
 pub struct Spawned {
     /// Host pid of the sandbox's PID 1.
     pub pid: Pid,
-    pub stdout: File,
-    pub stderr: File,
+    /// The app's output pipes (none when the launch is attached to the init's stdio).
+    pub stdout: Option<File>,
+    pub stderr: Option<File>,
     /// Where PID 1 reports how the app ended (see [`AppStatus`]).
     pub status: File,
 }
@@ -105,7 +106,7 @@ pub fn spawn(launch: &LaunchFile, spec: &SandboxSpec) -> Result<Spawned, SpawnEr
     let argv = [
         cstring("/bin/sh")?,
         cstring("-c")?,
-        cstring(format!("exec {}", launch.command))?,
+        cstring(crate::shell::line(&launch.command))?,
     ];
     let envp: Vec<CString> = launch
         .env
@@ -113,18 +114,39 @@ pub fn spawn(launch: &LaunchFile, spec: &SandboxSpec) -> Result<Spawned, SpawnEr
         .map(|(k, v)| cstring(format!("{k}={v}")))
         .collect::<Result<_, _>>()?;
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| prep(&e));
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
     let (st_r, st_w) = pipe()?;
-    let devnull = File::open("/dev/null").map_err(|e| prep(&e))?;
+    // Attached: the app gets (close-on-exec copies of) the init's own descriptors, which
+    // stay the caller's: they are not handed to the app's user.
+    let (stdin, stdout, stderr, out_r, err_r) = if launch.attached {
+        let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().map_err(|e| prep(&e));
+        (
+            dup(std::io::stdin().as_fd())?,
+            dup(std::io::stdout().as_fd())?,
+            dup(std::io::stderr().as_fd())?,
+            None,
+            None,
+        )
+    } else {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let devnull = File::open("/dev/null").map_err(|e| prep(&e))?;
+        (
+            OwnedFd::from(devnull),
+            out_w,
+            err_w,
+            Some(File::from(out_r)),
+            Some(File::from(err_r)),
+        )
+    };
     let child = Child {
         spec,
         filters: &filters,
         argv: &argv,
         envp: &envp,
-        stdin: OwnedFd::from(devnull),
-        stdout: out_w,
-        stderr: err_w,
+        stdin,
+        stdout,
+        stderr,
+        own_output: !launch.attached,
         status: st_w,
     };
     let mut stack = vec![0u8; STACK];
@@ -148,8 +170,8 @@ pub fn spawn(launch: &LaunchFile, spec: &SandboxSpec) -> Result<Spawned, SpawnEr
     drop(child);
     Ok(Spawned {
         pid,
-        stdout: File::from(out_r),
-        stderr: File::from(err_r),
+        stdout: out_r,
+        stderr: err_r,
         status: File::from(st_r),
     })
 }
@@ -163,6 +185,8 @@ struct Child<'a> {
     stdin: OwnedFd,
     stdout: OwnedFd,
     stderr: OwnedFd,
+    /// stdout and stderr are the replica's log pipes, which the app may own.
+    own_output: bool,
     status: OwnedFd,
 }
 
@@ -251,12 +275,12 @@ impl Child<'_> {
             // SAFETY: dup2(2) onto the standard descriptors, which this process owns.
             #[allow(unsafe_code)]
             if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(fd), to) } < 0 {
-                fail("cannot attach the log pipes");
+                fail("cannot attach stdin, stdout and stderr");
             }
         }
         // The log pipes become the app's own, so that it can open `/dev/stdout` and
         // `/dev/stderr` by path (nginx, many loggers) as well as write to fds 1 and 2.
-        for fd in [1, 2] {
+        for fd in [1, 2].into_iter().filter(|_| self.own_output) {
             // SAFETY: fchown(2) of a descriptor this process owns; no memory is involved.
             #[allow(unsafe_code)]
             if unsafe { libc::fchown(fd, self.spec.uid, self.spec.gid) } < 0 {

@@ -305,7 +305,7 @@ pub fn secret_env(files: Option<&std::path::Path>, claim: &str, command: &str) -
     use std::os::unix::process::CommandExt;
     let e = std::process::Command::new("/bin/sh")
         .arg("-c")
-        .arg(format!("exec {command}"))
+        .arg(wharf_runtime::shell::line(command))
         .env_remove(var)
         .envs(env)
         .exec();
