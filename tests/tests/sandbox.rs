@@ -477,3 +477,59 @@ fn one_offs_and_rotate_commands_run_in_the_apps_sandbox() {
         .unwrap_or_default();
     assert!(left.is_empty(), "one-off run dirs left: {left:?}");
 }
+
+#[test]
+fn exec_probes_enter_the_replicas_namespaces_as_its_user() {
+    if !root_or_skip("exec_probes_enter_the_replicas_namespaces_as_its_user") {
+        return;
+    }
+    let s = sandboxed_server();
+    // Each condition holds only inside the replica: its hostname, its user, its private
+    // /tmp (the app writes the marker there first), its PID namespace.
+    let app = TestApp::new("entered")
+        .extra(concat!(
+            "[process.web.startup]\n",
+            "exec = 'test \"$(hostname)\" = \"$WHARF_REPLICA\" && test \"$(id -u)\" != 0 && test -f /tmp/entered-marker && test -d /proc/1 && ! touch /usr/wharf-probe 2>/dev/null'\n",
+            "interval = \"250ms\"\n",
+            "failure_threshold = 200\n",
+        ))
+        .deploy_timeout("40s")
+        .write();
+    s.wharf(&["deploy", app.path().to_str().unwrap(), "--detach"])
+        .ok("deploy --detach");
+    // The startup check holds readiness, but the app answers on its address: reach it
+    // directly to leave the marker inside its /tmp.
+    let address = wharf_e2e::wait_for(Duration::from_secs(15), || {
+        s.ps("entered")
+            .first()
+            .and_then(|r| r["address"].as_str().map(str::to_string))
+    })
+    .expect("replica address");
+    let marked = wait_until(Duration::from_secs(10), || {
+        wharf_e2e::http_get(
+            &address,
+            "entered.localhost",
+            &format!(
+                "/sh?c={}",
+                wharf_e2e::isolation::encode("touch /tmp/entered-marker")
+            ),
+            &[],
+        )
+        .is_ok_and(|r| r.status == 200)
+    });
+    assert!(marked, "could not reach the replica at {address}");
+    let ready = wait_until(Duration::from_secs(20), || {
+        s.ps("entered")
+            .first()
+            .is_some_and(|r| r["state"] == "ready")
+    });
+    assert!(
+        ready,
+        "the startup check never passed inside the replica\n{}",
+        s.log_tail(40)
+    );
+    assert!(
+        !std::path::Path::new("/tmp/entered-marker").exists(),
+        "the marker must be in the replica's private /tmp"
+    );
+}

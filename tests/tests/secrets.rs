@@ -702,3 +702,48 @@ fn a_one_off_gets_config_and_secrets_and_passes_on_its_exit_code() {
         .expect_code(2, "unknown app");
     assert_nowhere(&s, &[&token]);
 }
+
+#[test]
+fn exec_probes_run_inside_the_replica_with_its_environment_and_secrets() {
+    let s = Server::start();
+    let token = unique("probe");
+    s.wharf(&["secrets", "set", "probed", &format!("TOKEN={token}")])
+        .ok("set before deploy");
+    // The startup check passes only with the secret in the probe's environment; the
+    // liveness check fails once after the app itself (not the test) leaves a file.
+    let app = TestApp::new("probed")
+        .extra(&format!(
+            concat!(
+                "[process.web.startup]\n",
+                "exec = 'test ${{#TOKEN}} -eq {len} && case \"$TOKEN\" in probe-*) true;; *) false;; esac'\n",
+                "interval = \"250ms\"\n",
+                "[process.web.liveness]\n",
+                "exec = 'if [ -f /tmp/probe-die-$WHARF_REPLICA ]; then rm -f /tmp/probe-die-$WHARF_REPLICA; exit 1; fi'\n",
+                "interval = \"250ms\"\n",
+                "failure_threshold = 1\n",
+            ),
+            len = token.len()
+        ))
+        .write();
+    s.deploy(app.path()).ok("startup check with the secret");
+    let before = s.wait_ready("probed", 1, Duration::from_secs(10));
+    assert_eq!(before[0]["restarts"], 0, "{:#}", before[0]);
+    let r = s.get(
+        "probed.localhost",
+        &format!(
+            "/sh?c={}",
+            wharf_e2e::isolation::encode("touch /tmp/probe-die-$WHARF_REPLICA")
+        ),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let restarted = wait_until(Duration::from_secs(20), || {
+        s.ps("probed")
+            .first()
+            .is_some_and(|p| p["restarts"].as_u64() >= Some(1) && p["state"] == "ready")
+    });
+    assert!(
+        restarted,
+        "the liveness check did not see the replica's file\n{}",
+        s.log_tail(40)
+    );
+}

@@ -1,25 +1,25 @@
-//! Running one probe: TCP connect, HTTP GET, or a command.
+//! Running one probe: TCP connect, HTTP GET, or a command inside the replica.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use wharf_core::ports::OneOff;
 use wharf_types::Check;
 
-/// Runs `check` against a replica listening on 127.0.0.1:`port`; true when it passes.
+/// Runs `check` against a replica listening on 127.0.0.1:`port`; an exec check runs
+/// `exec` (the runtime's way into the replica). True when it passes.
 pub(crate) async fn run(
     check: &Check,
     port: u16,
     timeout: Duration,
-    dir: &Path,
-    env: &BTreeMap<String, String>,
+    exec: Option<&OneOff>,
 ) -> bool {
     let attempt = async {
-        match check {
-            Check::Tcp => TcpStream::connect(("127.0.0.1", port)).await.is_ok(),
-            Check::Http { path, status } => http(port, path, *status).await.unwrap_or(false),
-            Check::Exec { command } => exec(command, dir, env).await,
+        match (check, exec) {
+            (Check::Tcp, _) => TcpStream::connect(("127.0.0.1", port)).await.is_ok(),
+            (Check::Http { path, status }, _) => http(port, path, *status).await.unwrap_or(false),
+            (Check::Exec { .. }, Some(exec)) => run_exec(exec).await,
+            (Check::Exec { .. }, None) => false,
         }
     };
     tokio::time::timeout(timeout, attempt)
@@ -57,30 +57,16 @@ pub(crate) fn status_ok(head: &[u8], expected: Option<u16>) -> bool {
     }
 }
 
-async fn exec(command: &str, dir: &Path, env: &BTreeMap<String, String>) -> bool {
-    let status = shell(command, dir, env)
+/// Runs the prepared command with no stdio; killed when the probe times out (dropped).
+async fn run_exec(exec: &OneOff) -> bool {
+    let status = tokio::process::Command::new(&exec.program)
+        .args(&exec.args)
+        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
         .status();
     matches!(status.await, Ok(s) if s.success())
-}
-
-/// `/bin/sh -c COMMAND` in `dir` with exactly `env`, no stdin, killed when dropped: how
-/// the controller runs an app's helper commands (exec probes, secret rotation).
-pub(crate) fn shell(
-    command: &str,
-    dir: &Path,
-    env: &BTreeMap<String, String>,
-) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(command)
-        .current_dir(dir)
-        .env_clear()
-        .envs(env)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    cmd
 }
 
 #[cfg(test)]
@@ -116,78 +102,30 @@ mod tests {
             }
         });
         let t = Duration::from_secs(2);
-        let dir = std::env::temp_dir();
-        let env = BTreeMap::from([(
-            "PATH".to_string(),
-            std::env::var("PATH").unwrap_or_default(),
-        )]);
-        assert!(run(&Check::Tcp, port, t, &dir, &env).await);
-        assert!(
-            run(
-                &Check::Http {
-                    path: "/ok".into(),
-                    status: None
-                },
-                port,
-                t,
-                &dir,
-                &env
-            )
-            .await
-        );
-        assert!(
-            !run(
-                &Check::Http {
-                    path: "/bad".into(),
-                    status: None
-                },
-                port,
-                t,
-                &dir,
-                &env
-            )
-            .await
-        );
-        assert!(
-            run(
-                &Check::Exec {
-                    command: "true".into()
-                },
-                port,
-                t,
-                &dir,
-                &env
-            )
-            .await
-        );
-        assert!(
-            !run(
-                &Check::Exec {
-                    command: "exit 1".into()
-                },
-                port,
-                t,
-                &dir,
-                &env
-            )
-            .await
-        );
-        assert!(
-            !run(
-                &Check::Exec {
-                    command: "sleep 5".into()
-                },
-                port,
-                Duration::from_millis(100),
-                &dir,
-                &env
-            )
-            .await
-        );
+        let sh = |c: &str| OneOff {
+            id: "web-1-v1".into(),
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), c.into()],
+        };
+        let exec = |c: &str| Check::Exec { command: c.into() };
+        let http = |p: &str| Check::Http {
+            path: p.into(),
+            status: None,
+        };
+        assert!(run(&Check::Tcp, port, t, None).await);
+        assert!(run(&http("/ok"), port, t, None).await);
+        assert!(!run(&http("/bad"), port, t, None).await);
+        assert!(run(&exec("x"), port, t, Some(&sh("true"))).await);
+        assert!(!run(&exec("x"), port, t, Some(&sh("exit 1"))).await);
+        assert!(!run(&exec("x"), port, t, None).await, "no way in: fails");
+        let started = std::time::Instant::now();
+        let short = Duration::from_millis(100);
+        assert!(!run(&exec("x"), port, short, Some(&sh("sleep 5"))).await);
+        assert!(started.elapsed() < Duration::from_secs(2));
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        assert!(!run(&Check::Tcp, closed, t, &dir, &env).await);
+        assert!(!run(&Check::Tcp, closed, t, None).await);
     }
 }

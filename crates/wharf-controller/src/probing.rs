@@ -50,25 +50,33 @@ impl Controller {
             if round.startup.is_none() && round.readiness.is_none() && round.liveness.is_none() {
                 continue;
             }
-            let Some(release) = inner.release(&entry.replica.app, entry.replica.release) else {
-                continue;
-            };
             entry.probing = true;
             let pid = entry.replica.pid();
             let key = key.clone();
             let c = self.clone();
-            let dir = inner.layout.artifact(&release.artifact);
-            let env = inner.env_for(&release, &entry.replica, port);
+            // Exec checks run inside the replica, through the runtime.
+            let exec = |p: &Option<(Probe, bool)>| match (p, entry.handle.as_ref()) {
+                (Some((probe, _)), Some(h)) => match &probe.check {
+                    wharf_types::Check::Exec { command } => inner.runtime.exec(h, command).ok(),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let execs = [
+                exec(&round.startup),
+                exec(&round.readiness),
+                exec(&round.liveness),
+            ];
             tokio::spawn(async move {
-                for slot in [
+                let slots = [
                     &mut round.startup,
                     &mut round.readiness,
                     &mut round.liveness,
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    slot.1 = probe::run(&slot.0.check, port, slot.0.timeout, &dir, &env).await;
+                ];
+                for (slot, exec) in slots.into_iter().zip(&execs) {
+                    if let Some((p, ok)) = slot {
+                        *ok = probe::run(&p.check, port, p.timeout, exec.as_ref()).await;
+                    }
                 }
                 c.record_probes(&key, pid, round);
             });

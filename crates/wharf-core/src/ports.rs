@@ -96,6 +96,10 @@ pub trait Runtime: Send + Sync {
     /// same kind of world as a replica of it (sandbox, limits, uid), attached to the
     /// stdio of whoever starts it. Call [`Runtime::finish_oneoff`] when it has exited.
     fn oneoff(&self, launch: &Launch) -> Result<OneOff, RuntimeError>;
+    /// How to run `command` inside the running replica of `handle` (its namespaces,
+    /// cgroup, uid and environment, as `docker exec` does), for exec probes. The caller
+    /// spawns it; killing that process ends the command.
+    fn exec(&self, handle: &Handle, command: &str) -> Result<OneOff, RuntimeError>;
     /// Kills what one-off `id` left running (its process group `pgid` when the caller
     /// made one) and removes its run directory and cgroup.
     fn finish_oneoff(&self, app: &AppName, id: &str, pgid: Option<u32>);

@@ -17,6 +17,7 @@
 //! uid, capability set and seccomp filter (see [`sandbox`]).
 
 pub mod build;
+pub mod enter;
 pub mod init;
 pub mod layout;
 pub mod logs;

@@ -357,6 +357,21 @@ impl Runtime for ProcessRuntime {
         })
     }
 
+    fn exec(&self, h: &Handle, command: &str) -> Result<OneOff, RuntimeError> {
+        let (program, args) = self.init.split_first().ok_or_else(|| RuntimeError::Start {
+            id: h.id.clone(),
+            message: "no init command configured".into(),
+        })?;
+        let mut args = args.to_vec();
+        args.push(format!("--exec={command}").into());
+        args.push(self.run_dir(h).into_os_string());
+        Ok(OneOff {
+            id: h.id.clone(),
+            program: PathBuf::from(program),
+            args,
+        })
+    }
+
     fn finish_oneoff(&self, app: &AppName, id: &str, pgid: Option<u32>) {
         if let Some(pgid) = pgid {
             if procfs::group_has_members(&self.proc_root, pgid) {

@@ -47,9 +47,71 @@ pub fn is_same_live_process(proc_root: &Path, pid: u32, start_time: u64) -> bool
     matches!(stat(proc_root, pid), Some((state, start)) if start == start_time && state != 'Z' && state != 'X')
 }
 
+/// Children of `pid` (of any of its threads), from `/proc/PID/task/*/children`.
+pub fn children(proc_root: &Path, pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(proc_root.join(pid.to_string()).join("task")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<u32> = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The environment `pid` was started with (`/proc/PID/environ`, NUL-separated).
+pub fn environ(proc_root: &Path, pid: u32) -> Option<Vec<(String, String)>> {
+    let bytes = std::fs::read(proc_root.join(pid.to_string()).join("environ")).ok()?;
+    Some(parse_environ(&bytes))
+}
+
+/// `K=V` entries separated by NULs; entries without `=` are skipped.
+pub fn parse_environ(bytes: &[u8]) -> Vec<(String, String)> {
+    bytes
+        .split(|&b| b == 0)
+        .filter_map(|entry| {
+            let text = String::from_utf8_lossy(entry);
+            let (k, v) = text.split_once('=')?;
+            (!k.is_empty()).then(|| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environ_entries() {
+        let env = parse_environ(b"A=1\0B=x=y\0junk\0=nokey\0C=\0");
+        assert_eq!(
+            env,
+            vec![
+                ("A".to_string(), "1".to_string()),
+                ("B".to_string(), "x=y".to_string()),
+                ("C".to_string(), String::new()),
+            ]
+        );
+    }
+
+    #[test]
+    fn children_of_this_process() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let kids = children(Path::new("/proc"), std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(kids.contains(&child.id()), "{kids:?}");
+    }
 
     #[test]
     fn parses_names_with_spaces_and_parens() {

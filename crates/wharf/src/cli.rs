@@ -172,9 +172,14 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
-    /// The replica init (internal)
+    /// The replica init (internal); with --exec, runs a command inside the running
+    /// replica of RUN_DIR instead (exec probes)
     #[command(hide = true)]
-    Init { run_dir: PathBuf },
+    Init {
+        run_dir: PathBuf,
+        #[arg(long, value_name = "COMMAND")]
+        exec: Option<String>,
+    },
     /// Fetches a starting replica's secrets and runs its command (internal)
     #[command(hide = true)]
     SecretEnv {

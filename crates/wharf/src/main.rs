@@ -14,9 +14,14 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    if let cli::Command::Init { run_dir } = &cli.command {
-        // The replica init must not start a runtime or threads before forking the app.
-        return ExitCode::from(u8::try_from(wharf_runtime::init::run(run_dir)).unwrap_or(1));
+    if let cli::Command::Init { run_dir, exec } = &cli.command {
+        // The replica init must not start a runtime or threads before forking the app,
+        // nor may a process with threads enter a replica's mount namespace.
+        let code = match exec {
+            Some(command) => wharf_runtime::enter::run(run_dir, command),
+            None => wharf_runtime::init::run(run_dir),
+        };
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     if let cli::Command::SecretEnv {
         files,

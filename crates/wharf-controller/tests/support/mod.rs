@@ -137,6 +137,15 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    /// A plain shell: the fake replicas have no world to enter.
+    fn exec(&self, h: &Handle, command: &str) -> Result<OneOff, RuntimeError> {
+        Ok(OneOff {
+            id: h.id.clone(),
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), command.into()],
+        })
+    }
+
     fn finish_oneoff(&self, _: &AppName, id: &str, _: Option<u32>) {
         self.finished_oneoffs.lock().unwrap().push(id.to_string());
     }

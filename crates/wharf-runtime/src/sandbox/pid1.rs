@@ -200,7 +200,7 @@ extern "C" fn remember(sig: i32) {
 }
 
 /// PID 1 goes when the init goes, and the namespace with it.
-fn die_with_parent() {
+pub(crate) fn die_with_parent() {
     // SAFETY: prctl(PR_SET_PDEATHSIG, SIGKILL) takes no pointers.
     #[allow(unsafe_code)]
     unsafe {
