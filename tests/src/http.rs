@@ -1,4 +1,5 @@
-//! A tiny HTTP/1.1 client over std `TcpStream`: one request per connection.
+//! A tiny HTTP/1.1 client over std `TcpStream`: one request per connection, or many on
+//! one keep-alive connection ([`KeepAlive`]).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -45,6 +46,82 @@ pub fn http_get(
     s.write_all(req.as_bytes())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
+    parse(&raw)
+}
+
+/// One keep-alive connection, reopened when the server closes it after an answer that
+/// said `Connection: close`.
+pub struct KeepAlive {
+    addr: SocketAddr,
+    stream: Option<TcpStream>,
+}
+
+impl KeepAlive {
+    pub fn new(addr: &str) -> std::io::Result<KeepAlive> {
+        let addr = addr
+            .parse()
+            .map_err(|e| std::io::Error::other(format!("bad address {addr}: {e}")))?;
+        Ok(KeepAlive { addr, stream: None })
+    }
+
+    /// `GET path` with `Host: host` on the open connection (a new one when there is
+    /// none). A connection that fails mid-request is an error: it is not retried.
+    pub fn get(&mut self, host: &str, path: &str) -> std::io::Result<Response> {
+        let s = match &mut self.stream {
+            Some(s) => s,
+            None => {
+                let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
+                s.set_read_timeout(Some(Duration::from_secs(30)))?;
+                s.set_nodelay(true)?;
+                self.stream.insert(s)
+            }
+        };
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let answer = s.write_all(req.as_bytes()).and_then(|()| read_one(s));
+        match &answer {
+            Ok(r)
+                if r.header("connection")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("close")) =>
+            {
+                self.stream = None;
+            }
+            Ok(_) => {}
+            Err(_) => self.stream = None,
+        }
+        answer
+    }
+}
+
+/// Reads exactly one response with a Content-Length or chunked body.
+fn read_one(s: &mut TcpStream) -> std::io::Result<Response> {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte)? == 0 {
+            return Err(bad(format!(
+                "connection closed after {} bytes of a response",
+                raw.len()
+            )));
+        }
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    if let Some(len) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body)?;
+        raw.extend(body);
+    } else if head.contains("transfer-encoding: chunked") {
+        while !raw.ends_with(b"\r\n0\r\n\r\n") && !raw.ends_with(b"\n\r\n0\r\n\r\n") {
+            if s.read(&mut byte)? == 0 {
+                return Err(bad("connection closed inside a chunked body"));
+            }
+            raw.push(byte[0]);
+        }
+    }
     parse(&raw)
 }
 

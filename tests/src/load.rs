@@ -15,7 +15,18 @@ pub struct Load {
 }
 
 impl Load {
+    /// Clients each opening a connection per request.
     pub fn start(router: &str, host: &str, clients: usize) -> Load {
+        Self::run(router, host, clients, false)
+    }
+
+    /// Clients each keeping one keep-alive connection (reopened only after an answer
+    /// that closed it): a connection closed under a request counts as a failure.
+    pub fn start_keepalive(router: &str, host: &str, clients: usize) -> Load {
+        Self::run(router, host, clients, true)
+    }
+
+    fn run(router: &str, host: &str, clients: usize, keepalive: bool) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(Mutex::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
@@ -24,8 +35,14 @@ impl Load {
                 let (router, host) = (router.to_string(), host.to_string());
                 let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
                 std::thread::spawn(move || {
+                    let mut conn = crate::http::KeepAlive::new(&router).expect("router address");
                     while !stop.load(Ordering::SeqCst) {
-                        match crate::http_get(&router, &host, "/", &[]) {
+                        let answer = if keepalive {
+                            conn.get(&host, "/")
+                        } else {
+                            crate::http_get(&router, &host, "/", &[])
+                        };
+                        match answer {
                             Ok(r) if r.status == 200 => *ok.lock().unwrap() += 1,
                             Ok(r) => failures
                                 .lock()

@@ -69,6 +69,8 @@ pub struct Server {
     data: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// The server being replaced during [`Server::takeover`] (killed on drop).
+    previous: Option<Child>,
     router: String,
     /// Extra `wharf server` arguments.
     extra: Vec<String>,
@@ -93,6 +95,7 @@ impl Server {
             data,
             log,
             child: None,
+            previous: None,
             router: String::new(),
             extra: extra.iter().map(|a| a.to_string()).collect(),
         };
@@ -201,6 +204,27 @@ impl Server {
     pub fn restart_same_data_dir(&mut self) {
         self.stop();
         self.spawn();
+    }
+
+    /// Replaces the running server with a new one started with `--takeover`, which
+    /// takes its listening sockets over; waits until the old one has exited by itself.
+    /// The router keeps its address.
+    pub fn takeover(&mut self) {
+        self.previous = self.child.take();
+        self.extra.push("--takeover".into());
+        self.spawn();
+        self.extra.pop();
+        if let Some(mut old) = self.previous.take() {
+            let exited = wait_until(STOP_DEADLINE, || matches!(old.try_wait(), Ok(Some(_))));
+            if !exited {
+                let _ = old.kill();
+                let _ = old.wait();
+                panic!(
+                    "the old server did not exit after the takeover\n{}",
+                    self.log_tail(60)
+                );
+            }
+        }
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -389,6 +413,10 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         let panicking = std::thread::panicking();
+        if let Some(mut old) = self.previous.take() {
+            let _ = old.kill();
+            let _ = old.wait();
+        }
         self.stop();
         self.kill_replicas();
         if panicking {

@@ -20,8 +20,7 @@ impl Controller {
             let Ok(state) = inner.state.lock() else {
                 return;
             };
-            let warming =
-                now < state.warm_until && state.entries.values().any(|e| e.awaiting_first_probe);
+            let warming = state.warming_up(now);
             (
                 state
                     .entries
@@ -82,6 +81,17 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// True while replicas adopted at start still await their first probe (at most
+    /// a few seconds): until then the route table may lack replicas that are serving.
+    pub fn warming_up(&self) -> bool {
+        let now = self.inner.clock.now();
+        self.inner
+            .state
+            .lock()
+            .map(|s| s.warming_up(now))
+            .unwrap_or(false)
     }
 
     /// Rebuilds observed state from the world: replicas still running are taken over,

@@ -86,3 +86,10 @@ pub(crate) struct State {
     pub published: Option<RouteTable>,
     pub warm_until: UnixMillis,
 }
+
+impl State {
+    /// Adopted replicas still await their first probe, within the warm-up.
+    pub(crate) fn warming_up(&self, now: UnixMillis) -> bool {
+        now < self.warm_until && self.entries.values().any(|e| e.awaiting_first_probe)
+    }
+}

@@ -77,6 +77,9 @@ pub struct RouterConfig {
     pub eject_after: u32,
     /// How long an ejected replica is left out before it is tried again.
     pub eject_for: Duration,
+    /// At shutdown, how long HTTP/1 keep-alive connections get to close cleanly after
+    /// their next response (`Connection: close`) before idle ones are closed.
+    pub drain_window: Duration,
 }
 
 impl Default for RouterConfig {
@@ -87,6 +90,7 @@ impl Default for RouterConfig {
             response_timeout: Duration::from_secs(60),
             eject_after: 5,
             eject_for: Duration::from_secs(10),
+            drain_window: Duration::from_secs(2),
         }
     }
 }
@@ -101,6 +105,9 @@ pub struct Router {
     stats: stats::Stats,
     response_timeout: Duration,
     outlier: outlier::Policy,
+    /// Set when the listener stopped accepting: HTTP/1 answers close their connection.
+    draining: std::sync::atomic::AtomicBool,
+    drain_window: Duration,
 }
 
 impl Router {
@@ -130,6 +137,8 @@ impl Router {
                 eject_for: config.eject_for,
                 epoch: std::time::Instant::now(),
             },
+            draining: std::sync::atomic::AtomicBool::new(false),
+            drain_window: config.drain_window,
         })
     }
 
@@ -165,9 +174,11 @@ impl Router {
         stats::prometheus(&self.stats.all())
     }
 
-    /// Serve on `listener` until `shutdown` resolves; then stop accepting and wait for
-    /// in-flight requests to finish. Idle keep-alive connections are closed at once;
-    /// a connection with a request in flight is closed after its response. A client
+    /// Serve on `listener` until `shutdown` resolves; then stop accepting and drain: for
+    /// the drain window every HTTP/1 answer carries `Connection: close` (so busy
+    /// keep-alive clients reconnect, to a successor that took the listening socket
+    /// over, without a request lost to a closing connection), then idle connections
+    /// are closed, HTTP/2 ones with GOAWAY, and in-flight requests finish. A client
     /// that never finishes its request can hold this up: bound it with a timeout.
     pub async fn serve(
         self: Arc<Self>,

@@ -43,6 +43,7 @@ pub(crate) async fn handle(
 ) -> Response<ProxyBody> {
     let start = Instant::now();
     let (mut parts, body) = request.into_parts();
+    let version = parts.version;
     let request_id = router.ids.of(&parts.headers);
     let (method, path, host) = (
         parts.method.clone(),
@@ -87,6 +88,13 @@ pub(crate) async fn handle(
         bytes: 0,
     });
     response.headers_mut().insert(X_REQUEST_ID, request_id);
+    let draining = router.draining.load(std::sync::atomic::Ordering::SeqCst);
+    if draining && version <= http::Version::HTTP_11 && status != 101 {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
     response
 }
 

@@ -49,6 +49,11 @@ pub(crate) async fn serve(
     }
     drop(listener);
     drop(stopped);
+    router
+        .draining
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // Busy HTTP/1 connections close after their next answer; wait for them a while.
+    let _ = tokio::time::timeout(router.drain_window, stop.closed()).await;
     // Err only when no connection is left to tell.
     let _ = stop.send(true);
     stop.closed().await;

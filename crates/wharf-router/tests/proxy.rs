@@ -485,6 +485,81 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
     drop(idle);
 }
 
+#[tokio::test]
+async fn draining_closes_busy_keep_alive_connections_after_an_answer_then_idle_ones() {
+    let mut a = backend("a").await;
+    let config = RouterConfig {
+        drain_window: Duration::from_millis(400),
+        ..RouterConfig::default()
+    };
+    let mut t = start(
+        config,
+        table(1, vec![route("a", &["a.localhost"], &[("a-1", a.addr)])]),
+    )
+    .await;
+    let keep_alive = |addr| async move {
+        let stream = TcpStream::connect(addr).await.expect("connect router");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        (sender, tokio::spawn(conn))
+    };
+    let (mut busy, busy_conn) = keep_alive(t.addr).await;
+    let (mut idle, idle_conn) = keep_alive(t.addr).await;
+    let first = idle
+        .send_request(get("a.localhost", "/"))
+        .await
+        .expect("answer");
+    assert_eq!(first.status(), StatusCode::OK);
+    drop(first);
+    a.seen.recv().await.expect("idle's request arrived");
+    let before = busy
+        .send_request(get("a.localhost", "/"))
+        .await
+        .expect("answer");
+    assert!(before.headers().get("connection").is_none());
+    drop(before);
+
+    // A request in flight when the drain starts keeps the router draining.
+    let addr = t.addr;
+    let slow = tokio::spawn(async move { send(addr, get("a.localhost", "/slow")).await });
+    a.seen.recv().await.expect("first arrived");
+    a.seen.recv().await.expect("slow arrived");
+    t.shutdown.take().expect("once").send(()).expect("serving");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting while draining");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // The busy client's next answer closes its connection cleanly.
+    let during = busy
+        .send_request(get("a.localhost", "/"))
+        .await
+        .expect("a request on a draining connection is answered");
+    assert_eq!(during.status(), StatusCode::OK);
+    assert_eq!(during.headers()["connection"], "close");
+    drop(during);
+    tokio::time::timeout(Duration::from_secs(5), busy_conn)
+        .await
+        .expect("the busy connection closes after its answer")
+        .expect("join")
+        .expect("clean close");
+    // The idle one is closed when the window ends.
+    tokio::time::timeout(Duration::from_secs(5), idle_conn)
+        .await
+        .expect("the idle connection is closed after the drain window")
+        .expect("join")
+        .expect("clean close");
+    a.release.notify_one();
+    assert_eq!(slow.await.expect("join").status, StatusCode::OK);
+    tokio::time::timeout(Duration::from_secs(10), &mut t.served)
+        .await
+        .expect("serve returns")
+        .expect("join")
+        .expect("serve ok");
+}
+
 /// A replica that accepts any `Upgrade`, answers 101, then echoes every byte back.
 async fn echo_upgrade_backend() -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

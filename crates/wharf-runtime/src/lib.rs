@@ -18,6 +18,7 @@
 
 pub mod build;
 pub mod enter;
+pub mod fdpass;
 pub mod init;
 pub mod layout;
 pub mod logs;

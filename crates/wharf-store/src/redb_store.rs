@@ -2,6 +2,7 @@
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
+use std::sync::{RwLock, RwLockReadGuard};
 use wharf_core::ports::{RewrapFn, Store, StoreError};
 use wharf_types::access::{AuditEntry, TokenRecord};
 use wharf_types::secret::SealedSecret;
@@ -18,7 +19,22 @@ const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 /// The store of a data dir: `wharf.redb`.
 pub struct RedbStore {
-    db: Database,
+    /// `None` once [`RedbStore::close`]d.
+    db: RwLock<Option<Database>>,
+}
+
+/// The open database, borrowed for the start of one transaction.
+struct Open<'a>(RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for Open<'_> {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        match self.0.as_ref() {
+            Some(db) => db,
+            // `RedbStore::open_db` only builds an `Open` around `Some`.
+            None => unreachable!("an Open guard always holds a database"),
+        }
+    }
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -43,7 +59,26 @@ impl RedbStore {
         tx.open_table(TOKENS).map_err(err)?;
         tx.open_table(AUDIT).map_err(err)?;
         tx.commit().map_err(err)?;
-        Ok(Self { db })
+        Ok(Self {
+            db: RwLock::new(Some(db)),
+        })
+    }
+
+    /// Closes the database and releases its file, so that another server can open it
+    /// (a hand-over to a new server). Every later call fails with a clear error.
+    pub fn close(&self) {
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        *db = None;
+    }
+
+    fn open_db(&self) -> Result<Open<'_>, StoreError> {
+        let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            return Err(StoreError(
+                "the store was handed over to another wharf server".into(),
+            ));
+        }
+        Ok(Open(guard))
     }
 }
 
@@ -56,7 +91,7 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
 
 impl Store for RedbStore {
     fn apps(&self) -> Result<Vec<AppRecord>, StoreError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let tx = self.open_db()?.begin_read().map_err(err)?;
         let table = tx.open_table(APPS).map_err(err)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(err)? {
@@ -67,14 +102,14 @@ impl Store for RedbStore {
     }
 
     fn app(&self, name: &AppName) -> Result<Option<AppRecord>, StoreError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let tx = self.open_db()?.begin_read().map_err(err)?;
         let table = tx.open_table(APPS).map_err(err)?;
         let row = table.get(name.as_str()).map_err(err)?;
         row.map(|v| decode(v.value())).transpose()
     }
 
     fn put(&self, app: &AppRecord, release: Option<&Release>) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(err)?;
+        let tx = self.open_db()?.begin_write().map_err(err)?;
         {
             let mut apps = tx.open_table(APPS).map_err(err)?;
             apps.insert(app.name.as_str(), encode(app)?.as_slice())
@@ -95,14 +130,14 @@ impl Store for RedbStore {
     }
 
     fn release(&self, app: &AppName, version: u32) -> Result<Option<Release>, StoreError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let tx = self.open_db()?.begin_read().map_err(err)?;
         let table = tx.open_table(RELEASES).map_err(err)?;
         let row = table.get((app.as_str(), version)).map_err(err)?;
         row.map(|v| decode(v.value())).transpose()
     }
 
     fn releases(&self, app: &AppName) -> Result<Vec<Release>, StoreError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let tx = self.open_db()?.begin_read().map_err(err)?;
         let table = tx.open_table(RELEASES).map_err(err)?;
         let mut out = Vec::new();
         for row in table
@@ -116,7 +151,7 @@ impl Store for RedbStore {
     }
 
     fn delete(&self, app: &AppName) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(err)?;
+        let tx = self.open_db()?.begin_write().map_err(err)?;
         {
             let mut apps = tx.open_table(APPS).map_err(err)?;
             apps.remove(app.as_str()).map_err(err)?;
@@ -133,7 +168,7 @@ impl Store for RedbStore {
     }
 
     fn put_secrets(&self, secrets: &[SealedSecret]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(err)?;
+        let tx = self.open_db()?.begin_write().map_err(err)?;
         {
             let mut table = tx.open_table(SECRETS).map_err(err)?;
             for s in secrets {
@@ -154,14 +189,14 @@ impl Store for RedbStore {
         name: &str,
         version: u32,
     ) -> Result<Option<SealedSecret>, StoreError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let tx = self.open_db()?.begin_read().map_err(err)?;
         let table = tx.open_table(SECRETS).map_err(err)?;
         let row = table.get((app.as_str(), name, version)).map_err(err)?;
         row.map(|v| decode(v.value())).transpose()
     }
 
     fn secrets(&self, app: &AppName) -> Result<Vec<SealedSecret>, StoreError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let tx = self.open_db()?.begin_read().map_err(err)?;
         let table = tx.open_table(SECRETS).map_err(err)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(err)? {
@@ -174,7 +209,7 @@ impl Store for RedbStore {
     }
 
     fn rewrap_secrets(&self, f: &mut RewrapFn<'_>) -> Result<usize, StoreError> {
-        let tx = self.db.begin_write().map_err(err)?;
+        let tx = self.open_db()?.begin_write().map_err(err)?;
         let mut n = 0;
         {
             let mut table = tx.open_table(SECRETS).map_err(err)?;
@@ -200,7 +235,7 @@ impl Store for RedbStore {
     }
 
     fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(err)?;
+        let tx = self.open_db()?.begin_write().map_err(err)?;
         {
             let mut table = tx.open_table(TOKENS).map_err(err)?;
             table
@@ -211,7 +246,7 @@ impl Store for RedbStore {
     }
 
     fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let tx = self.open_db()?.begin_read().map_err(err)?;
         let table = tx.open_table(TOKENS).map_err(err)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(err)? {
@@ -222,7 +257,7 @@ impl Store for RedbStore {
     }
 
     fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(err)?;
+        let tx = self.open_db()?.begin_write().map_err(err)?;
         {
             let mut table = tx.open_table(AUDIT).map_err(err)?;
             let next = table.last().map_err(err)?.map_or(0, |(k, _)| k.value() + 1);
@@ -232,7 +267,7 @@ impl Store for RedbStore {
     }
 
     fn audit(&self) -> Result<Vec<AuditEntry>, StoreError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let tx = self.open_db()?.begin_read().map_err(err)?;
         let table = tx.open_table(AUDIT).map_err(err)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(err)? {

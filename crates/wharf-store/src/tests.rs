@@ -178,3 +178,17 @@ fn second_open_is_refused_with_advice() {
     let e = RedbStore::open(&path).err().expect("second open must fail");
     assert!(e.to_string().contains("another wharf server"), "{e}");
 }
+
+#[test]
+fn a_closed_store_releases_its_file_for_the_next_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wharf.redb");
+    let first = RedbStore::open(&path).unwrap();
+    let a = AppName::new("a").unwrap();
+    first.put(&AppRecord::new(a.clone(), 1), None).unwrap();
+    first.close();
+    let e = first.apps().unwrap_err();
+    assert!(e.to_string().contains("handed over"), "{e}");
+    let second = RedbStore::open(&path).expect("the file is free after close");
+    assert_eq!(second.apps().unwrap().len(), 1, "nothing was lost");
+}

@@ -68,6 +68,11 @@ pub enum Command {
         /// or absolute with a leading `/`
         #[arg(long, env = "WHARF_CGROUP_PARENT", default_value = "wharf")]
         cgroup_parent: String,
+        /// Take over from the server running on this data dir (a restart or an upgrade
+        /// to this binary) without refusing a connection: its listening sockets are
+        /// handed over, it finishes its in-flight requests and exits
+        #[arg(long)]
+        takeover: bool,
     },
     /// Quick start: start a server if none answers, deploy DIR, follow its logs
     Up {

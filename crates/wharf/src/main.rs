@@ -4,6 +4,7 @@
 mod cli;
 mod client;
 mod commands;
+mod handoff;
 mod output;
 mod server;
 mod tls;

@@ -16,6 +16,11 @@ use wharf_store::{KeyVault, RedbStore};
 
 /// How long the router may take to finish in-flight requests at shutdown.
 const ROUTER_DRAIN: Duration = Duration::from_secs(30);
+/// How long API connections get to finish when the control plane stops.
+const API_STOP: Duration = Duration::from_secs(1);
+/// How long a server taking over waits for its re-adopted replicas' first probes
+/// before it starts accepting (the old server serves meanwhile).
+const TAKEOVER_WARMUP: Duration = Duration::from_secs(5);
 
 pub struct Options {
     pub listen: String,
@@ -31,6 +36,8 @@ pub struct Options {
     /// `auto`, `sandbox` or `none`.
     pub isolation: String,
     pub cgroup_parent: String,
+    /// Take the sockets over from the server running on the data dir.
+    pub takeover: bool,
 }
 
 pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
@@ -56,16 +63,15 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     )?;
 
     let socket = layout.socket();
-    if socket.exists() {
+    if socket.exists() && !opts.takeover {
         if Client::unix(socket.clone()).healthy().await {
             return Err(Failure::failed(format!(
-                "another wharf server is running with the data dir {}; stop it or pass a different --data-dir",
+                "another wharf server is running with the data dir {}; stop it, pass a different --data-dir, or replace it without downtime with --takeover",
                 data_dir.display()
             )));
         }
         let _ = std::fs::remove_file(&socket);
     }
-    let store = RedbStore::open(&layout.store()).map_err(|e| Failure::failed(e.to_string()))?;
     let key_file = opts
         .master_key_file
         .clone()
@@ -78,13 +84,33 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
             key_file.display()
         );
     }
+    // Everything that can fail on our side was checked: now the old server lets go.
+    let mut taken = match opts.takeover {
+        true => {
+            let dir = data_dir.to_path_buf();
+            let t = tokio::task::spawn_blocking(move || crate::handoff::take(&dir))
+                .await
+                .map_err(|e| Failure::failed(e.to_string()))??;
+            println!(
+                "wharf: took over the sockets ({}) of the server running on this data dir",
+                t.listeners.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+            let _ = std::fs::remove_file(&socket);
+            Some(t)
+        }
+        false => None,
+    };
+    let store = Arc::new(open_store(&layout.store(), taken.is_some()).await?);
 
-    let listener = TcpListener::bind(&opts.listen).await.map_err(|e| {
-        Failure::failed(format!(
-            "cannot listen on {}: {e}; pass --listen 127.0.0.1:PORT",
-            opts.listen
-        ))
-    })?;
+    let listener = match taken.as_mut().and_then(|t| t.listeners.remove("router")) {
+        Some(l) => crate::handoff::listener(l)?,
+        None => TcpListener::bind(&opts.listen).await.map_err(|e| {
+            Failure::failed(format!(
+                "cannot listen on {}: {e}; pass --listen 127.0.0.1:PORT",
+                opts.listen
+            ))
+        })?,
+    };
     let router_addr = listener
         .local_addr()
         .map_err(|e| Failure::failed(e.to_string()))?;
@@ -106,7 +132,7 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
         ..Settings::default()
     };
     let controller = Controller::new(
-        Arc::new(store),
+        store.clone(),
         Arc::new(vault),
         Arc::new(runtime),
         router.clone(),
@@ -123,9 +149,16 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Failure::failed(e.to_string()))?;
     let api = wharf_api::router(controller.clone(), true);
-    let tcp_api = match &opts.api {
-        Some(addr) => Some(bind_api(addr, opts.api_tls.is_some()).await?),
-        None => None,
+    let tcp_api = match (
+        &opts.api,
+        taken.as_mut().and_then(|t| t.listeners.remove("api")),
+    ) {
+        (Some(_), Some(l)) => Some(check_api(
+            crate::handoff::listener(l)?,
+            opts.api_tls.is_some(),
+        )?),
+        (Some(addr), None) => Some(bind_api(addr, opts.api_tls.is_some()).await?),
+        (None, _) => None,
     };
     let api_addr = tcp_api.as_ref().and_then(|l| l.local_addr().ok());
     let tls = match (&opts.api_tls, api_addr) {
@@ -149,6 +182,14 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
 
+    // A successor can take these sockets over (`--takeover`).
+    let (handoff_tx, mut handoff_rx) = tokio::sync::mpsc::channel(4);
+    let mut offered = vec![("router", dup(&listener)?)];
+    if let Some(l) = &tcp_api {
+        offered.push(("api", dup(l)?));
+    }
+    crate::handoff::offer(data_dir, offered, handoff_tx)?;
+
     let info = serde_json::json!({
         "pid": std::process::id(),
         "router": router_addr.to_string(),
@@ -169,51 +210,92 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     );
     println!("wharf: data dir {}", data_dir.display());
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The control plane and the API stop first (at shutdown, or when a successor takes
+    // over); the router last, after draining.
+    let (plane_tx, plane_rx) = tokio::sync::watch::channel(false);
+    let (router_tx, router_rx) = tokio::sync::watch::channel(false);
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let router_task = tokio::spawn(router.clone().serve(listener, wait_stop(stop_rx.clone())));
-    let api_task = tokio::spawn({
-        let (api, stop) = (api.clone(), wait_stop(stop_rx.clone()));
-        async move { axum::serve(unix, api).with_graceful_shutdown(stop).await }
-    });
-    let tcp_task = tcp_api.map(|l| {
-        let stop = wait_stop(stop_rx.clone());
-        let api = wharf_api::router(controller.clone(), false);
-        match tls {
-            Some(acceptor) => tokio::spawn(crate::tls_serve::serve(l, acceptor, api, stop)),
-            None => {
-                tokio::spawn(async move { axum::serve(l, api).with_graceful_shutdown(stop).await })
-            }
+    let mut plane = Vec::new();
+    plane.push(tokio::spawn({
+        let (api, stop) = (api.clone(), wait_stop(plane_rx.clone()));
+        async move {
+            let _ = axum::serve(unix, api).with_graceful_shutdown(stop).await;
         }
-    });
-    let claim_task = tokio::spawn({
+    }));
+    if let Some(l) = tcp_api {
+        let stop = wait_stop(plane_rx.clone());
+        let api = wharf_api::router(controller.clone(), false);
+        plane.push(match tls {
+            Some(acceptor) => tokio::spawn(async move {
+                let _ = crate::tls_serve::serve(l, acceptor, api, stop).await;
+            }),
+            None => tokio::spawn(async move {
+                let _ = axum::serve(l, api).with_graceful_shutdown(stop).await;
+            }),
+        });
+    }
+    plane.push(tokio::spawn({
         let (claims, stop) = (
             wharf_api::claim_router(controller.clone()),
-            wait_stop(stop_rx.clone()),
+            wait_stop(plane_rx.clone()),
         );
         async move {
-            axum::serve(claim_listener, claims)
+            let _ = axum::serve(claim_listener, claims)
                 .with_graceful_shutdown(stop)
-                .await
+                .await;
         }
-    });
-    let ctl = controller.clone();
-    let control_task = tokio::spawn({
-        let stop = wait_stop(stop_rx.clone());
+    }));
+    let mut control_task = Some(tokio::spawn({
+        let (ctl, stop) = (controller.clone(), wait_stop(plane_rx.clone()));
         async move { ctl.run(stop).await }
-    });
+    }));
+    if taken.is_some() {
+        // The old server serves until the re-adopted replicas were probed and routed.
+        let deadline = tokio::time::Instant::now() + TAKEOVER_WARMUP;
+        while controller.warming_up() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        controller.tick();
+    }
+    let router_task = tokio::spawn(router.clone().serve(listener, wait_stop(router_rx)));
+    if let Some(t) = taken {
+        t.serving()?;
+    }
 
-    shutdown_signal().await;
-    println!("wharf: shutting down (replicas keep running and are re-adopted at the next start)");
-    let _ = stop_tx.send(true);
-    let _ = control_task.await;
-    let _ = api_task.await;
-    let _ = claim_task.await;
-    if let Some(t) = tcp_task {
+    let handed_over = loop {
+        tokio::select! {
+            () = shutdown_signal() => break false,
+            request = handoff_rx.recv() => match request {
+                Some(crate::handoff::Request::Release(done)) => {
+                    println!("wharf: a new server takes over; stopping the control plane, routing on");
+                    let _ = plane_tx.send(true);
+                    if let Some(t) = control_task.take() {
+                        let _ = t.await;
+                    }
+                    stop_all(&mut plane).await;
+                    store.close();
+                    let _ = done.send(());
+                }
+                Some(crate::handoff::Request::Serving) => break true,
+                None => break false,
+            },
+        }
+    };
+    if handed_over {
+        println!("wharf: the new server accepts connections; draining and exiting");
+    } else {
+        println!(
+            "wharf: shutting down (replicas keep running and are re-adopted at the next start)"
+        );
+    }
+    let _ = plane_tx.send(true);
+    let _ = router_tx.send(true);
+    if let Some(t) = control_task.take() {
         let _ = t.await;
     }
+    stop_all(&mut plane).await;
     if tokio::time::timeout(ROUTER_DRAIN, router_task)
         .await
         .is_err()
@@ -223,9 +305,47 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
             ROUTER_DRAIN.as_secs()
         );
     }
-    let _ = std::fs::remove_file(&socket);
-    let _ = std::fs::remove_file(data_dir.join("server.json"));
+    // After a takeover these belong to the new server.
+    if !handed_over {
+        let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_file(data_dir.join("server.json"));
+        let _ = std::fs::remove_file(crate::handoff::socket(data_dir));
+    }
     Ok(())
+}
+
+/// Waits a moment for API tasks to finish their graceful shutdown; then ends them (a
+/// `logs -f` stream would otherwise hold them forever).
+async fn stop_all(tasks: &mut Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks.drain(..) {
+        let abort = t.abort_handle();
+        if tokio::time::timeout(API_STOP, t).await.is_err() {
+            abort.abort();
+        }
+    }
+}
+
+/// A copy of a listening socket, to hand to a successor.
+fn dup(l: &TcpListener) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    l.as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Failure::failed(format!("cannot duplicate a listening socket: {e}")))
+}
+
+/// Opens the store; during a takeover, waits for the old server to release it.
+async fn open_store(path: &Path, takeover: bool) -> Result<RedbStore> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match RedbStore::open(path) {
+            Ok(s) => return Ok(s),
+            Err(e) if takeover && tokio::time::Instant::now() < deadline => {
+                tracing::debug!("store not released yet: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(Failure::failed(e.to_string())),
+        }
+    }
 }
 
 /// Binds the TCP API. Without TLS bearer tokens would cross the network in clear text,
@@ -234,10 +354,15 @@ async fn bind_api(addr: &str, tls: bool) -> Result<TcpListener> {
     let l = TcpListener::bind(addr)
         .await
         .map_err(|e| Failure::failed(format!("cannot listen on {addr} for the API: {e}")))?;
+    check_api(l, tls)
+}
+
+/// Refuses a TCP API listener off loopback without TLS.
+fn check_api(l: TcpListener, tls: bool) -> Result<TcpListener> {
     let local = l.local_addr().map_err(|e| Failure::failed(e.to_string()))?;
     if !tls && !local.ip().is_loopback() {
         return Err(Failure::usage(format!(
-            "--api {addr}: without TLS bearer tokens would cross the network in clear text; add --api-tls, or listen on loopback (127.0.0.1:PORT)"
+            "--api {local}: without TLS bearer tokens would cross the network in clear text; add --api-tls, or listen on loopback (127.0.0.1:PORT)"
         )));
     }
     Ok(l)
