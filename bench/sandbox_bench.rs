@@ -92,6 +92,7 @@ fn main() {
         port: 1,
         cpu: Some(1024),
         memory: Some(256 << 20),
+        writable_dir: false,
     };
     // Warm-up: page cache, binaries.
     for i in 0..3 {

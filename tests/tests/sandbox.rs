@@ -533,3 +533,42 @@ fn exec_probes_enter_the_replicas_namespaces_as_its_user() {
         "the marker must be in the replica's private /tmp"
     );
 }
+
+#[test]
+fn builds_run_in_the_apps_sandbox_and_leave_a_root_owned_artifact() {
+    if !root_or_skip("builds_run_in_the_apps_sandbox_and_leave_a_root_owned_artifact") {
+        return;
+    }
+    let s = sandboxed_server();
+    let app = TestApp::new("built")
+        .build(concat!(
+            "id -u > built-by; hostname > built-host; ",
+            "(touch /usr/wharf-probe 2>/dev/null && echo rw || echo ro) > host-fs; ",
+            "ls -d /proc/[0-9]* | wc -l > build-procs"
+        ))
+        .write();
+    s.deploy(app.path()).ok("deploy with a sandboxed build");
+    s.wait_ready("built", 1, Duration::from_secs(10));
+    let (code, out) = sh(
+        &s,
+        "built.localhost",
+        "cat built-by built-host host-fs build-procs; id -u; stat -c %u built-by",
+    );
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 6, "{out}");
+    assert_eq!(lines[0], lines[4], "the build ran as the app's user: {out}");
+    assert_ne!(lines[0], "0", "{out}");
+    assert!(lines[1].starts_with("build-"), "own hostname: {out}");
+    assert_eq!(
+        lines[2], "ro",
+        "the build could write the host's /usr: {out}"
+    );
+    let procs: usize = lines[3].trim().parse().unwrap();
+    assert!(procs <= 5, "the build saw {procs} processes");
+    assert_eq!(lines[5], "0", "the artifact is given back to root: {out}");
+    let left: Vec<_> = std::fs::read_dir(s.data_dir().join("oneoff"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "build leftovers: {left:?}");
+}

@@ -132,6 +132,7 @@ impl Inner {
             port,
             cpu: spec.cpu,
             memory: spec.memory,
+            writable_dir: false,
         };
         if !release.secrets.is_empty() {
             if let Err(e) = self.with_secrets(&release, &mut launch) {

@@ -1,7 +1,9 @@
 //! One-off processes of an app: started from a release like one of its replicas (same
 //! sandbox, limits, uid, config and secrets) but not supervised. `wharf run` gets one
 //! prepared and starts it itself, attached to the user's terminal; secret rotation runs
-//! its rotate and check commands here and reads what they print.
+//! its rotate and check commands here and reads what they print. A build command is a
+//! one-off too, in its scratch copy of the app (writable, no secrets, no limits but the
+//! sandbox's pids limit).
 //!
 //! Invariants: secrets reach a one-off only through a one-use ticket, as they reach
 //! replicas; a one-off's run directory and cgroup are removed when it has ended (or at
@@ -11,9 +13,13 @@
 use crate::env::{process_env, Identity};
 use crate::{ControlError, Controller, Inner};
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wharf_core::ports::Launch;
+use wharf_runtime::build;
 use wharf_types::api::RunSpec;
 use wharf_types::{AppName, ProcessType, Release};
 
@@ -61,6 +67,7 @@ impl Inner {
             port: 0,
             cpu: spec.and_then(|s| s.cpu),
             memory: spec.and_then(|s| s.memory),
+            writable_dir: false,
         };
         if !secrets.is_empty() {
             self.deliver_secrets(release.secrets_as_files, &mut launch, secrets)?;
@@ -149,6 +156,66 @@ impl Controller {
         }
         self.inner.runtime.finish_oneoff(app, id, None);
         Ok(())
+    }
+}
+
+/// Runs build commands as one-offs of the app being built.
+pub(crate) struct BuildRunner {
+    inner: Arc<Inner>,
+    app: AppName,
+    release: u32,
+    id: Mutex<Option<String>>,
+}
+
+impl BuildRunner {
+    pub(crate) fn new(inner: Arc<Inner>, app: AppName, release: u32) -> Self {
+        Self {
+            inner,
+            app,
+            release,
+            id: Mutex::new(None),
+        }
+    }
+}
+
+impl build::Runner for BuildRunner {
+    fn command(
+        &self,
+        command: &str,
+        work: &Path,
+        env: &BTreeMap<String, String>,
+    ) -> Result<std::process::Command, String> {
+        let hex = crate::secrets::random_hex().map_err(|e| e.to_string())?;
+        let launch = Launch {
+            app: self.app.clone(),
+            process: ProcessType::new("build").map_err(|e| e.to_string())?,
+            release: self.release,
+            id: format!("build-{}", &hex[..12]),
+            command: command.to_string(),
+            dir: work.to_path_buf(),
+            env: env.clone(),
+            port: 0,
+            cpu: None,
+            memory: None,
+            writable_dir: true,
+        };
+        let oneoff = self
+            .inner
+            .runtime
+            .oneoff(&launch)
+            .map_err(|e| e.to_string())?;
+        if let Ok(mut id) = self.id.lock() {
+            *id = Some(oneoff.id);
+        }
+        let mut cmd = std::process::Command::new(&oneoff.program);
+        cmd.args(&oneoff.args).process_group(0);
+        Ok(cmd)
+    }
+
+    fn finish(&self, pid: Option<u32>) {
+        if let Some(id) = self.id.lock().ok().and_then(|mut id| id.take()) {
+            self.inner.runtime.finish_oneoff(&self.app, &id, pid);
+        }
     }
 }
 

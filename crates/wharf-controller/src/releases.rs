@@ -257,6 +257,7 @@ impl Controller {
         let log = layout.build_log(app, version);
         let src = dir.to_path_buf();
         let tx = progress.0.clone();
+        let runner = crate::oneoff::BuildRunner::new(self.inner.clone(), app.clone(), version);
         let res = tokio::task::spawn_blocking(move || {
             let spec = BuildSpec {
                 src: &src,
@@ -264,7 +265,7 @@ impl Controller {
                 env: &env,
                 log: &log,
             };
-            build::build(&layout, &spec, &mut |line| {
+            build::build(&layout, &spec, &runner, &mut |line| {
                 let _ = tx.blocking_send(DeployEvent::Build {
                     line: line.to_string(),
                 });

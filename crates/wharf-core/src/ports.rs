@@ -27,6 +27,9 @@ pub struct Launch {
     pub cpu: Option<u32>,
     /// Memory hard limit in bytes, for runtimes that enforce limits.
     pub memory: Option<u64>,
+    /// One-offs only: the working directory is writable, not the read-only artifact
+    /// (builds run in their scratch copy of the app).
+    pub writable_dir: bool,
 }
 
 /// A started replica process, as recorded so that a restarted controller can find it.

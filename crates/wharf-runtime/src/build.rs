@@ -1,5 +1,9 @@
 //! Builds: copy the app directory, run the build command in the copy, and store the
 //! result as a content-addressed artifact under the data dir.
+//!
+//! How the command starts is the [`Runner`]'s business: the server runs it as a one-off
+//! in the app's sandbox (the copy writable at `/app`, as the app's user); [`Plain`] runs
+//! it on the host, in the copy, as the server's user.
 
 use crate::layout::Layout;
 use sha2::{Digest, Sha256};
@@ -53,10 +57,57 @@ pub struct BuildSpec<'a> {
     pub log: &'a Path,
 }
 
+/// Starts build commands.
+pub trait Runner {
+    /// The process that runs `command` in `work` with exactly `env` (the caller sets
+    /// its stdio).
+    fn command(
+        &self,
+        command: &str,
+        work: &Path,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Command, String>;
+    /// Called once the process of [`Runner::command`] ended (`pid`: it, if it started),
+    /// before the tree is stored.
+    fn finish(&self, _pid: Option<u32>) {}
+}
+
+/// `/bin/sh -c COMMAND` on the host, in the copy, as the server's user.
+pub struct Plain;
+
+impl Runner for Plain {
+    fn command(
+        &self,
+        command: &str,
+        work: &Path,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Command, String> {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(command)
+            .current_dir(work)
+            .env_clear()
+            .envs(env);
+        Ok(cmd)
+    }
+}
+
+/// The environment of a build command: PATH, HOME, LANG, USER and TMPDIR of the server,
+/// then `env`.
+pub fn command_env(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = ["PATH", "HOME", "LANG", "USER", "TMPDIR"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
+    out.extend(env.clone());
+    out
+}
+
 /// Builds and stores an artifact; `on_line` receives every line of build output.
 pub fn build(
     layout: &Layout,
     spec: &BuildSpec<'_>,
+    runner: &dyn Runner,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<Artifact, BuildError> {
     let scratch = layout
@@ -66,7 +117,7 @@ pub fn build(
     let result = (|| {
         copy_tree(spec.src, &work)?;
         if let Some(command) = spec.command {
-            run_command(command, &work, spec.env, spec.log, on_line)?;
+            run_command(runner, command, &work, spec.env, spec.log, on_line)?;
         }
         make_readable(&work).map_err(BuildError::Store)?;
         let hash = hash_tree(&work).map_err(BuildError::Store)?;
@@ -88,27 +139,33 @@ fn unique() -> u128 {
 }
 
 fn run_command(
+    runner: &dyn Runner,
     command: &str,
     dir: &Path,
     env: &BTreeMap<String, String>,
     log: &Path,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<(), BuildError> {
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c").arg(command).current_dir(dir).env_clear();
-    for key in ["PATH", "HOME", "LANG", "USER", "TMPDIR"] {
-        if let Some(v) = std::env::var_os(key) {
-            cmd.env(key, v);
-        }
-    }
-    cmd.envs(env)
-        .stdin(Stdio::null())
+    let mut cmd = runner
+        .command(command, dir, &command_env(env))
+        .map_err(|e| BuildError::Spawn {
+            command: command.to_string(),
+            source: std::io::Error::other(e),
+        })?;
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| BuildError::Spawn {
-        command: command.to_string(),
-        source,
-    })?;
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(source) => {
+            runner.finish(None);
+            return Err(BuildError::Spawn {
+                command: command.to_string(),
+                source,
+            });
+        }
+    };
+    let pid = child.id();
     let (tx, rx) = mpsc::channel::<String>();
     let pumps: Vec<_> = [
         child
@@ -150,7 +207,9 @@ fn run_command(
     for p in pumps {
         let _ = p.join();
     }
-    let status = child.wait().map_err(|source| BuildError::Spawn {
+    let status = child.wait();
+    runner.finish(Some(pid));
+    let status = status.map_err(|source| BuildError::Spawn {
         command: command.to_string(),
         source,
     })?;
@@ -292,8 +351,8 @@ mod tests {
             env: &env,
             log: &log,
         };
-        let a = build(&layout, &spec, &mut |_| {}).unwrap();
-        let b = build(&layout, &spec, &mut |_| {}).unwrap();
+        let a = build(&layout, &spec, &Plain, &mut |_| {}).unwrap();
+        let b = build(&layout, &spec, &Plain, &mut |_| {}).unwrap();
         assert_eq!(a, b);
         assert!(a.path.join("lib/x.txt").exists());
         assert!(
@@ -301,7 +360,7 @@ mod tests {
             ".git is not part of a release"
         );
         std::fs::write(src.path().join("lib/x.txt"), "y").unwrap();
-        let c = build(&layout, &spec, &mut |_| {}).unwrap();
+        let c = build(&layout, &spec, &Plain, &mut |_| {}).unwrap();
         assert_ne!(a.hash, c.hash);
         assert_eq!(
             std::fs::read_dir(layout.builds()).unwrap().count(),
@@ -333,7 +392,7 @@ mod tests {
             env: &env,
             log: &log,
         };
-        let a = build(&layout, &spec, &mut |_| {}).unwrap();
+        let a = build(&layout, &spec, &Plain, &mut |_| {}).unwrap();
         let mode = |p: &str| {
             std::fs::metadata(a.path.join(p))
                 .unwrap()
@@ -361,7 +420,7 @@ mod tests {
             log: &log,
         };
         let mut lines = Vec::new();
-        let a = build(&layout, &spec, &mut |l| lines.push(l.to_string())).unwrap();
+        let a = build(&layout, &spec, &Plain, &mut |l| lines.push(l.to_string())).unwrap();
         lines.sort();
         assert_eq!(lines, ["hi", "oops"]);
         assert_eq!(
@@ -388,7 +447,7 @@ mod tests {
             env: &env,
             log: &log,
         };
-        match build(&layout, &spec, &mut |_| {}) {
+        match build(&layout, &spec, &Plain, &mut |_| {}) {
             Err(BuildError::Failed { status, tail, .. }) => {
                 assert!(status.contains('7'), "{status}");
                 assert_eq!(tail, ["npm ERR! missing"]);

@@ -47,6 +47,10 @@ pub struct LaunchFile {
     /// of log pipes, and the init exits with the app's status (see [`exit_code`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attached: bool,
+    /// The working dir is writable and owned by the app's user while the process runs
+    /// (a build); given back to root when it ends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub writable_dir: bool,
 }
 
 /// How the app ended; written by the init as `exit.json`.

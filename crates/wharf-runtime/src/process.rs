@@ -124,6 +124,7 @@ impl ProcessRuntime {
             log: self.layout.app_log(&l.app),
             sandbox,
             attached,
+            writable_dir: l.writable_dir,
         };
         init::write_json_atomic(&dir.join(LAUNCH_FILE), &launch)
             .map_err(|e| fail(e.to_string()))?;
@@ -347,7 +348,19 @@ impl Runtime for ProcessRuntime {
 
     fn oneoff(&self, l: &Launch) -> Result<OneOff, RuntimeError> {
         let dir = self.layout.oneoff_dir(&l.app, &l.id);
-        let (program, args) = self.prepare(l, &dir, true)?;
+        let mut l = l.clone();
+        if let Some(sb) = &self.sandbox {
+            // The host's HOME (/root) is not the app user's: give it the private /tmp.
+            l.env.insert("HOME".into(), "/tmp".into());
+            if l.writable_dir {
+                sb.own_tree(l.app.as_str(), &l.dir)
+                    .map_err(|e| RuntimeError::Start {
+                        id: l.id.clone(),
+                        message: e.to_string(),
+                    })?;
+            }
+        }
+        let (program, args) = self.prepare(&l, &dir, true)?;
         let mut args = args.to_vec();
         args.push(dir.into_os_string());
         Ok(OneOff {
@@ -381,11 +394,20 @@ impl Runtime for ProcessRuntime {
                 }
             }
         }
+        let dir = self.layout.oneoff_dir(app, id);
         if let Some(sb) = &self.sandbox {
             sb.kill(app.as_str(), id);
             sb.remove(app.as_str(), id);
+            // A build's tree goes back to the platform before it becomes an artifact.
+            match read_json::<LaunchFile>(&dir.join(LAUNCH_FILE)) {
+                Some(l) if l.writable_dir => {
+                    if let Err(e) = crate::sandbox::uids::chown_tree(&l.dir, 0, 0) {
+                        tracing::warn!(oneoff = %id, "cannot give {} back to root: {e}", l.dir.display());
+                    }
+                }
+                _ => {}
+            }
         }
-        let dir = self.layout.oneoff_dir(app, id);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(oneoff = %id, "cannot remove {}: {e}", dir.display());

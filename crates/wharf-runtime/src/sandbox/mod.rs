@@ -88,6 +88,11 @@ pub enum SandboxError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot give {path} to the app's user: {source}")]
+    Own {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
@@ -207,6 +212,11 @@ impl Sandbox {
             search.push_str(&dir.to_string_lossy());
         }
         let traverse = mounts::untraversable(&search, &mode_of);
+        let writable = if l.writable_dir {
+            mounts::private_path_dirs(&search, &traverse)
+        } else {
+            Vec::new()
+        };
         let plan = mounts::plan(&mounts::PlanInput {
             run_dir,
             artifact: &l.dir,
@@ -214,6 +224,8 @@ impl Sandbox {
             host_mounts: &extra,
             traverse: &traverse,
             exposed: &exposed,
+            writable_app: l.writable_dir,
+            writable: &writable,
         });
         Ok(SandboxSpec {
             hostname: l.id.clone(),
@@ -221,6 +233,15 @@ impl Sandbox {
             gid: uid,
             cgroup: leaf,
             mounts: plan,
+        })
+    }
+
+    /// Gives the tree at `dir` to `app`'s user (a build writes its scratch copy).
+    pub fn own_tree(&self, app: &str, dir: &Path) -> Result<(), SandboxError> {
+        let uid = self.uids.uid_of(app)?;
+        uids::chown_tree(dir, uid, uid).map_err(|source| SandboxError::Own {
+            path: dir.to_path_buf(),
+            source,
         })
     }
 

@@ -186,6 +186,16 @@ fn apply_one(op: &Op) -> Result<(), MountError> {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o001))
                 .map_err(io(what))
         }
+        Op::AllowWrite { path } => {
+            use std::os::unix::fs::PermissionsExt;
+            let what = format!("allow writing {}", path.display());
+            let mode = std::fs::metadata(path)
+                .map_err(io(&what))?
+                .permissions()
+                .mode();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o003))
+                .map_err(io(what))
+        }
         Op::PivotRoot { new_root } => {
             nix::unistd::chdir(new_root).map_err(sys("enter the new root"))?;
             nix::unistd::pivot_root(".", ".").map_err(sys("pivot_root"))?;

@@ -62,6 +62,10 @@ pub enum Op {
     AllowTraverse {
         path: PathBuf,
     },
+    /// Adds `o+wx` to a directory (in the overlay: the host keeps its mode).
+    AllowWrite {
+        path: PathBuf,
+    },
     /// Makes `new_root` the root and detaches the old one.
     PivotRoot {
         new_root: PathBuf,
@@ -137,6 +141,20 @@ pub fn extra_host_mounts(host: &[HostMount], data_dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Directories on `path_var` below one of `traverse` (private tool managers such as
+/// pyenv or nvm under `/root`): a build may need to write there (pyenv rehashes its
+/// shims after `pip install`), which the overlay allows without touching the host.
+pub fn private_path_dirs(path_var: &str, traverse: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for entry in path_var.split(':').filter(|e| e.starts_with('/')) {
+        let entry = PathBuf::from(entry);
+        if traverse.iter().any(|t| entry.starts_with(t)) && !out.contains(&entry) {
+            out.push(entry);
+        }
+    }
+    out
+}
+
 /// Directories on `path_var` (a `PATH` value) and their ancestors that others cannot
 /// traverse, given `mode_of` (the host's mode bits of a path, `None` when missing).
 pub fn untraversable(path_var: &str, mode_of: &dyn Fn(&Path) -> Option<u32>) -> Vec<PathBuf> {
@@ -175,6 +193,10 @@ pub struct PlanInput<'a> {
     /// Host files bound read-only at their own path, even where the replica has a
     /// private tree (`/tmp`): the platform's own binary, for the helpers it runs inside.
     pub exposed: &'a [PathBuf],
+    /// `/app` is writable (a build in its scratch copy), not the read-only artifact.
+    pub writable_app: bool,
+    /// From [`private_path_dirs`], for builds: writable in the overlay only.
+    pub writable: &'a [PathBuf],
 }
 
 /// A private tmpfs for secrets delivered as files.
@@ -213,7 +235,7 @@ pub fn plan(i: &PlanInput<'_>) -> Vec<Op> {
     ops.push(Op::Bind {
         source: i.artifact.to_path_buf(),
         target: inside(Path::new(APP_DIR)),
-        readonly: true,
+        readonly: !i.writable_app,
     });
     ops.push(Op::Proc {
         target: inside(Path::new("/proc")),
@@ -277,6 +299,11 @@ pub fn plan(i: &PlanInput<'_>) -> Vec<Op> {
             .iter()
             .map(|p| Op::AllowTraverse { path: inside(p) }),
     );
+    ops.extend(
+        i.writable
+            .iter()
+            .map(|p| Op::AllowWrite { path: inside(p) }),
+    );
     ops.push(Op::PivotRoot { new_root: root });
     ops
 }
@@ -330,6 +357,42 @@ mod tests {
     }
 
     #[test]
+    fn builds_may_write_private_tool_dirs_on_path() {
+        let traverse = [PathBuf::from("/root")];
+        assert_eq!(
+            private_path_dirs(
+                "/root/.pyenv/shims:/usr/bin:/root/.pyenv/shims:relative:/root/.nvm/bin",
+                &traverse
+            ),
+            [
+                PathBuf::from("/root/.pyenv/shims"),
+                PathBuf::from("/root/.nvm/bin")
+            ]
+        );
+        assert!(private_path_dirs("/usr/bin:/bin", &traverse).is_empty());
+        let run = Path::new("/data/oneoff/app/build-1");
+        let writable = [PathBuf::from("/root/.pyenv/shims")];
+        let ops = plan(&PlanInput {
+            run_dir: run,
+            artifact: Path::new("/data/builds/1/app"),
+            data_dir: Path::new("/data"),
+            host_mounts: &[],
+            traverse: &traverse,
+            exposed: &[],
+            writable_app: true,
+            writable: &writable,
+        });
+        assert!(ops.contains(&Op::Bind {
+            source: "/data/builds/1/app".into(),
+            target: run.join("root/app"),
+            readonly: false,
+        }));
+        assert!(ops.contains(&Op::AllowWrite {
+            path: run.join("root/root/.pyenv/shims")
+        }));
+    }
+
+    #[test]
     fn plan_builds_the_root_in_a_safe_order() {
         let run = Path::new("/data/run/app/web-1");
         let extra = [PathBuf::from("/home")];
@@ -341,6 +404,8 @@ mod tests {
             host_mounts: &extra,
             traverse: &trav,
             exposed: &[PathBuf::from("/tmp/checkout/target/debug/wharf")],
+            writable_app: false,
+            writable: &[],
         });
         assert_eq!(
             ops.first(),

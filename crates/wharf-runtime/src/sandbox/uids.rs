@@ -6,7 +6,7 @@
 //! allocation nobody used yet. gid = uid.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +79,22 @@ impl Uids {
         crate::init::write_json_atomic(&self.path, &map).map_err(err)?;
         Ok(uid)
     }
+}
+
+/// Gives every file, directory and symlink under `root` (and `root`) to `uid:gid`,
+/// without following symlinks.
+pub fn chown_tree(root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        std::os::unix::fs::lchown(&p, Some(uid), Some(gid))?;
+        let meta = std::fs::symlink_metadata(&p)?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&p)? {
+                stack.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
