@@ -93,6 +93,7 @@ fn main() {
         cpu: Some(1024),
         memory: Some(256 << 20),
         writable_dir: false,
+        image: Vec::new(),
     };
     // Warm-up: page cache, binaries.
     for i in 0..3 {

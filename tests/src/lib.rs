@@ -10,6 +10,7 @@ mod app;
 mod http;
 pub mod isolation;
 mod load;
+pub mod oci;
 mod procs;
 mod server;
 

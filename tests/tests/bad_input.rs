@@ -160,3 +160,32 @@ fn bad_commands_and_unknown_things_exit_2() {
     let rel = s.releases("lonely");
     assert_eq!(rel.len(), 1, "{rel:#?}");
 }
+
+#[test]
+fn an_image_without_the_sandbox_says_what_is_missing() {
+    use wharf_e2e::oci::{write_layout, Entry};
+    let s = Server::start_with(&["--isolation", "none"]);
+    let app = tempfile::tempdir().unwrap();
+    write_layout(
+        &app.path().join("img"),
+        &[vec![Entry::File {
+            path: "etc/marker",
+            data: b"x",
+            mode: 0o644,
+        }]],
+        &[],
+        "latest",
+    );
+    std::fs::write(
+        app.path().join("wharf.toml"),
+        "app = \"noimage\"\n[process.web]\ncommand = \"sleep 100\"\nimage = \"oci:img\"\n[process.web.deploy]\ntimeout = \"10s\"\n",
+    )
+    .unwrap();
+    let out = s.deploy(app.path());
+    out.expect_code(1, "an image needs the sandbox");
+    assert!(
+        out.stderr.contains("needs the sandbox") && out.stderr.contains("--isolation"),
+        "{}",
+        out.all()
+    );
+}

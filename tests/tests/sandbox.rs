@@ -572,3 +572,110 @@ fn builds_run_in_the_apps_sandbox_and_leave_a_root_owned_artifact() {
         .unwrap_or_default();
     assert!(left.is_empty(), "build leftovers: {left:?}");
 }
+
+#[test]
+fn a_process_runs_on_an_oci_image_instead_of_the_hosts_root() {
+    if !root_or_skip("a_process_runs_on_an_oci_image_instead_of_the_hosts_root") {
+        return;
+    }
+    use wharf_e2e::oci::{write_layout, Entry};
+    let busybox = std::fs::read("/bin/busybox").expect("/bin/busybox (busybox-static)");
+    let s = sandboxed_server();
+    let app = tempfile::tempdir().unwrap();
+    write_layout(
+        &app.path().join("image"),
+        &[
+            vec![
+                Entry::File {
+                    path: "bin/busybox",
+                    data: &busybox,
+                    mode: 0o755,
+                },
+                Entry::Symlink {
+                    path: "bin/sh",
+                    to: "busybox",
+                },
+                Entry::File {
+                    path: "etc/removed",
+                    data: b"gone",
+                    mode: 0o644,
+                },
+            ],
+            vec![
+                Entry::File {
+                    path: "etc/image-marker",
+                    data: b"from-image",
+                    mode: 0o644,
+                },
+                Entry::Whiteout {
+                    path: "etc/removed",
+                },
+            ],
+        ],
+        &["PATH=/bin", "IMAGE_VAR=hello"],
+        "v1",
+    );
+    std::fs::write(app.path().join("index.html"), "served from the image\n").unwrap();
+    std::fs::write(
+        app.path().join("wharf.toml"),
+        concat!(
+            "app = \"imaged\"\n",
+            "[process.web]\n",
+            "command = \"busybox httpd -f -p $PORT -h /app\"\n",
+            "image = \"oci:image:v1\"\n",
+            "stop_timeout = \"1s\"\n",
+            "[process.web.readiness]\nhttp = \"/index.html\"\ninterval = \"250ms\"\n",
+        ),
+    )
+    .unwrap();
+    let out = s.deploy(app.path());
+    out.ok("deploy on an image");
+    assert!(out.stdout.contains("(2 layers)"), "{}", out.all());
+    let r = s.get("imaged.localhost", "/index.html");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "served from the image\n")
+    );
+
+    // Inside: the image's files, whiteouts applied, its environment; not the host's root.
+    let out = s.wharf(&[
+        "run",
+        "imaged",
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/image-marker; echo; echo $IMAGE_VAR; test -e /etc/removed && echo removed-visible; test -e /usr/bin/node && echo host-visible; busybox id -u; ls /app",
+    ]);
+    out.ok("wharf run on the image");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "from-image", "{}", out.all());
+    assert_eq!(lines[1], "hello", "{}", out.all());
+    assert!(!out.stdout.contains("removed-visible"), "{}", out.all());
+    assert!(!out.stdout.contains("host-visible"), "{}", out.all());
+    assert_ne!(lines[2], "0", "runs as the app's user: {}", out.all());
+    assert!(out.stdout.contains("index.html"), "{}", out.all());
+
+    // A second release reuses the unpacked layers.
+    let layers = || {
+        std::fs::read_dir(s.data_dir().join("images/layers"))
+            .unwrap()
+            .count()
+    };
+    let before = layers();
+    s.deploy(app.path()).ok("redeploy");
+    assert_eq!(layers(), before);
+
+    // A bad reference is the user's mistake, named.
+    std::fs::write(
+        app.path().join("wharf.toml"),
+        "app = \"imaged\"\n[process.web]\ncommand = \"x\"\nimage = \"oci:image:v9\"\n",
+    )
+    .unwrap();
+    let out = s.deploy(app.path());
+    out.expect_code(2, "unknown tag");
+    assert!(
+        out.stderr.contains("no image is tagged \"v9\""),
+        "{}",
+        out.all()
+    );
+}

@@ -133,6 +133,7 @@ impl Inner {
             cpu: spec.cpu,
             memory: spec.memory,
             writable_dir: false,
+            image: self.image_layers(spec),
         };
         if !release.secrets.is_empty() {
             if let Err(e) = self.with_secrets(&release, &mut launch) {

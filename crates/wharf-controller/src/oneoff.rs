@@ -34,6 +34,14 @@ pub(crate) struct Captured {
 }
 
 impl Inner {
+    /// The layer directories of the image `spec` runs on (none: the host's root).
+    pub(crate) fn image_layers(&self, spec: &wharf_types::ProcessSpec) -> Vec<std::path::PathBuf> {
+        spec.image
+            .as_ref()
+            .map(|i| wharf_runtime::image::layer_dirs(&self.layout, i))
+            .unwrap_or_default()
+    }
+
     /// A one-off `command` of `release` labelled `label` (its process type and id
     /// prefix): the release's config and `secrets`, the limits of its `web` process (else
     /// of its first), no port.
@@ -60,7 +68,7 @@ impl Inner {
             app: release.app.clone(),
             process,
             release: release.version,
-            env: process_env(release, &who),
+            env: process_env(release, spec.and_then(|s| s.image.as_ref()), &who),
             id,
             command: command.to_string(),
             dir: self.layout.artifact(&release.artifact),
@@ -68,6 +76,7 @@ impl Inner {
             cpu: spec.and_then(|s| s.cpu),
             memory: spec.and_then(|s| s.memory),
             writable_dir: false,
+            image: spec.map(|s| self.image_layers(s)).unwrap_or_default(),
         };
         if !secrets.is_empty() {
             self.deliver_secrets(release.secrets_as_files, &mut launch, secrets)?;
@@ -198,6 +207,7 @@ impl build::Runner for BuildRunner {
             cpu: None,
             memory: None,
             writable_dir: true,
+            image: Vec::new(),
         };
         let oneoff = self
             .inner

@@ -173,7 +173,11 @@ impl Inner {
             replica: Some(&r.id),
             port: Some(port),
         };
-        crate::env::process_env(release, &who)
+        let image = release
+            .processes
+            .get(&r.process)
+            .and_then(|s| s.image.as_ref());
+        crate::env::process_env(release, image, &who)
     }
 
     /// Computes the route table from ready `web` replicas and publishes it if it changed.

@@ -194,6 +194,8 @@ impl Controller {
             )
             .await?;
         progress.say(format!("artifact {}", short(&artifact))).await;
+        self.resolve_images(&mut manifest.processes, &opts.dir, progress)
+            .await?;
 
         let release = Release {
             app: app.clone(),
@@ -218,6 +220,42 @@ impl Controller {
         drop(busy);
         self.announce_and_wait(&app, version, events, opts.detach, progress)
             .await
+    }
+
+    /// Unpacks the OCI images the processes run on (once per layer) and records what
+    /// they resolved to, so that every replica of the release gets the same layers.
+    async fn resolve_images(
+        &self,
+        processes: &mut BTreeMap<wharf_types::ProcessType, wharf_types::ProcessSpec>,
+        dir: &Path,
+        progress: &Progress,
+    ) -> Result<(), ControlError> {
+        for spec in processes.values_mut() {
+            let Some(image) = spec.image.as_mut() else {
+                continue;
+            };
+            let (layout, reference, base) = (
+                self.inner.layout.clone(),
+                image.reference.clone(),
+                dir.to_path_buf(),
+            );
+            let resolved = tokio::task::spawn_blocking(move || {
+                wharf_runtime::image::resolve(&layout, &reference, &base)
+            })
+            .await
+            .map_err(|e| ControlError::internal(format!("image task failed: {e}")))?
+            .map_err(|e| ControlError::bad_input(format!("{e}; nothing was changed")))?;
+            progress
+                .say(format!(
+                    "image {} is {} ({} layers)",
+                    resolved.reference,
+                    short(&resolved.digest),
+                    resolved.layers.len()
+                ))
+                .await;
+            *image = resolved;
+        }
+        Ok(())
     }
 
     pub(crate) async fn announce_and_wait(

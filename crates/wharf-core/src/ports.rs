@@ -30,6 +30,9 @@ pub struct Launch {
     /// One-offs only: the working directory is writable, not the read-only artifact
     /// (builds run in their scratch copy of the app).
     pub writable_dir: bool,
+    /// The layer directories (top first) of the OCI image the process runs on; empty:
+    /// the host's root filesystem. Only a sandboxing runtime can honour it.
+    pub image: Vec<PathBuf>,
 }
 
 /// A started replica process, as recorded so that a restarted controller can find it.

@@ -49,6 +49,10 @@ impl Layout {
     pub fn run_dir(&self, app: &AppName, id: &str) -> PathBuf {
         self.run().join(app.as_str()).join(id)
     }
+    /// OCI images: unpacked layers and archives (see [`crate::image`]).
+    pub fn images(&self) -> PathBuf {
+        self.root.join("images")
+    }
     /// Run directories of one-off processes (`wharf run`, rotate commands), apart from
     /// the replicas' so that re-adoption never mistakes one for a replica.
     pub fn oneoffs(&self) -> PathBuf {

@@ -19,6 +19,7 @@
 pub mod build;
 pub mod enter;
 pub mod fdpass;
+pub mod image;
 pub mod init;
 pub mod layout;
 pub mod logs;

@@ -104,6 +104,11 @@ impl ProcessRuntime {
             id: l.id.clone(),
             message,
         };
+        if !l.image.is_empty() && self.sandbox.is_none() {
+            return Err(fail(
+                "this process runs on an OCI image, which needs the sandbox; run the server as root with --isolation auto or sandbox, or remove `image`".into(),
+            ));
+        }
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)
             .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;

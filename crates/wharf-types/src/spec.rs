@@ -27,6 +27,9 @@ pub struct ProcessSpec {
     /// A fixed port the app listens on, instead of the `$PORT` wharf assigns.
     #[serde(default)]
     pub port: Option<u16>,
+    /// An OCI image as the root filesystem instead of the host's (sandbox only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Image>,
     /// Readiness: may this replica receive traffic? `None` = ready once started (non-web).
     #[serde(default)]
     pub readiness: Option<Probe>,
@@ -44,6 +47,33 @@ pub struct ProcessSpec {
     pub drain_timeout: Duration,
 }
 
+/// An OCI image a process runs on (`image = "oci:PATH[:TAG]"`), resolved at deploy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    /// As the manifest says: `oci:PATH` or `oci:PATH:TAG`.
+    pub reference: String,
+    /// The image manifest's digest (`sha256:...`), once resolved.
+    #[serde(default)]
+    pub digest: String,
+    /// Layer digests (sha256 hex), bottom first, once resolved.
+    #[serde(default)]
+    pub layers: Vec<String>,
+    /// The image's `KEY=VALUE` environment (its config's `Env`).
+    #[serde(default)]
+    pub env: Vec<String>,
+}
+
+impl Image {
+    pub fn new(reference: impl Into<String>) -> Self {
+        Image {
+            reference: reference.into(),
+            digest: String::new(),
+            layers: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
 impl ProcessSpec {
     /// A spec with the defaults a Procfile line gets: one replica; web processes are
     /// ready when their port accepts TCP connections.
@@ -54,6 +84,7 @@ impl ProcessSpec {
             cpu: None,
             memory: None,
             port: None,
+            image: None,
             readiness: process.is_web().then(|| Probe::new(Check::Tcp)),
             liveness: None,
             startup: None,

@@ -226,6 +226,7 @@ impl Sandbox {
             exposed: &exposed,
             writable_app: l.writable_dir,
             writable: &writable,
+            image: &l.image,
         });
         Ok(SandboxSpec {
             hostname: l.id.clone(),

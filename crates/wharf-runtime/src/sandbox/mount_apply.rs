@@ -60,15 +60,21 @@ fn apply_one(op: &Op) -> Result<(), MountError> {
         Op::Overlay {
             target,
             lower,
+            above,
             upper,
             work,
         } => {
             for d in [target, upper, work] {
                 mkdir(d)?;
             }
+            let mut lowers = above
+                .iter()
+                .map(|p| layer(p))
+                .collect::<Result<Vec<&str>, _>>()?;
+            lowers.push(layer(lower)?);
             let data = format!(
                 "lowerdir={},upperdir={},workdir={}",
-                layer(lower)?,
+                lowers.join(":"),
                 layer(upper)?,
                 layer(work)?
             );

@@ -29,7 +29,11 @@ pub enum Op {
     PrivatizeRoot,
     Overlay {
         target: PathBuf,
+        /// The bottom layer: the host's `/`, or an image's first layer.
         lower: PathBuf,
+        /// Image layers above `lower`, top first.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        above: Vec<PathBuf>,
         upper: PathBuf,
         work: PathBuf,
     },
@@ -197,6 +201,9 @@ pub struct PlanInput<'a> {
     pub writable_app: bool,
     /// From [`private_path_dirs`], for builds: writable in the overlay only.
     pub writable: &'a [PathBuf],
+    /// An OCI image's layer directories, top first: the root is made of them instead
+    /// of the host's `/` (and no other host filesystem is bound).
+    pub image: &'a [PathBuf],
 }
 
 /// A private tmpfs for secrets delivered as files.
@@ -212,26 +219,33 @@ pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tt
 pub fn plan(i: &PlanInput<'_>) -> Vec<Op> {
     let root = i.run_dir.join("root");
     let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+    let (lower, above, on_host) = match i.image.split_last() {
+        Some((bottom, above)) => (bottom.clone(), above.to_vec(), false),
+        None => (PathBuf::from("/"), Vec::new(), true),
+    };
     let mut ops = vec![
         Op::PrivatizeRoot,
         Op::Overlay {
             target: root.clone(),
-            lower: PathBuf::from("/"),
+            lower,
+            above,
             upper: i.run_dir.join("upper"),
             work: i.run_dir.join("work"),
         },
     ];
-    ops.extend(i.host_mounts.iter().map(|m| Op::Bind {
-        source: m.clone(),
-        target: inside(m),
-        readonly: true,
-    }));
-    ops.push(Op::Tmpfs {
-        target: inside(i.data_dir),
-        mode: 0o755,
-        readonly: true,
-        noexec: true,
-    });
+    if on_host {
+        ops.extend(i.host_mounts.iter().map(|m| Op::Bind {
+            source: m.clone(),
+            target: inside(m),
+            readonly: true,
+        }));
+        ops.push(Op::Tmpfs {
+            target: inside(i.data_dir),
+            mode: 0o755,
+            readonly: true,
+            noexec: true,
+        });
+    }
     ops.push(Op::Bind {
         source: i.artifact.to_path_buf(),
         target: inside(Path::new(APP_DIR)),
@@ -294,16 +308,18 @@ pub fn plan(i: &PlanInput<'_>) -> Vec<Op> {
         target: inside(f),
         readonly: true,
     }));
-    ops.extend(
-        i.traverse
-            .iter()
-            .map(|p| Op::AllowTraverse { path: inside(p) }),
-    );
-    ops.extend(
-        i.writable
-            .iter()
-            .map(|p| Op::AllowWrite { path: inside(p) }),
-    );
+    if on_host {
+        ops.extend(
+            i.traverse
+                .iter()
+                .map(|p| Op::AllowTraverse { path: inside(p) }),
+        );
+        ops.extend(
+            i.writable
+                .iter()
+                .map(|p| Op::AllowWrite { path: inside(p) }),
+        );
+    }
     ops.push(Op::PivotRoot { new_root: root });
     ops
 }
@@ -357,6 +373,64 @@ mod tests {
     }
 
     #[test]
+    fn an_image_replaces_the_hosts_root() {
+        let run = Path::new("/data/run/app/web-1");
+        let image = [
+            PathBuf::from("/data/images/layers/sha256-top"),
+            PathBuf::from("/data/images/layers/sha256-base"),
+        ];
+        let ops = plan(&PlanInput {
+            run_dir: run,
+            artifact: Path::new("/data/artifacts/sha256-ab"),
+            data_dir: Path::new("/data"),
+            host_mounts: &[PathBuf::from("/home")],
+            traverse: &[PathBuf::from("/root")],
+            exposed: &[PathBuf::from("/usr/local/bin/wharf")],
+            writable_app: false,
+            writable: &[PathBuf::from("/root/.pyenv/shims")],
+            image: &image,
+        });
+        assert_eq!(
+            ops[1],
+            Op::Overlay {
+                target: run.join("root"),
+                lower: "/data/images/layers/sha256-base".into(),
+                above: vec!["/data/images/layers/sha256-top".into()],
+                upper: run.join("upper"),
+                work: run.join("work"),
+            }
+        );
+        let binds: Vec<&PathBuf> = ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::Bind { source, .. } => Some(source),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            !binds.contains(&&PathBuf::from("/home")),
+            "no host filesystem"
+        );
+        assert!(binds.contains(&&PathBuf::from("/data/artifacts/sha256-ab")));
+        assert!(binds.contains(&&PathBuf::from("/usr/local/bin/wharf")));
+        assert!(!ops
+            .iter()
+            .any(|o| matches!(o, Op::AllowTraverse { .. } | Op::AllowWrite { .. })));
+        assert!(!ops.contains(&Op::Tmpfs {
+            target: run.join("root/data"),
+            mode: 0o755,
+            readonly: true,
+            noexec: true,
+        }));
+        assert_eq!(
+            ops.last(),
+            Some(&Op::PivotRoot {
+                new_root: run.join("root")
+            })
+        );
+    }
+
+    #[test]
     fn builds_may_write_private_tool_dirs_on_path() {
         let traverse = [PathBuf::from("/root")];
         assert_eq!(
@@ -381,6 +455,7 @@ mod tests {
             exposed: &[],
             writable_app: true,
             writable: &writable,
+            image: &[],
         });
         assert!(ops.contains(&Op::Bind {
             source: "/data/builds/1/app".into(),
@@ -406,6 +481,7 @@ mod tests {
             exposed: &[PathBuf::from("/tmp/checkout/target/debug/wharf")],
             writable_app: false,
             writable: &[],
+            image: &[],
         });
         assert_eq!(
             ops.first(),
@@ -417,6 +493,7 @@ mod tests {
             Op::Overlay {
                 target: run.join("root"),
                 lower: "/".into(),
+                above: vec![],
                 upper: run.join("upper"),
                 work: run.join("work"),
             }

@@ -57,6 +57,7 @@ pub(crate) struct RawProcess {
     pub cpu: Option<u32>,
     pub memory: Option<String>,
     pub port: Option<u16>,
+    pub image: Option<String>,
     pub readiness: Option<RawProbe>,
     pub liveness: Option<RawProbe>,
     pub startup: Option<RawProbe>,

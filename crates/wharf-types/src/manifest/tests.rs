@@ -326,3 +326,28 @@ fn secrets_rotate_is_parsed_and_checked() {
     .unwrap_err();
     assert!(e.to_string().contains("invalid secret name"), "{e}");
 }
+
+#[test]
+fn images_are_oci_layouts() {
+    let m = parse(
+        "app = \"a\"\n[process.web]\ncommand = \"httpd\"\nimage = \"oci:images/busybox:1.36\"\n",
+    )
+    .unwrap();
+    let web = &m.processes[&crate::ProcessType::web()];
+    assert_eq!(
+        web.image.as_ref().map(|i| i.reference.as_str()),
+        Some("oci:images/busybox:1.36")
+    );
+    fails(
+        "app = \"a\"\n[process.web]\ncommand = \"x\"\nimage = \"node:20\"\n",
+        4,
+        Some("process.web.image"),
+        "oci:PATH",
+    );
+    fails(
+        "app = \"a\"\n[process.web]\ncommand = \"x\"\nimage = \"oci:\"\n",
+        4,
+        Some("process.web.image"),
+        "skopeo",
+    );
+}

@@ -145,6 +145,16 @@ fn process(ptype: &ProcessType, rp: RawProcess, loc: &Locator<'_>) -> Result<Pro
         }
         spec.port = Some(port);
     }
+    if let Some(image) = rp.image {
+        let rest = image.strip_prefix("oci:").unwrap_or_default();
+        if rest.is_empty() {
+            return Err(at(
+                "image",
+                format!("{image:?} is not an image wharf can run; give an OCI image layout directory or its tar: image = \"oci:PATH\" or \"oci:PATH:TAG\" (`skopeo copy docker://IMAGE oci:PATH:TAG` makes one)"),
+            ));
+        }
+        spec.image = Some(crate::spec::Image::new(image));
+    }
     if let Some(p) = rp.readiness {
         spec.readiness = Some(probe(p, &["process", n, "readiness"], loc)?);
     }
