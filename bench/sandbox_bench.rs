@@ -91,6 +91,7 @@ fn main() {
         env: BTreeMap::from([("PATH".to_string(), "/usr/bin:/bin".to_string())]),
         port: 1,
         cpu: Some(1024),
+        cpu_limit: None,
         memory: Some(256 << 20),
     };
     // Warm-up: page cache, binaries.

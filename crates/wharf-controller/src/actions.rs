@@ -121,6 +121,11 @@ impl Inner {
                 }
             },
         };
+        let mut env = self.env_for(&release, &r, port);
+        // The runtime gives the app a HOME it can write unless the app's config sets one.
+        if !release.env.contains_key("HOME") {
+            env.remove("HOME");
+        }
         let mut launch = Launch {
             app: app.clone(),
             process: r.process.clone(),
@@ -128,9 +133,10 @@ impl Inner {
             id: id.to_string(),
             command: spec.command.clone(),
             dir: self.layout.artifact(&release.artifact),
-            env: self.env_for(&release, &r, port),
+            env,
             port,
             cpu: spec.cpu,
+            cpu_limit: spec.cpu_limit,
             memory: spec.memory,
         };
         if !release.secrets.is_empty() {

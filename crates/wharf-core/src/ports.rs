@@ -20,11 +20,14 @@ pub struct Launch {
     pub command: String,
     /// Working directory: the release artifact.
     pub dir: PathBuf,
-    /// The full environment (release env, PORT, WHARF_*).
+    /// The full environment (release env, PORT, WHARF_*). Without `HOME`, the runtime
+    /// sets a writable one.
     pub env: BTreeMap<String, String>,
     pub port: u16,
     /// CPU units (1024 = one core), for runtimes that enforce limits.
     pub cpu: Option<u32>,
+    /// Hard CPU quota in millicores (1000 = one core), for runtimes that enforce limits.
+    pub cpu_limit: Option<u32>,
     /// Memory hard limit in bytes, for runtimes that enforce limits.
     pub memory: Option<u64>,
 }

@@ -8,7 +8,7 @@ use crate::procfs;
 use crate::sandbox::Sandbox;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -114,7 +114,7 @@ impl Runtime for ProcessRuntime {
             },
             command: l.command.clone(),
             dir: l.dir.clone(),
-            env: l.env.clone(),
+            env: app_env(&l.env, self.sandbox.is_some()),
             log: self.layout.app_log(&l.app),
             sandbox,
         };
@@ -317,6 +317,23 @@ impl Runtime for ProcessRuntime {
     }
 }
 
+/// The app's environment: the launch's, with a writable `HOME` when it has none (the
+/// replica's private `/tmp` in the sandbox, the server's own otherwise: same user).
+fn app_env(env: &BTreeMap<String, String>, sandboxed: bool) -> BTreeMap<String, String> {
+    let mut env = env.clone();
+    if !env.contains_key("HOME") {
+        let home = if sandboxed {
+            Some(crate::sandbox::mounts::APP_HOME.to_string())
+        } else {
+            std::env::var("HOME").ok()
+        };
+        if let Some(home) = home {
+            env.insert("HOME".into(), home);
+        }
+    }
+    env
+}
+
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
@@ -349,4 +366,27 @@ fn read_dirs(path: &Path) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_app_gets_a_writable_home_unless_its_config_sets_one() {
+        let env = BTreeMap::from([("PORT".to_string(), "1".to_string())]);
+        assert_eq!(
+            app_env(&env, true)["HOME"],
+            "/tmp",
+            "the sandbox's private /tmp"
+        );
+        assert_eq!(
+            app_env(&env, false).get("HOME"),
+            std::env::var("HOME").ok().as_ref(),
+            "plain processes run as the server's user, in its HOME"
+        );
+        let mut own = env.clone();
+        own.insert("HOME".into(), "/app/home".into());
+        assert_eq!(app_env(&own, true)["HOME"], "/app/home", "config wins");
+    }
 }

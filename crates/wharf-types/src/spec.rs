@@ -21,6 +21,10 @@ pub struct ProcessSpec {
     /// CPU units, 1024 = one core (enforced by the sandboxed runtime).
     #[serde(default)]
     pub cpu: Option<u32>,
+    /// Hard CPU quota in millicores (1000 = one core), from `cpu_limit = 0.5` (cores):
+    /// the replica never gets more, even on an idle machine (enforced by the sandbox).
+    #[serde(default)]
+    pub cpu_limit: Option<u32>,
     /// Memory hard limit in bytes (enforced by the sandboxed runtime).
     #[serde(default)]
     pub memory: Option<u64>,
@@ -52,6 +56,7 @@ impl ProcessSpec {
             command: command.into(),
             replicas: 1,
             cpu: None,
+            cpu_limit: None,
             memory: None,
             port: None,
             readiness: process.is_web().then(|| Probe::new(Check::Tcp)),

@@ -178,6 +178,7 @@ impl Sandbox {
         let limits = Limits {
             memory: l.memory,
             cpu_units: l.cpu,
+            cpu_limit: l.cpu_limit,
             pids: Some(self.cfg.pids_max),
         };
         let leaf = self

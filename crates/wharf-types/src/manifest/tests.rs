@@ -326,3 +326,38 @@ fn secrets_rotate_is_parsed_and_checked() {
     .unwrap_err();
     assert!(e.to_string().contains("invalid secret name"), "{e}");
 }
+
+#[test]
+fn cpu_limit_is_in_cores() {
+    let base = "[process.web]\ncommand = \"x\"\n";
+    let limit = |line: &str| {
+        parse(&format!("{base}{line}\n")).unwrap().processes[&ProcessType::web()].cpu_limit
+    };
+    assert_eq!(limit("cpu_limit = 0.5"), Some(500));
+    assert_eq!(
+        limit("cpu_limit = 2"),
+        Some(2000),
+        "an integer is whole cores"
+    );
+    assert_eq!(limit("cpu_limit = 0.01"), Some(10), "the smallest quota");
+    assert_eq!(
+        limit("cpu_limit = 0.2504"),
+        Some(250),
+        "rounded to millicores"
+    );
+    assert_eq!(limit("cpu = 512"), None, "no hard limit unless asked");
+    for bad in ["0", "-1", "0.004", "1025", "nan", "inf"] {
+        fails(
+            &format!("{base}cpu_limit = {bad}\n"),
+            3,
+            Some("process.web.cpu_limit"),
+            "cpu_limit is in cores",
+        );
+    }
+    fails(
+        &format!("{base}cpu_limit = \"half\"\n"),
+        3,
+        Some("process.web.cpu_limit"),
+        "",
+    );
+}
