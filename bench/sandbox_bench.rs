@@ -90,6 +90,7 @@ fn main() {
         dir: artifact,
         env: BTreeMap::from([("PATH".to_string(), "/usr/bin:/bin".to_string())]),
         port: 1,
+        network: wharf_types::Network::Host,
         cpu: Some(1024),
         cpu_limit: None,
         memory: Some(256 << 20),

@@ -135,6 +135,7 @@ impl Inner {
             dir: self.layout.artifact(&release.artifact),
             env,
             port,
+            network: spec.network,
             cpu: spec.cpu,
             cpu_limit: spec.cpu_limit,
             memory: spec.memory,
@@ -180,6 +181,11 @@ impl Inner {
         release: &wharf_types::Release,
         launch: &mut Launch,
     ) -> Result<(), crate::ControlError> {
+        if launch.network == wharf_types::Network::Isolated {
+            return Err(crate::ControlError::failed(
+                "secrets cannot reach replicas with network = \"isolated\" yet (they are claimed from the host's loopback); use the host network for processes of apps with secrets",
+            ));
+        }
         let helper = self.settings.secret_env.as_ref().ok_or_else(|| {
             crate::ControlError::failed(
                 "this server cannot deliver secrets to replicas (no secret-env helper)",

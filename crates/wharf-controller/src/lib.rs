@@ -53,6 +53,9 @@ pub struct Settings {
     /// How replicas of releases with secrets get them; `None`: such replicas fail to
     /// start with a clear reason.
     pub secret_env: Option<SecretEnv>,
+    /// Whether the runtime can give replicas their own network (`network = "isolated"`:
+    /// the sandbox); deploys asking for it are refused otherwise.
+    pub isolated_network: bool,
 }
 
 /// The helper that fetches a starting replica's secrets and execs the app:
@@ -70,6 +73,7 @@ impl Default for Settings {
             public_port: 8080,
             tick: std::time::Duration::from_millis(100),
             secret_env: None,
+            isolated_network: false,
         }
     }
 }

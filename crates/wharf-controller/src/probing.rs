@@ -33,7 +33,7 @@ impl Controller {
             if !entry.replica.is_running() || entry.probing || now < entry.next_probe {
                 continue;
             }
-            let Some(port) = entry.port() else { continue };
+            let Some(addr) = entry.addr() else { continue };
             let Some(spec) = inner.process_spec(&entry.replica) else {
                 continue;
             };
@@ -58,7 +58,7 @@ impl Controller {
             let key = key.clone();
             let c = self.clone();
             let dir = inner.layout.artifact(&release.artifact);
-            let env = inner.env_for(&release, &entry.replica, port);
+            let env = inner.env_for(&release, &entry.replica, addr.port());
             tokio::spawn(async move {
                 for slot in [
                     &mut round.startup,
@@ -68,7 +68,7 @@ impl Controller {
                 .into_iter()
                 .flatten()
                 {
-                    slot.1 = probe::run(&slot.0.check, port, slot.0.timeout, &dir, &env).await;
+                    slot.1 = probe::run(&slot.0.check, addr, slot.0.timeout, &dir, &env).await;
                 }
                 c.record_probes(&key, pid, round);
             });

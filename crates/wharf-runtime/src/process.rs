@@ -5,7 +5,7 @@ use crate::init::{self, ExitFile, InitFile, LaunchFile, EXIT_FILE, INIT_FILE, LA
 use crate::layout::Layout;
 use crate::logs::{self, Source};
 use crate::procfs;
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Sandbox, SandboxSpec};
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use std::collections::{BTreeMap, HashMap};
@@ -16,7 +16,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use wharf_core::ports::{Handle, Launch, Liveness, Runtime, RuntimeError, StopSignal};
 use wharf_core::Exit;
-use wharf_types::AppName;
+use wharf_types::{AppName, Network};
+
+/// Why a replica with `network = "isolated"` cannot start with plain processes.
+const ISOLATED_NEEDS_SANDBOX: &str = "network = \"isolated\" needs the sandbox: run `wharf server` as root with --isolation auto or sandbox, or remove `network` from the process";
 
 const HANDLE_FILE: &str = "handle.json";
 
@@ -81,6 +84,71 @@ impl ProcessRuntime {
     }
 }
 
+impl ProcessRuntime {
+    /// Writes the launch file and spawns the replica's init in a new session.
+    fn spawn_init(
+        &self,
+        l: &Launch,
+        dir: &Path,
+        sandbox: Option<SandboxSpec>,
+    ) -> Result<Child, RuntimeError> {
+        let fail = |message: String| RuntimeError::Start {
+            id: l.id.clone(),
+            message,
+        };
+        let launch = LaunchFile {
+            source: Source {
+                app: l.app.to_string(),
+                process: l.process.to_string(),
+                replica: l.id.clone(),
+                release: l.release,
+            },
+            command: l.command.clone(),
+            dir: l.dir.clone(),
+            env: app_env(
+                &l.env,
+                sandbox.is_some(),
+                sandbox
+                    .as_ref()
+                    .and_then(|s| s.net.as_ref())
+                    .map(|n| n.addr),
+            ),
+            log: self.layout.app_log(&l.app),
+            sandbox,
+        };
+        init::write_json_atomic(&dir.join(LAUNCH_FILE), &launch)
+            .map_err(|e| fail(e.to_string()))?;
+        let init_err =
+            std::fs::File::create(dir.join("init.err")).map_err(|e| fail(e.to_string()))?;
+        let (program, args) = self
+            .init
+            .split_first()
+            .ok_or_else(|| fail("no init command configured".into()))?;
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(init_err);
+        // SAFETY: between fork and exec only setsid(2) runs, which is async-signal-safe
+        // and touches no memory of the parent.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(|_| ())
+                    .map_err(std::io::Error::from)
+            });
+        }
+        cmd.spawn().map_err(|e| {
+            fail(format!(
+                "cannot run the replica init {}: {e}",
+                program.to_string_lossy()
+            ))
+        })
+    }
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -103,53 +171,19 @@ impl Runtime for ProcessRuntime {
             .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
         let sandbox = match &self.sandbox {
             Some(sb) => Some(sb.prepare(l, &dir).map_err(|e| fail(e.to_string()))?),
+            None if l.network == Network::Isolated => {
+                return Err(fail(ISOLATED_NEEDS_SANDBOX.into()));
+            }
             None => None,
         };
-        let launch = LaunchFile {
-            source: Source {
-                app: l.app.to_string(),
-                process: l.process.to_string(),
-                replica: l.id.clone(),
-                release: l.release,
-            },
-            command: l.command.clone(),
-            dir: l.dir.clone(),
-            env: app_env(&l.env, self.sandbox.is_some()),
-            log: self.layout.app_log(&l.app),
-            sandbox,
-        };
-        init::write_json_atomic(&dir.join(LAUNCH_FILE), &launch)
-            .map_err(|e| fail(e.to_string()))?;
-        let init_err =
-            std::fs::File::create(dir.join("init.err")).map_err(|e| fail(e.to_string()))?;
-        let (program, args) = self
-            .init
-            .split_first()
-            .ok_or_else(|| fail("no init command configured".into()))?;
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(init_err);
-        // SAFETY: between fork and exec only setsid(2) runs, which is async-signal-safe
-        // and touches no memory of the parent.
-        #[allow(unsafe_code)]
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::unistd::setsid()
-                    .map(|_| ())
-                    .map_err(std::io::Error::from)
-            });
-        }
-        let child = cmd.spawn().map_err(|e| {
+        let addr = sandbox
+            .as_ref()
+            .and_then(|s| s.net.as_ref())
+            .map(|n| n.addr);
+        let child = self.spawn_init(l, &dir, sandbox).inspect_err(|_| {
             if let Some(sb) = &self.sandbox {
-                sb.remove(l.app.as_str(), &l.id);
+                sb.remove(l.app.as_str(), &l.id, addr);
             }
-            fail(format!(
-                "cannot run the replica init {}: {e}",
-                program.to_string_lossy()
-            ))
         })?;
         let pid = child.id();
         let start_time = procfs::stat(&self.proc_root, pid)
@@ -164,6 +198,7 @@ impl Runtime for ProcessRuntime {
             start_time,
             port: l.port,
             started_at: now_ms(),
+            addr,
         };
         if let Ok(mut children) = self.children.lock() {
             children.insert(pid, child);
@@ -172,7 +207,6 @@ impl Runtime for ProcessRuntime {
             .map_err(|e| fail(e.to_string()))?;
         Ok(handle)
     }
-
     fn poll(&self, h: &Handle) -> Liveness {
         let mut children = match self.children.lock() {
             Ok(c) => c,
@@ -253,7 +287,7 @@ impl Runtime for ProcessRuntime {
         // The cgroup goes before the run dir: a crash in between leaves a run dir, which
         // the next discovery reports and cleans up again.
         if let Some(sb) = &self.sandbox {
-            sb.remove(h.app.as_str(), &h.id);
+            sb.remove(h.app.as_str(), &h.id, h.addr);
         }
         let dir = self.run_dir(h);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -298,6 +332,7 @@ impl Runtime for ProcessRuntime {
                 .map(|(h, _)| Sandbox::key(h.app.as_str(), &h.id))
                 .collect();
             sb.sweep(&keep);
+            sb.adopt_network(&out.iter().filter_map(|(h, _)| h.addr).collect());
         }
         out
     }
@@ -318,9 +353,17 @@ impl Runtime for ProcessRuntime {
 }
 
 /// The app's environment: the launch's, with a writable `HOME` when it has none (the
-/// replica's private `/tmp` in the sandbox, the server's own otherwise: same user).
-fn app_env(env: &BTreeMap<String, String>, sandboxed: bool) -> BTreeMap<String, String> {
+/// replica's private `/tmp` in the sandbox, the server's own otherwise: same user), and
+/// `WHARF_ADDR`, its address, when it has its own network.
+fn app_env(
+    env: &BTreeMap<String, String>,
+    sandboxed: bool,
+    addr: Option<std::net::Ipv4Addr>,
+) -> BTreeMap<String, String> {
     let mut env = env.clone();
+    if let Some(addr) = addr {
+        env.insert("WHARF_ADDR".into(), addr.to_string());
+    }
     if !env.contains_key("HOME") {
         let home = if sandboxed {
             Some(crate::sandbox::mounts::APP_HOME.to_string())
@@ -352,6 +395,11 @@ fn handle_from_init(dir: &Path) -> Option<Handle> {
         start_time: init.start_time,
         port: launch.env.get("PORT")?.parse().ok()?,
         started_at: init.started_at_ms,
+        addr: launch
+            .sandbox
+            .as_ref()
+            .and_then(|s| s.net.as_ref())
+            .map(|n| n.addr),
     })
 }
 
@@ -376,17 +424,24 @@ mod tests {
     fn the_app_gets_a_writable_home_unless_its_config_sets_one() {
         let env = BTreeMap::from([("PORT".to_string(), "1".to_string())]);
         assert_eq!(
-            app_env(&env, true)["HOME"],
+            app_env(&env, true, None)["HOME"],
             "/tmp",
             "the sandbox's private /tmp"
         );
         assert_eq!(
-            app_env(&env, false).get("HOME"),
+            app_env(&env, false, None).get("HOME"),
             std::env::var("HOME").ok().as_ref(),
             "plain processes run as the server's user, in its HOME"
         );
         let mut own = env.clone();
         own.insert("HOME".into(), "/app/home".into());
-        assert_eq!(app_env(&own, true)["HOME"], "/app/home", "config wins");
+        assert_eq!(
+            app_env(&own, true, None)["HOME"],
+            "/app/home",
+            "config wins"
+        );
+        assert!(!app_env(&env, true, None).contains_key("WHARF_ADDR"));
+        let isolated = app_env(&env, true, Some(std::net::Ipv4Addr::new(10, 89, 0, 2)));
+        assert_eq!(isolated["WHARF_ADDR"], "10.89.0.2", "its own address");
     }
 }

@@ -31,6 +31,9 @@ pub struct ProcessSpec {
     /// A fixed port the app listens on, instead of the `$PORT` wharf assigns.
     #[serde(default)]
     pub port: Option<u16>,
+    /// The host's network (default), or a network namespace of each replica's own.
+    #[serde(default)]
+    pub network: Network,
     /// Readiness: may this replica receive traffic? `None` = ready once started (non-web).
     #[serde(default)]
     pub readiness: Option<Probe>,
@@ -59,12 +62,38 @@ impl ProcessSpec {
             cpu_limit: None,
             memory: None,
             port: None,
+            network: Network::Host,
             readiness: process.is_web().then(|| Probe::new(Check::Tcp)),
             liveness: None,
             startup: None,
             deploy: DeploySpec::default(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+/// The network a replica is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// The host's network: the app listens on `127.0.0.1:$PORT` (Heroku style).
+    #[default]
+    Host,
+    /// Its own network namespace with an address of the replica subnet, reachable from
+    /// the host (the router, probes) at that address; the app listens on `0.0.0.0:$PORT`.
+    Isolated,
+}
+
+impl std::str::FromStr for Network {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "host" => Ok(Self::Host),
+            "isolated" => Ok(Self::Isolated),
+            _ => Err(format!(
+                "unknown network {s:?}; use \"host\" or \"isolated\""
+            )),
         }
     }
 }

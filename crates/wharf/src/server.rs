@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, UnixListener};
 use wharf_controller::{Controller, SecretEnv, Settings};
 use wharf_core::clock::SystemClock;
 use wharf_router::{Router, RouterConfig};
+use wharf_runtime::sandbox::network::NetworkConfig;
 use wharf_runtime::sandbox::{Sandbox, SandboxConfig};
 use wharf_runtime::{Layout, ProcessRuntime};
 use wharf_store::{KeyVault, RedbStore};
@@ -31,6 +32,9 @@ pub struct Options {
     /// `auto`, `sandbox` or `none`.
     pub isolation: String,
     pub cgroup_parent: String,
+    /// Network of replicas with `network = "isolated"`.
+    pub replica_subnet: wharf_core::addresses::Subnet,
+    pub bridge: String,
 }
 
 pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
@@ -103,6 +107,7 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
             exe: exe.clone(),
             claim: claim_addr.to_string(),
         }),
+        isolated_network: runtime.sandbox().is_some(),
         ..Settings::default()
     };
     let controller = Controller::new(
@@ -248,6 +253,10 @@ fn runtime(layout: &Layout, opts: &Options, init: Vec<OsString>) -> Result<Proce
     let root = nix::unistd::geteuid().is_root();
     let config = SandboxConfig {
         cgroup_parent: opts.cgroup_parent.clone(),
+        network: NetworkConfig {
+            bridge: opts.bridge.clone(),
+            subnet: opts.replica_subnet,
+        },
         ..SandboxConfig::default()
     };
     let plain = |why: &str| {

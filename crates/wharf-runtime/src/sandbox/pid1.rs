@@ -25,7 +25,7 @@
 //! allocate; the app's descriptors are only its log pipes and `/dev/null`, everything
 //! else the init holds is close-on-exec.
 
-use super::{caps, mount_apply, mounts, seccomp, SandboxSpec};
+use super::{caps, mount_apply, mounts, network, seccomp, SandboxSpec};
 use crate::init::LaunchFile;
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
@@ -44,8 +44,10 @@ const STACK: usize = 1 << 20;
 pub enum SpawnError {
     #[error("cannot prepare the sandbox: {0}")]
     Prepare(String),
-    #[error("cannot create the replica's namespaces: {0} (the kernel must allow PID, mount, IPC and UTS namespaces; or run with --isolation none)")]
+    #[error("cannot create the replica's namespaces: {0} (the kernel must allow PID, mount, IPC, UTS and network namespaces; or run with --isolation none)")]
     Clone(nix::errno::Errno),
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
 }
 
 /// The sandboxed app, as the init sees it.
@@ -117,6 +119,14 @@ pub fn spawn(launch: &LaunchFile, spec: &SandboxSpec) -> Result<Spawned, SpawnEr
     let (err_r, err_w) = pipe()?;
     let (st_r, st_w) = pipe()?;
     let devnull = File::open("/dev/null").map_err(|e| prep(&e))?;
+    // Isolated network: PID 1 waits on this pipe until the init plugged its namespace in.
+    let (net_r, net_w) = match &spec.net {
+        Some(_) => {
+            let (r, w) = pipe()?;
+            (Some(r), Some(w))
+        }
+        None => (None, None),
+    };
     let child = Child {
         spec,
         filters: &filters,
@@ -126,12 +136,16 @@ pub fn spawn(launch: &LaunchFile, spec: &SandboxSpec) -> Result<Spawned, SpawnEr
         stdout: out_w,
         stderr: err_w,
         status: st_w,
+        net_ready: net_r,
     };
     let mut stack = vec![0u8; STACK];
-    let flags = CloneFlags::CLONE_NEWPID
+    let mut flags = CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS;
+    if spec.net.is_some() {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
     // SAFETY: the child gets a copy of this single-threaded process (no CLONE_VM), runs
     // the callback on `stack`, which outlives the call in the parent, and exits with the
     // callback's value without returning into the parent's frames.
@@ -146,6 +160,15 @@ pub fn spawn(launch: &LaunchFile, spec: &SandboxSpec) -> Result<Spawned, SpawnEr
     }
     .map_err(SpawnError::Clone)?;
     drop(child);
+    if let (Some(net), Some(ready)) = (&spec.net, net_w) {
+        // On failure the pipe closes unwritten: PID 1 gives up, and the error is ours.
+        network::plug(u32::try_from(pid.as_raw()).unwrap_or(0), net)?;
+        File::from(ready).write_all(b"1").map_err(|e| {
+            prep(&format!(
+                "cannot tell the sandbox its network is ready: {e}"
+            ))
+        })?;
+    }
     Ok(Spawned {
         pid,
         stdout: File::from(out_r),
@@ -164,6 +187,8 @@ struct Child<'a> {
     stdout: OwnedFd,
     stderr: OwnedFd,
     status: OwnedFd,
+    /// Isolated network: readable once the init created the veth pair.
+    net_ready: Option<OwnedFd>,
 }
 
 /// PID 1's exit code when the sandbox could not be set up (the reason is on the pipe).
@@ -218,6 +243,20 @@ impl Child<'_> {
             #[allow(unsafe_code)]
             unsafe { nix::sys::signal::sigaction(sig, &handler) }
                 .map_err(|e| format!("cannot handle {sig}: {e}"))?;
+        }
+        if let (Some(net), Some(ready)) = (&self.spec.net, &self.net_ready) {
+            let mut byte = [0u8; 1];
+            let mut ready = File::from(
+                ready
+                    .try_clone()
+                    .map_err(|e| format!("cannot wait for the network: {e}"))?,
+            );
+            if ready.read_exact(&mut byte).is_err() {
+                return Err(
+                    "the replica's network was not plugged in (see the error above)".into(),
+                );
+            }
+            network::configure(net).map_err(|e| e.to_string())?;
         }
         nix::unistd::sethostname(&self.spec.hostname)
             .map_err(|e| format!("cannot set the hostname: {e}"))?;

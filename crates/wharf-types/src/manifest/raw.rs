@@ -59,6 +59,7 @@ pub(crate) struct RawProcess {
     pub cpu_limit: Option<RawNumber>,
     pub memory: Option<String>,
     pub port: Option<u16>,
+    pub network: Option<String>,
     pub readiness: Option<RawProbe>,
     pub liveness: Option<RawProbe>,
     pub startup: Option<RawProbe>,

@@ -361,3 +361,30 @@ fn cpu_limit_is_in_cores() {
         "",
     );
 }
+
+#[test]
+fn network_is_host_or_isolated() {
+    let base = "[process.web]\ncommand = \"x\"\n";
+    let net = |extra: &str| {
+        parse(&format!("{base}{extra}")).unwrap().processes[&ProcessType::web()].network
+    };
+    assert_eq!(
+        net(""),
+        crate::Network::Host,
+        "the host's network by default"
+    );
+    assert_eq!(net("network = \"host\"\n"), crate::Network::Host);
+    assert_eq!(net("network = \"isolated\"\n"), crate::Network::Isolated);
+    fails(
+        &format!("{base}network = \"bridge\"\n"),
+        3,
+        Some("process.web.network"),
+        "use \"host\" or \"isolated\"",
+    );
+    fails(
+        &format!("{base}network = true\n"),
+        3,
+        Some("process.web.network"),
+        "invalid type",
+    );
+}

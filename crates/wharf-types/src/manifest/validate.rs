@@ -148,6 +148,9 @@ fn process(ptype: &ProcessType, rp: RawProcess, loc: &Locator<'_>) -> Result<Pro
         }
         spec.port = Some(port);
     }
+    if let Some(net) = rp.network {
+        spec.network = net.parse().map_err(|e| at("network", e))?;
+    }
     if let Some(p) = rp.readiness {
         spec.readiness = Some(probe(p, &["process", n, "readiness"], loc)?);
     }
