@@ -327,6 +327,40 @@ mod tests {
         assert_eq!(NetworkConfig::default().subnet.to_string(), "10.89.0.0/16");
     }
 
+    /// Against the kernel (root only): the bridge is created once with its address and
+    /// up, a second `ensure_bridge` changes nothing, deleting a missing link is no error.
+    #[test]
+    fn a_bridge_is_made_idempotently_and_deleted() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped a_bridge_is_made_idempotently_and_deleted: needs root");
+            return;
+        }
+        let bridge = format!("wharfu{}", std::process::id() % 100_000);
+        let net = Network::new(NetworkConfig {
+            bridge: bridge.clone(),
+            subnet: "10.254.252.0/24".parse().unwrap(),
+        })
+        .unwrap();
+        net.ensure_bridge().unwrap();
+        net.ensure_bridge().expect("a second time: already there");
+        let sys = std::path::Path::new("/sys/class/net").join(&bridge);
+        let flags = std::fs::read_to_string(sys.join("flags")).unwrap_or_default();
+        let cleanup = || delete_link(&bridge);
+        let up = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap_or(0) & 1;
+        let is_bridge = sys.join("bridge").is_dir();
+        let spec = net.plan().unwrap();
+        cleanup();
+        assert!(is_bridge, "{bridge} is a bridge");
+        assert_eq!(up, 1, "{bridge} is up (flags {flags})");
+        assert_eq!(spec.addr, Ipv4Addr::new(10, 254, 252, 2));
+        assert_eq!(spec.gateway, Ipv4Addr::new(10, 254, 252, 1));
+        assert_eq!(spec.host_if, "wharf0afefc02");
+        assert!(!sys.exists(), "deleted");
+        let mut nl = Netlink::open().unwrap();
+        nl.run_allowing(&Request::del_link(&bridge), &[Errno::ENODEV])
+            .expect("a missing link is ENODEV");
+    }
+
     #[test]
     fn sweeping_spares_live_replicas_and_other_subnets() {
         // Only names are decided here; deleting a missing link is harmless (ENODEV), so
