@@ -358,3 +358,25 @@ fn isolated_network_is_refused_without_the_sandbox() {
     );
     assert!(s.apps().is_empty(), "nothing was released: {:?}", s.apps());
 }
+
+/// Secrets reach a replica with its own network: it claims them on the host's side of
+/// its bridge, since the host's loopback is out of its reach.
+#[test]
+fn secrets_reach_isolated_replicas() {
+    if !root_or_skip("secrets_reach_isolated_replicas") {
+        return;
+    }
+    let ns = NetServer::start();
+    let s = ns.s();
+    s.wharf(&["secrets", "set", "hushed", "API_TOKEN=tok-isolated-42"])
+        .ok("stage a secret before the first deploy");
+    let app = isolated_app("hushed", 1).write();
+    s.deploy(app.path()).ok("deploy");
+    s.wait_ready("hushed", 1, Duration::from_secs(15));
+    let r = s.get("hushed.localhost", "/env/API_TOKEN");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "tok-isolated-42"),
+        "{r:?}"
+    );
+}

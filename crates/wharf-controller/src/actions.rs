@@ -181,16 +181,30 @@ impl Inner {
         release: &wharf_types::Release,
         launch: &mut Launch,
     ) -> Result<(), crate::ControlError> {
-        if launch.network == wharf_types::Network::Isolated {
-            return Err(crate::ControlError::failed(
-                "secrets cannot reach replicas with network = \"isolated\" yet (they are claimed from the host's loopback); use the host network for processes of apps with secrets",
-            ));
-        }
         let helper = self.settings.secret_env.as_ref().ok_or_else(|| {
             crate::ControlError::failed(
                 "this server cannot deliver secrets to replicas (no secret-env helper)",
             )
         })?;
+        // A replica with its own network cannot reach the host's loopback: it claims on
+        // the host's side of its bridge.
+        let claim = match launch.network {
+            wharf_types::Network::Host => helper.claim.clone(),
+            wharf_types::Network::Isolated => helper
+                .isolated
+                .as_ref()
+                .ok_or_else(|| {
+                    crate::ControlError::failed(
+                        "this server cannot deliver secrets to replicas with network = \"isolated\"",
+                    )
+                })?
+                .addr()
+                .map_err(|e| {
+                    crate::ControlError::failed(format!(
+                        "cannot open the secret claim listener of isolated replicas: {e}"
+                    ))
+                })?,
+        };
         let env = self.open_secrets(release)?;
         let ticket = self.park_secrets(&launch.app, &launch.id, env)?;
         launch
@@ -204,7 +218,7 @@ impl Inner {
         launch.command = format!(
             "{} secret-env {files}{} {}",
             shell_quote(&helper.exe.to_string_lossy()),
-            shell_quote(&helper.claim),
+            shell_quote(&claim),
             shell_quote(&launch.command)
         );
         Ok(())

@@ -65,6 +65,28 @@ pub struct SecretEnv {
     pub exe: std::path::PathBuf,
     /// Loopback `HOST:PORT` of the claim listener.
     pub claim: String,
+    /// The claim listener of replicas with their own network, which cannot reach the
+    /// host's loopback; `None`: their secrets cannot be delivered (said at start).
+    pub isolated: Option<IsolatedClaim>,
+}
+
+/// Where replicas with `network = "isolated"` claim their secrets: a listener on the
+/// host's side of their bridge, which the server binds when it is first needed (the
+/// bridge exists only from the first isolated replica on).
+#[derive(Clone)]
+pub struct IsolatedClaim(pub Arc<dyn Fn() -> Result<String, String> + Send + Sync>);
+
+impl IsolatedClaim {
+    /// `HOST:PORT` of the listener, bound now if it was not yet.
+    pub fn addr(&self) -> Result<String, String> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for IsolatedClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IsolatedClaim")
+    }
 }
 
 impl Default for Settings {

@@ -53,6 +53,7 @@ fn harness_with(rt: Arc<FakeRuntime>, store: Arc<MemStore>, data: tempfile::Temp
         secret_env: Some(SecretEnv {
             exe: "/usr/bin/wharf".into(),
             claim: "127.0.0.1:9".into(),
+            isolated: None,
         }),
         isolated_network: true,
     };

@@ -101,11 +101,15 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     let claim_addr = claim_listener
         .local_addr()
         .map_err(|e| Failure::failed(e.to_string()))?;
+    let runtime = Arc::new(runtime);
+    // Replicas with their own network claim on their bridge instead (bound when needed).
+    let (isolated_claim, claim_controller) = crate::claims::isolated_claim(&runtime).unzip();
     let settings = Settings {
         public_port: router_addr.port(),
         secret_env: Some(SecretEnv {
             exe: exe.clone(),
             claim: claim_addr.to_string(),
+            isolated: isolated_claim,
         }),
         isolated_network: runtime.sandbox().is_some(),
         ..Settings::default()
@@ -113,13 +117,16 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     let controller = Controller::new(
         Arc::new(store),
         Arc::new(vault),
-        Arc::new(runtime),
+        runtime,
         router.clone(),
         Arc::new(SystemClock),
         layout.clone(),
         settings,
     )
     .map_err(|e| Failure::failed(e.to_string()))?;
+    if let Some(slot) = claim_controller {
+        let _ = slot.set(controller.clone());
+    }
     // Publish what was re-adopted before the first request arrives.
     controller.tick();
 

@@ -273,6 +273,13 @@ impl Sandbox {
         }
     }
 
+    /// The host's address on the bridge of isolated replicas, creating the bridge if
+    /// needed (for listeners those replicas must reach).
+    pub fn network_gateway(&self) -> Result<Ipv4Addr, SandboxError> {
+        self.network.ensure_bridge()?;
+        Ok(self.network.config().subnet.gateway())
+    }
+
     /// Takes back the addresses of replicas found after a restart (`addrs`) and deletes
     /// the network links of this subnet no such replica holds.
     pub fn adopt_network(&self, addrs: &HashSet<Ipv4Addr>) {
