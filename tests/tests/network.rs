@@ -268,7 +268,8 @@ fn isolated_replicas_are_readopted_after_a_server_crash() {
         return;
     }
     let mut ns = NetServer::start();
-    let app = isolated_app("phoenix", 1).write();
+    // A fixed port: each isolated replica has its own network, so all may use it.
+    let app = isolated_app("phoenix", 1).web("port = 5000").write();
     ns.s().deploy(app.path()).ok("deploy");
     let before = ns.s().wait_ready("phoenix", 1, Duration::from_secs(15));
     let addr = addrs(&before)[0];
@@ -293,6 +294,10 @@ fn isolated_replicas_are_readopted_after_a_server_crash() {
         ips.len(),
         2,
         "distinct addresses after re-adoption: {two:#?}"
+    );
+    assert!(
+        addrs(&two).iter().all(|a| a.port() == 5000),
+        "both on the fixed port: {two:#?}"
     );
 
     // A replica that dies (its init killed) takes its veth with it and comes back.

@@ -381,6 +381,15 @@ fn network_is_host_or_isolated() {
         Some("process.web.network"),
         "use \"host\" or \"isolated\"",
     );
+    let isolated = parse(&format!(
+        "{base}replicas = 3\nport = 8080\nnetwork = \"isolated\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        isolated.processes[&ProcessType::web()].port,
+        Some(8080),
+        "isolated replicas may share a fixed port: each has its own network"
+    );
     fails(
         &format!("{base}network = true\n"),
         3,

@@ -139,17 +139,18 @@ fn process(ptype: &ProcessType, rp: RawProcess, loc: &Locator<'_>) -> Result<Pro
     if let Some(m) = rp.memory {
         spec.memory = Some(parse_memory(&m).map_err(|e| at("memory", e))?);
     }
+    if let Some(net) = rp.network {
+        spec.network = net.parse().map_err(|e| at("network", e))?;
+    }
     if let Some(port) = rp.port {
         if port == 0 {
             return Err(at("port", "port must be between 1 and 65535".into()));
         }
-        if spec.replicas > 1 {
-            return Err(at("port", format!("a fixed port allows one replica on the host network, but replicas = {}; remove `port` to let wharf assign $PORT", spec.replicas)));
+        // Each isolated replica has its own network, so they may all use one port.
+        if spec.replicas > 1 && spec.network == crate::Network::Host {
+            return Err(at("port", format!("a fixed port allows one replica on the host network, but replicas = {}; remove `port` to let wharf assign $PORT, or give each replica its own network with network = \"isolated\"", spec.replicas)));
         }
         spec.port = Some(port);
-    }
-    if let Some(net) = rp.network {
-        spec.network = net.parse().map_err(|e| at("network", e))?;
     }
     if let Some(p) = rp.readiness {
         spec.readiness = Some(probe(p, &["process", n, "readiness"], loc)?);
