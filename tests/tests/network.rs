@@ -385,3 +385,49 @@ fn secrets_reach_isolated_replicas() {
         "{r:?}"
     );
 }
+
+/// An address whose link name is taken (another server's replica on a clashing subnet):
+/// that start fails saying what to do, the foreign link is left alone, and the replica
+/// comes up at the next address.
+#[test]
+fn a_clashing_address_is_reported_and_skipped() {
+    if !root_or_skip("a_clashing_address_is_reported_and_skipped") {
+        return;
+    }
+    let ns = NetServer::start();
+    let s = ns.s();
+    let taken: Ipv4Addr = format!("{}.2", ns.net).parse().expect("address");
+    let foreign = host_link(taken);
+    let name = foreign
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_string();
+    // Someone else's link with that name (a bridge: any kind will do).
+    let made = std::process::Command::new("ip")
+        .args(["link", "add", &name, "type", "bridge"])
+        .status()
+        .expect("ip");
+    assert!(made.success(), "ip link add {name}");
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            delete_link(&self.0);
+        }
+    }
+    let _gone = Gone(name.clone());
+
+    let app = isolated_app("clash", 1).write();
+    s.deploy(app.path()).ok("deploy (after one failed start)");
+    let ps = s.wait_ready("clash", 1, Duration::from_secs(15));
+    let got = ipv4(&addrs(&ps)[0]);
+    assert_ne!(got, taken, "the clashing address was skipped");
+    assert!(foreign.exists(), "the foreign link {name} was left alone");
+    let logs = s.wharf(&["logs", "clash"]).stdout;
+    assert!(
+        logs.contains("give each server its own --replica-subnet"),
+        "the failed start says what to do:\n{logs}"
+    );
+    let r = s.get("clash.localhost", "/");
+    assert_eq!(r.status, 200, "{r:?}");
+}

@@ -26,14 +26,16 @@
 //! replica that crashes leaves no interface; [`Network::unplug`] deletes the host end
 //! anyway at cleanup (a namespace can outlive its last process for a moment) and releases
 //! the address; [`Network::sweep`] deletes `wharf<hex>` links of this subnet that no live
-//! replica holds. The bridge stays while the server runs (it is shared; removing it would
+//! replica holds. Only links attached to this server's bridge are ever deleted. The bridge stays while the server runs (it is shared; removing it would
 //! cut the replicas still running).
 
 use super::netlink::{index_of, Netlink, NetlinkError, Request};
 use nix::errno::Errno;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::sync::Mutex;
 use wharf_core::addresses::{Addresses, Subnet, DEFAULT_SUBNET};
 
@@ -191,10 +193,18 @@ impl Network {
     /// Deletes the host end of the replica at `addr` if it is still there (the kernel
     /// normally deleted it with the namespace) and releases the address.
     pub fn unplug(&self, addr: Ipv4Addr) {
-        if self.cfg.subnet.contains(addr) {
-            delete_link(&host_if_name(addr));
+        let name = host_if_name(addr);
+        if self.cfg.subnet.contains(addr) && self.owns(&name) {
+            delete_link(&name);
         }
         self.addresses().release(addr);
+    }
+
+    /// Whether the link `name` hangs on this server's bridge: a `wharf<hex>` link
+    /// elsewhere (another server's replica with a clashing subnet) is never touched.
+    fn owns(&self, name: &str) -> bool {
+        std::fs::read_link(Path::new("/sys/class/net").join(name).join("master"))
+            .is_ok_and(|m| m.file_name() == Some(OsStr::new(&self.cfg.bridge)))
     }
 
     /// Deletes the `wharf<hex>` links of this subnet whose address is not in `keep`, as
@@ -202,7 +212,7 @@ impl Network {
     pub fn sweep(&self, names: &[String], keep: &HashSet<Ipv4Addr>) {
         for name in names {
             match addr_of_host_if(name) {
-                Some(a) if self.cfg.subnet.contains(a) && !keep.contains(&a) => {
+                Some(a) if self.cfg.subnet.contains(a) && !keep.contains(&a) && self.owns(name) => {
                     tracing::info!("removing the network link {name} of a replica that is gone");
                     delete_link(name);
                 }

@@ -34,7 +34,7 @@ use nix::unistd::{ForkResult, Pid};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Stack of the cloned PID 1 while it sets up the sandbox (it forks before it runs much).
@@ -137,6 +137,7 @@ pub fn spawn(launch: &LaunchFile, spec: &SandboxSpec) -> Result<Spawned, SpawnEr
         stderr: err_w,
         status: st_w,
         net_ready: net_r,
+        net_writer: net_w.as_ref().map(|w| w.as_raw_fd()),
     };
     let mut stack = vec![0u8; STACK];
     let mut flags = CloneFlags::CLONE_NEWPID
@@ -189,6 +190,9 @@ struct Child<'a> {
     status: OwnedFd,
     /// Isolated network: readable once the init created the veth pair.
     net_ready: Option<OwnedFd>,
+    /// The init's end of that pipe, which PID 1's copy of the descriptor table holds too:
+    /// closed there first, so that an init that gives up is seen as end-of-file.
+    net_writer: Option<std::os::fd::RawFd>,
 }
 
 /// PID 1's exit code when the sandbox could not be set up (the reason is on the pipe).
@@ -245,6 +249,9 @@ impl Child<'_> {
                 .map_err(|e| format!("cannot handle {sig}: {e}"))?;
         }
         if let (Some(net), Some(ready)) = (&self.spec.net, &self.net_ready) {
+            if let Some(w) = self.net_writer {
+                let _ = nix::unistd::close(w);
+            }
             let mut byte = [0u8; 1];
             let mut ready = File::from(
                 ready
