@@ -5,7 +5,7 @@
 //! ```text
 //! wharf init RUN_DIR          host namespaces, in the replica's cgroup; pumps the logs,
 //! │                           writes exit.json (see crate::init)
-//! └─ pid 1 (clone)            new PID, mount, IPC and UTS namespaces; root until the app
+//! └─ pid 1 (clone)            new PID, mount, IPC, UTS (and network) namespaces; root until the app
 //!    │                        is forked, then the app's uid without capabilities; reaps
 //!    │                        every zombie, forwards SIGTERM/SIGINT/SIGHUP to the app,
 //!    │                        reports the app's exit on a pipe, then exits (which kills
@@ -19,6 +19,12 @@
 //! another PID namespace may not create), so the namespace gets this tiny PID 1 instead:
 //! a copy of the init made with `clone(2)` that never executes anything else. It dies
 //! with the init (`PR_SET_PDEATHSIG`), and with it the whole namespace.
+//!
+//! With `network = "isolated"` PID 1 also gets a new network namespace. The init then
+//! creates the veth pair into it from the host side ([`network::plug`]) and writes one
+//! byte on a pipe; PID 1 waits for that byte before anything else, then configures its
+//! side ([`network::configure`]). If the init fails, the pipe closes unwritten and PID 1
+//! gives up (it closed its own copy of the write end first).
 //!
 //! Invariants: everything the child needs (filters, argv, env, descriptors) is prepared
 //! before `clone`, and the init is single-threaded at that point, so the child may
