@@ -74,7 +74,7 @@ pub enum Command {
         replica_subnet: wharf_core::addresses::Subnet,
         /// Host bridge of replicas with `network = "isolated"` (created when the first
         /// starts; give each server on a machine its own bridge and subnet)
-        #[arg(long, env = "WHARF_BRIDGE", default_value = wharf_runtime::sandbox::network::DEFAULT_BRIDGE)]
+        #[arg(long, env = "WHARF_BRIDGE", default_value = wharf_runtime::sandbox::network::DEFAULT_BRIDGE, value_parser = wharf_runtime::sandbox::network::parse_bridge)]
         bridge: String,
     },
     /// Quick start: start a server if none answers, deploy DIR, follow its logs

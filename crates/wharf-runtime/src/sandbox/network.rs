@@ -67,7 +67,7 @@ impl Default for NetworkConfig {
 pub enum NetworkError {
     #[error("every address of the replica subnet {0} is in use; stop replicas or pass a larger --replica-subnet")]
     Exhausted(Subnet),
-    #[error("invalid bridge name {0:?}: use 1 to 15 letters, digits, '-' or '_'")]
+    #[error("invalid bridge name {0:?}: use 1 to 15 letters, digits, '-' or '_' (and not wharf + 8 hex digits, the names of replicas' links)")]
     BadBridge(String),
     #[error("cannot set up the bridge {bridge} ({subnet}): {source}")]
     Bridge {
@@ -120,6 +120,16 @@ fn valid_bridge(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && addr_of_host_if(name).is_none()
+}
+
+/// Checks a `--bridge` value (for the command line, before anything starts).
+pub fn parse_bridge(name: &str) -> Result<String, NetworkError> {
+    if valid_bridge(name) {
+        Ok(name.to_string())
+    } else {
+        Err(NetworkError::BadBridge(name.to_string()))
+    }
 }
 
 /// The server's side: the bridge and the addresses.
@@ -131,7 +141,7 @@ pub struct Network {
 
 impl Network {
     pub fn new(cfg: NetworkConfig) -> Result<Network, NetworkError> {
-        if !valid_bridge(&cfg.bridge) || addr_of_host_if(&cfg.bridge).is_some() {
+        if !valid_bridge(&cfg.bridge) {
             return Err(NetworkError::BadBridge(cfg.bridge));
         }
         Ok(Network {
