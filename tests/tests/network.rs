@@ -321,32 +321,68 @@ fn isolated_replicas_are_readopted_after_a_server_crash() {
         "the killed replica was restarted: {:#?}",
         s.ps("phoenix")
     );
-    let now: BTreeSet<Ipv4Addr> = addrs(&s.ps("phoenix")).iter().map(ipv4).collect();
-    let links = std::fs::read_dir("/sys/class/net")
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    let ip =
-                        Ipv4Addr::from(u32::from_str_radix(name.strip_prefix("wharf")?, 16).ok()?);
-                    ip.to_string()
-                        .starts_with(&format!("{}.", ns.net))
-                        .then_some(ip)
-                })
-                .collect::<BTreeSet<_>>()
-        })
-        .unwrap_or_default();
+    let live =
+        |s: &Server| -> BTreeSet<Ipv4Addr> { addrs(&s.ps("phoenix")).iter().map(ipv4).collect() };
+    let exact = wait_until(Duration::from_secs(10), || {
+        replica_links(&ns.net) == live(s)
+    });
     assert!(
-        wait_until(Duration::from_secs(10), || {
-            now.iter().all(|ip| host_link(*ip).exists())
-                && (!host_link(ipv4(&addr)).exists() || now.contains(&ipv4(&addr)))
-        }),
-        "one veth per live replica, none for the dead one: live {now:?}, links {links:?}"
+        exact,
+        "one veth per live replica, none for the dead one: live {:?}, links {:?}",
+        live(s),
+        replica_links(&ns.net)
     );
     for _ in 0..5 {
         let r = s.get("phoenix.localhost", "/");
         assert_eq!(r.status, 200, "{r:?}");
     }
+
+    // A replica that dies while the server is down: its veth goes with it, its address
+    // is released at the restart, and its replacement is plugged in.
+    let ps = s.ps("phoenix");
+    let dead = ps[0]["pid"]
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
+        .expect("pid");
+    ns.s_mut().kill9();
+    wharf_e2e::kill9(dead);
+    ns.s_mut().restart_same_data_dir();
+    let s = ns.s();
+    let back = wait_until(Duration::from_secs(20), || {
+        let ps = s.ps("phoenix");
+        ps.len() == 2
+            && ps.iter().all(|r| r["state"] == "ready")
+            && ps
+                .iter()
+                .all(|r| r["pid"].as_u64() != Some(u64::from(dead)))
+    });
+    assert!(back, "replaced after the restart: {:#?}", s.ps("phoenix"));
+    let exact = wait_until(Duration::from_secs(10), || {
+        replica_links(&ns.net) == live(s)
+    });
+    assert!(
+        exact,
+        "after a crash while the server was down: live {:?}, links {:?}",
+        live(s),
+        replica_links(&ns.net)
+    );
+    assert_eq!(s.get("phoenix.localhost", "/").status, 200);
+}
+
+/// Addresses of `NET.0/24` whose host end (`wharf<hex>`) exists.
+fn replica_links(net: &str) -> BTreeSet<Ipv4Addr> {
+    std::fs::read_dir("/sys/class/net")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let hex = name.strip_prefix("wharf").filter(|h| h.len() == 8)?;
+                    let ip = Ipv4Addr::from(u32::from_str_radix(hex, 16).ok()?);
+                    ip.to_string().starts_with(&format!("{net}.")).then_some(ip)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Plain processes cannot have their own network: the deploy says so, before building.

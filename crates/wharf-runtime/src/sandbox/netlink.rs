@@ -138,6 +138,21 @@ impl Request {
             .attr(libc::IFLA_IFNAME, &cstr(name))
     }
 
+    /// Forgets the neighbour (ARP) entry of `addr` on link `index`: a new replica at a
+    /// reused address has a new MAC address, which the host must ask for again.
+    pub fn del_neigh(index: u32, addr: Ipv4Addr) -> Request {
+        let mut r = Request::new(
+            libc::RTM_DELNEIGH,
+            false,
+            format!("forget the neighbour {addr} of link {index}"),
+        );
+        // struct ndmsg: family, pad, pad (u16), ifindex, state (u16), flags, type.
+        r.buf.extend_from_slice(&[libc::AF_INET as u8, 0, 0, 0]);
+        r.buf.extend_from_slice(&index.to_ne_bytes());
+        r.buf.extend_from_slice(&[0, 0, 0, 0]);
+        r.attr(libc::NDA_DST, &addr.octets())
+    }
+
     /// `addr/prefix` on link `index`.
     pub fn new_addr(index: u32, addr: Ipv4Addr, prefix: u8) -> Request {
         let mut r = Request::new(
@@ -372,6 +387,14 @@ mod tests {
         assert_eq!(&b[32..36], &[10, 89, 0, 1]);
         assert_eq!(u16_at(&b, 38), libc::RTA_OIF);
         assert_eq!(u32_at(&b, 40), 3);
+
+        let b = Request::del_neigh(7, Ipv4Addr::new(10, 89, 0, 9)).bytes(5);
+        assert_eq!(u16_at(&b, 4), libc::RTM_DELNEIGH);
+        assert_eq!(b[16], libc::AF_INET as u8);
+        assert_eq!(u32_at(&b, 20), 7, "ifindex");
+        assert_eq!(u16_at(&b, 30), libc::NDA_DST);
+        assert_eq!(&b[32..36], &[10, 89, 0, 9]);
+        assert_eq!(b.len(), 36);
 
         let b = Request::link_up(5, Some(9)).bytes(4);
         assert_eq!(u32_at(&b, 20), 5, "index");

@@ -13,7 +13,9 @@
 //! launch file ([`NetSpec`]) and `handle.json`. The replica's init clones PID 1 into a new
 //! network namespace and creates the veth pair from the host side ([`plug`]): the host end
 //! `wharf` + the address in hex (so its name says whose it is), attached to the bridge; the
-//! other end created directly inside the namespace as `eth0`. PID 1 waits for that, then
+//! other end created directly inside the namespace as `eth0`; the host forgets any
+//! neighbour (ARP) entry of the address, which may be a stopped replica's (a new
+//! replica has a new MAC address). PID 1 waits for that, then
 //! brings `lo` and `eth0` up with the address and a default route via the host
 //! ([`configure`]). The router and the probes reach the replica at `ADDRESS:PORT`; the
 //! replica reaches the host at the gateway address (services listening there or on
@@ -286,8 +288,15 @@ pub fn plug(pid: u32, spec: &NetSpec) -> Result<(), NetworkError> {
         .and_then(|i| nl.run(&Request::link_up(i, Some(bridge))).map_err(fail));
     if attached.is_err() {
         delete_link(&spec.host_if);
+        return attached;
     }
-    attached
+    // The address may have been a stopped replica's: the host must not keep sending to
+    // that one's MAC address (until its entry goes stale, several seconds).
+    nl.run_allowing(
+        &Request::del_neigh(bridge, spec.addr),
+        &[Errno::ENOENT, Errno::ENODEV],
+    )
+    .map_err(fail)
 }
 
 /// From PID 1 (the replica's namespace): loopback and `eth0` up, the address, the
