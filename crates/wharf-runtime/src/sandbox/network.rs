@@ -12,24 +12,24 @@
 //! starts, and gives each replica an address ([`wharf_core::addresses`]) recorded in its
 //! launch file ([`NetSpec`]) and `handle.json`. The replica's init clones PID 1 into a new
 //! network namespace and creates the veth pair from the host side ([`plug`]): the host end
-//! `wharf` + the address in hex (so its name says whose it is), attached to the bridge; the
-//! other end created directly inside the namespace as `eth0`; the host forgets any
-//! neighbour (ARP) entry of the address, which may be a stopped replica's (a new
-//! replica has a new MAC address). PID 1 waits for that, then
-//! brings `lo` and `eth0` up with the address and a default route via the host
-//! ([`configure`]). The router and the probes reach the replica at `ADDRESS:PORT`; the
-//! replica reaches the host at the gateway address (services listening there or on
-//! `0.0.0.0`) but not the host's `127.0.0.1`, which is not its loopback. Replicas on one
-//! bridge can reach each other (as on Docker's default bridge); nothing is forwarded or
-//! NATed beyond the host.
+//! `wharf` + the address in hex (so its name says whose it is), attached to the bridge;
+//! the other end created directly inside the namespace as `eth0`; and the host forgets
+//! any neighbour (ARP) entry of the address, which may be a stopped replica's (a new
+//! replica has a new MAC address). PID 1 waits for that, then brings `lo` and `eth0` up
+//! with the address and a default route via the host ([`configure`]). The router and the
+//! probes reach the replica at `ADDRESS:PORT`; the replica reaches the host at the
+//! gateway address (services listening there or on `0.0.0.0`) but not the host's
+//! `127.0.0.1`, which is not its loopback. Replicas on one bridge can reach each other
+//! (as on Docker's default bridge); nothing is forwarded or NATed beyond the host.
 //!
 //! Invariants: the namespace lives exactly as long as the replica's processes (nothing
 //! pins it: no `/run/netns` mount), and the kernel deletes both veth ends with it, so a
 //! replica that crashes leaves no interface; [`Network::unplug`] deletes the host end
 //! anyway at cleanup (a namespace can outlive its last process for a moment) and releases
 //! the address; [`Network::sweep`] deletes `wharf<hex>` links of this subnet that no live
-//! replica holds. Only links attached to this server's bridge are ever deleted. The bridge stays while the server runs (it is shared; removing it would
-//! cut the replicas still running).
+//! replica holds. Only links attached to this server's bridge are ever deleted. The
+//! bridge stays while the server runs (it is shared; removing it would cut the replicas
+//! still running).
 
 use super::netlink::{index_of, Netlink, NetlinkError, Request};
 use nix::errno::Errno;
