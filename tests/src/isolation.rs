@@ -79,6 +79,24 @@ pub fn cgroup_value(dir: &std::path::Path, file: &str, key: Option<&str>) -> Opt
     }
 }
 
+/// CPU time used so far by the cgroup `dir`, in nanoseconds: v2's `usage_usec` of
+/// `cpu.stat`, else (a v1 `cpu` hierarchy has no usage counter without `cpuacct`) the sum
+/// of the run times in `/proc/PID/task/TID/schedstat` of the tasks in it now.
+pub fn cgroup_cpu_ns(dir: &std::path::Path) -> u64 {
+    if let Some(us) = cgroup_value(dir, "cpu.stat", Some("usage_usec")) {
+        return us * 1000;
+    }
+    let tasks = std::fs::read_to_string(dir.join("tasks")).unwrap_or_default();
+    tasks
+        .lines()
+        .filter_map(|t| t.trim().parse::<u32>().ok())
+        .filter_map(|tid| {
+            let text = std::fs::read_to_string(format!("/proc/{tid}/task/{tid}/schedstat")).ok()?;
+            text.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
 /// The data dir's cgroup instance (`dXXXXXXXXXX`) as the server's start-up notice names
 /// it (`... under wharf/dXXXXXXXXXX, ...`), if it runs sandboxed.
 pub fn instance_from_log(log: &str) -> Option<String> {

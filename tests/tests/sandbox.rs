@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use wharf_e2e::isolation::{cgroup_dir, cgroup_value, root_or_skip, sh};
+use wharf_e2e::isolation::{cgroup_cpu_ns, cgroup_dir, cgroup_value, root_or_skip, sh};
 use wharf_e2e::{descendants, is_gone, process_alive, wait_until, Server, TestApp};
 
 /// Tests that load the whole machine (fork bomb, CPU shares) run one at a time.
@@ -251,6 +251,18 @@ fn a_fork_bomb_stops_at_the_pids_limit_and_everything_goes_on_destroy() {
     );
 }
 
+/// The CPU time testapp's `/burn` reports (`cpu_ms=N ...`).
+#[track_caller]
+fn burnt_ms(r: std::io::Result<wharf_e2e::Response>) -> f64 {
+    let r = r.expect("burn request");
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("cpu_ms="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no cpu_ms in {:?}", r.body))
+}
+
 #[test]
 fn cpu_units_shape_the_cpu_share_of_busy_replicas() {
     if !root_or_skip("cpu_units_shape_the_cpu_share_of_busy_replicas") {
@@ -268,21 +280,68 @@ fn cpu_units_shape_the_cpu_share_of_busy_replicas() {
     let r2 = router.clone();
     let l = std::thread::spawn(move || wharf_e2e::http_get(&router, "light.localhost", burn, &[]));
     let h = std::thread::spawn(move || wharf_e2e::http_get(&r2, "heavy.localhost", burn, &[]));
-    let cpu = |r: std::io::Result<wharf_e2e::Response>| -> f64 {
-        let r = r.expect("burn request");
-        assert_eq!(r.status, 200, "{r:?}");
-        r.body
-            .split_whitespace()
-            .find_map(|f| f.strip_prefix("cpu_ms="))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no cpu_ms in {:?}", r.body))
-    };
-    let (l, h) = (cpu(l.join().unwrap()), cpu(h.join().unwrap()));
+    let (l, h) = (burnt_ms(l.join().unwrap()), burnt_ms(h.join().unwrap()));
     let ratio = h / l;
     eprintln!("cpu: light {l} ms, heavy {h} ms, ratio {ratio:.2} (configured 3.0)");
     assert!(
         (2.4..=3.6).contains(&ratio),
         "cpu 768 vs 256 should get 3x the CPU within 20%: light {l} ms, heavy {h} ms, ratio {ratio:.2}"
+    );
+}
+
+/// `cpu_limit = 0.2`: a replica that wants two cores gets a fifth of one, measured on
+/// its cgroup from the host over two seconds.
+#[test]
+fn a_hard_cpu_limit_caps_a_busy_replica() {
+    if !root_or_skip("a_hard_cpu_limit_caps_a_busy_replica") {
+        return;
+    }
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    let s = sandboxed_server();
+    let app = TestApp::new("capped").web("cpu_limit = 0.2").write();
+    s.deploy(app.path()).ok("deploy");
+    let init = pid_of(&s.wait_ready("capped", 1, Duration::from_secs(10))[0]);
+    let cpu_dir = cgroup_dir(init, "cpu").expect("the replica has a cpu cgroup");
+    let v2 = cpu_dir.join("cpu.max").exists();
+    let quota = if v2 {
+        std::fs::read_to_string(cpu_dir.join("cpu.max")).unwrap_or_default()
+    } else {
+        format!(
+            "{} {}",
+            cgroup_value(&cpu_dir, "cpu.cfs_quota_us", None).unwrap_or(0),
+            cgroup_value(&cpu_dir, "cpu.cfs_period_us", None).unwrap_or(0)
+        )
+    };
+    assert_eq!(quota.trim(), "20000 100000", "in {}", cpu_dir.display());
+
+    // Two spinning threads for 3.5 s; the window is the 2 s in the middle.
+    let router = s.router().to_string();
+    let burn = std::thread::spawn(move || {
+        wharf_e2e::http_get(&router, "capped.localhost", "/burn?ms=3500&threads=2", &[])
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let throttled_before = cgroup_value(&cpu_dir, "cpu.stat", Some("nr_throttled")).unwrap_or(0);
+    let (t0, c0) = (Instant::now(), cgroup_cpu_ns(&cpu_dir));
+    std::thread::sleep(Duration::from_secs(2));
+    let (t1, c1) = (Instant::now(), cgroup_cpu_ns(&cpu_dir));
+    let throttled = cgroup_value(&cpu_dir, "cpu.stat", Some("nr_throttled")).unwrap_or(0);
+    let cores = (c1.saturating_sub(c0)) as f64 / (t1 - t0).as_nanos() as f64;
+    let app_ms = burnt_ms(burn.join().unwrap());
+    eprintln!(
+        "capped at 0.2 cores: used {cores:.3} cores over 2 s; throttled {} times; the app counted {app_ms} ms in 3.5 s",
+        throttled - throttled_before,
+    );
+    assert!(
+        (0.12..=0.28).contains(&cores),
+        "a 0.2-core limit should hold two busy threads to about 0.2 cores, got {cores:.3}"
+    );
+    assert!(
+        throttled > throttled_before,
+        "the kernel throttled the replica (cpu.stat nr_throttled)"
+    );
+    assert!(
+        app_ms < 0.3 * 3500.0,
+        "the app's own count agrees: {app_ms} ms of CPU in 3.5 s"
     );
 }
 
@@ -678,4 +737,29 @@ fn a_process_runs_on_an_oci_image_instead_of_the_hosts_root() {
         "{}",
         out.all()
     );
+}
+
+/// The app's `HOME` is a place it can write (its private `/tmp`), not the server's
+/// `/root`; a `HOME` in the app's config wins.
+#[test]
+fn the_app_has_a_writable_home() {
+    if !root_or_skip("the_app_has_a_writable_home") {
+        return;
+    }
+    let s = sandboxed_server();
+    let app = TestApp::new("homey").write();
+    s.deploy(app.path()).ok("deploy");
+    s.wait_ready("homey", 1, Duration::from_secs(10));
+    let (code, out) = sh(
+        &s,
+        "homey.localhost",
+        "echo \"$HOME\"; mkdir -p ~/.cache/app && echo kept > ~/.cache/app/x && cat ~/.cache/app/x",
+    );
+    assert_eq!((code, out.as_str()), (0, "/tmp\nkept\n"), "{out}");
+
+    let own = TestApp::new("homey").env("HOME", "/var/tmp").write();
+    s.deploy(own.path()).ok("deploy with HOME in the config");
+    s.wait_ready("homey", 1, Duration::from_secs(10));
+    let (code, out) = sh(&s, "homey.localhost", "echo \"$HOME\"");
+    assert_eq!((code, out.trim()), (0, "/var/tmp"), "the config's HOME");
 }

@@ -5,6 +5,8 @@
 //! Environment:
 //! - `PORT` (required): listen on `127.0.0.1:$PORT`; missing or invalid → message on
 //!   stderr, exit 2. Any other invalid knob value also exits 2.
+//! - `TESTAPP_HOST=ADDR`: listen on ADDR instead of `127.0.0.1` (`0.0.0.0` in a replica
+//!   with its own network, which the router reaches at its address).
 //! - `WHARF_RELEASE`, `WHARF_REPLICA`: echoed by `GET /` and the startup line (`-` if unset).
 //! - `TESTAPP_START_DELAY_MS=N`: sleep N ms before listening (slow start).
 //! - `TESTAPP_CRASH_ON_START=1`: print `testapp: crashing on purpose` to stderr and exit 3
@@ -72,6 +74,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 pub struct Config {
+    pub host: Option<std::net::IpAddr>,
     pub port: u16,
     pub release: String,
     pub replica: String,
@@ -115,7 +118,16 @@ impl Config {
             Some(p) => return Err(format!("TESTAPP_ERROR_RATE={p} is not in 0..=100")),
             None => 0,
         };
+        let host = match var("TESTAPP_HOST") {
+            Some(h) => Some(
+                h.trim()
+                    .parse()
+                    .map_err(|_| format!("TESTAPP_HOST={h:?} is not an IP address"))?,
+            ),
+            None => None,
+        };
         Ok(Config {
+            host,
             port,
             release: var("WHARF_RELEASE").unwrap_or_else(|| "-".into()),
             replica: var("WHARF_REPLICA").unwrap_or_else(|| "-".into()),
@@ -175,11 +187,14 @@ fn main() {
         err("testapp: crashing on purpose");
         process::exit(3);
     }
-    let listener = match TcpListener::bind(("127.0.0.1", cfg.port)) {
+    let host = cfg
+        .host
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let listener = match TcpListener::bind((host, cfg.port)) {
         Ok(l) => l,
         Err(e) => {
             err(&format!(
-                "testapp: cannot listen on 127.0.0.1:{}: {e}",
+                "testapp: cannot listen on {host}:{}: {e}",
                 cfg.port
             ));
             process::exit(1);
@@ -189,7 +204,7 @@ fn main() {
         let _ = LISTEN_ADDR.set(addr);
     }
     out(&format!(
-        "testapp listening on 127.0.0.1:{} release={} replica={}",
+        "testapp listening on {host}:{} release={} replica={}",
         cfg.port, cfg.release, cfg.replica
     ));
     out(&format!(

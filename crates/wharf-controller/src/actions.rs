@@ -121,6 +121,11 @@ impl Inner {
                 }
             },
         };
+        let mut env = self.env_for(&release, &r, port);
+        // The runtime gives the app a HOME it can write unless the app's config sets one.
+        if !release.env.contains_key("HOME") {
+            env.remove("HOME");
+        }
         let mut launch = Launch {
             app: app.clone(),
             process: r.process.clone(),
@@ -128,9 +133,11 @@ impl Inner {
             id: id.to_string(),
             command: spec.command.clone(),
             dir: self.layout.artifact(&release.artifact),
-            env: self.env_for(&release, &r, port),
+            env,
             port,
+            network: spec.network,
             cpu: spec.cpu,
+            cpu_limit: spec.cpu_limit,
             memory: spec.memory,
             writable_dir: false,
             image: self.image_layers(spec),
@@ -193,6 +200,25 @@ impl Inner {
                 "this server cannot deliver secrets to replicas (no secret-env helper)",
             )
         })?;
+        // A replica with its own network cannot reach the host's loopback: it claims on
+        // the host's side of its bridge.
+        let claim = match launch.network {
+            wharf_types::Network::Host => helper.claim.clone(),
+            wharf_types::Network::Isolated => helper
+                .isolated
+                .as_ref()
+                .ok_or_else(|| {
+                    crate::ControlError::failed(
+                        "this server cannot deliver secrets to replicas with network = \"isolated\"",
+                    )
+                })?
+                .addr()
+                .map_err(|e| {
+                    crate::ControlError::failed(format!(
+                        "cannot open the secret claim listener of isolated replicas: {e}"
+                    ))
+                })?,
+        };
         let ticket = self.park_secrets(&launch.app, &launch.id, secrets)?;
         launch
             .env
@@ -205,7 +231,7 @@ impl Inner {
         launch.command = format!(
             "{} secret-env {files}{} {}",
             shell_quote(&helper.exe.to_string_lossy()),
-            shell_quote(&helper.claim),
+            shell_quote(&claim),
             shell_quote(&launch.command)
         );
         Ok(())

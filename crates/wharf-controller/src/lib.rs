@@ -54,6 +54,9 @@ pub struct Settings {
     /// How replicas of releases with secrets get them; `None`: such replicas fail to
     /// start with a clear reason.
     pub secret_env: Option<SecretEnv>,
+    /// Whether the runtime can give replicas their own network (`network = "isolated"`:
+    /// the sandbox); deploys asking for it are refused otherwise.
+    pub isolated_network: bool,
 }
 
 /// The helper that fetches a starting replica's secrets and execs the app:
@@ -63,6 +66,28 @@ pub struct SecretEnv {
     pub exe: std::path::PathBuf,
     /// Loopback `HOST:PORT` of the claim listener.
     pub claim: String,
+    /// The claim listener of replicas with their own network, which cannot reach the
+    /// host's loopback; `None`: their secrets cannot be delivered (said at start).
+    pub isolated: Option<IsolatedClaim>,
+}
+
+/// Where replicas with `network = "isolated"` claim their secrets: a listener on the
+/// host's side of their bridge, which the server binds when it is first needed (the
+/// bridge exists only from the first isolated replica on).
+#[derive(Clone)]
+pub struct IsolatedClaim(pub Arc<dyn Fn() -> Result<String, String> + Send + Sync>);
+
+impl IsolatedClaim {
+    /// `HOST:PORT` of the listener, bound now if it was not yet.
+    pub fn addr(&self) -> Result<String, String> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for IsolatedClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IsolatedClaim")
+    }
 }
 
 impl Default for Settings {
@@ -71,6 +96,7 @@ impl Default for Settings {
             public_port: 8080,
             tick: std::time::Duration::from_millis(100),
             secret_env: None,
+            isolated_network: false,
         }
     }
 }

@@ -77,6 +77,9 @@ impl Inner {
             memory: spec.and_then(|s| s.memory),
             writable_dir: false,
             image: spec.map(|s| self.image_layers(s)).unwrap_or_default(),
+            cpu_limit: spec.and_then(|s| s.cpu_limit),
+            // One-offs use the host's network, even for apps whose replicas are isolated.
+            network: wharf_types::Network::Host,
         };
         if !secrets.is_empty() {
             self.deliver_secrets(release.secrets_as_files, &mut launch, secrets)?;
@@ -208,6 +211,8 @@ impl build::Runner for BuildRunner {
             memory: None,
             writable_dir: true,
             image: Vec::new(),
+            cpu_limit: None,
+            network: wharf_types::Network::Host,
         };
         let oneoff = self
             .inner

@@ -1,23 +1,24 @@
 //! Running one probe: TCP connect, HTTP GET, or a command inside the replica.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wharf_core::ports::OneOff;
 use wharf_types::Check;
 
-/// Runs `check` against a replica listening on 127.0.0.1:`port`; an exec check runs
-/// `exec` (the runtime's way into the replica). True when it passes.
+/// Runs `check` against a replica listening on `addr`; an exec check runs `exec`
+/// (the runtime's way into the replica). True when it passes.
 pub(crate) async fn run(
     check: &Check,
-    port: u16,
+    addr: SocketAddr,
     timeout: Duration,
     exec: Option<&OneOff>,
 ) -> bool {
     let attempt = async {
         match (check, exec) {
-            (Check::Tcp, _) => TcpStream::connect(("127.0.0.1", port)).await.is_ok(),
-            (Check::Http { path, status }, _) => http(port, path, *status).await.unwrap_or(false),
+            (Check::Tcp, _) => TcpStream::connect(addr).await.is_ok(),
+            (Check::Http { path, status }, _) => http(addr, path, *status).await.unwrap_or(false),
             (Check::Exec { .. }, Some(exec)) => run_exec(exec).await,
             (Check::Exec { .. }, None) => false,
         }
@@ -27,8 +28,8 @@ pub(crate) async fn run(
         .unwrap_or(false)
 }
 
-async fn http(port: u16, path: &str, expected: Option<u16>) -> std::io::Result<bool> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+async fn http(addr: SocketAddr, path: &str, expected: Option<u16>) -> std::io::Result<bool> {
+    let mut s = TcpStream::connect(addr).await?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: wharf-probe\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await?;
     let mut buf = [0u8; 64];
@@ -87,7 +88,7 @@ mod tests {
     #[tokio::test]
     async fn tcp_http_and_exec_checks() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let port = listener.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 let mut buf = [0u8; 1024];
@@ -124,7 +125,7 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(2));
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
+            l.local_addr().unwrap()
         };
         assert!(!run(&Check::Tcp, closed, t, None).await);
     }

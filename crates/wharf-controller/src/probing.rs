@@ -33,7 +33,7 @@ impl Controller {
             if !entry.replica.is_running() || entry.probing || now < entry.next_probe {
                 continue;
             }
-            let Some(port) = entry.port() else { continue };
+            let Some(addr) = entry.addr() else { continue };
             let Some(spec) = inner.process_spec(&entry.replica) else {
                 continue;
             };
@@ -75,7 +75,7 @@ impl Controller {
                 ];
                 for (slot, exec) in slots.into_iter().zip(&execs) {
                     if let Some((p, ok)) = slot {
-                        *ok = probe::run(&p.check, port, p.timeout, exec.as_ref()).await;
+                        *ok = probe::run(&p.check, addr, p.timeout, exec.as_ref()).await;
                     }
                 }
                 c.record_probes(&key, pid, round);

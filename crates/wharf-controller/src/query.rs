@@ -120,10 +120,7 @@ impl Controller {
                     release: r.release,
                     state,
                     pid: e.handle.as_ref().filter(|_| running).map(|h| h.pid),
-                    address: e
-                        .port()
-                        .filter(|_| running)
-                        .map(|p| format!("127.0.0.1:{p}")),
+                    address: e.addr().filter(|_| running).map(|a| a.to_string()),
                     restarts: r.restarts,
                     last_exit: r.last_exit.as_ref().map(|x| x.reason.clone()),
                     started_at,

@@ -219,7 +219,7 @@ impl Inner {
                         Some(Backend {
                             replica: e.replica.id.clone(),
                             release: e.replica.release,
-                            addr: std::net::SocketAddr::from(([127, 0, 0, 1], e.port()?)),
+                            addr: e.addr()?,
                         })
                     })
                     .collect();

@@ -155,6 +155,17 @@ impl Controller {
         progress: &Progress,
     ) -> Result<(), ControlError> {
         let mut manifest = load_manifest(&opts.dir, opts.app.as_deref())?;
+        if !self.inner.settings.isolated_network {
+            if let Some((name, _)) = manifest
+                .processes
+                .iter()
+                .find(|(_, p)| p.network == wharf_types::Network::Isolated)
+            {
+                return Err(ControlError::bad_input(format!(
+                    "process `{name}` asks for network = \"isolated\", which needs the sandbox; this server runs replicas as plain processes (not root, or --isolation none): run `wharf server` as root with --isolation auto or sandbox, or remove `network`"
+                )));
+            }
+        }
         if let Some(s) = opts.strategy {
             for spec in manifest.processes.values_mut() {
                 spec.deploy.strategy = s;

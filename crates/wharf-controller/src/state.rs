@@ -63,8 +63,9 @@ impl Entry {
         self.startup_failures = 0;
     }
 
-    pub fn port(&self) -> Option<u16> {
-        self.handle.as_ref().map(|h| h.port)
+    /// Where the router and the probes reach the current process.
+    pub fn addr(&self) -> Option<std::net::SocketAddr> {
+        self.handle.as_ref().map(|h| h.socket_addr())
     }
 }
 

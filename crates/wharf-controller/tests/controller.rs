@@ -53,7 +53,9 @@ fn harness_with(rt: Arc<FakeRuntime>, store: Arc<MemStore>, data: tempfile::Temp
         secret_env: Some(SecretEnv {
             exe: "/usr/bin/wharf".into(),
             claim: "127.0.0.1:9".into(),
+            isolated: None,
         }),
+        isolated_network: true,
     };
     let vault = Arc::new(KeyVault::load(None, &data.path().join("keys/master.key")).unwrap());
     let c = Controller::new(
@@ -143,6 +145,53 @@ fn backends(h: &Harness) -> Vec<(String, u32)> {
         .iter()
         .flat_map(|r| r.backends.iter().map(|b| (b.replica.clone(), b.release)))
         .collect()
+}
+
+/// A replica with its own network is probed and routed at the address its runtime gave
+/// it, not at the host's loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_replicas_are_probed_and_routed_at_their_own_address() {
+    let h = harness();
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("wharf.toml"),
+        "app = \"shop\"\n[process.web]\ncommand = \"serve\"\nreplicas = 2\nnetwork = \"isolated\"\n[process.web.readiness]\nhttp = \"/health\"\ninterval = \"50ms\"\n",
+    )
+    .unwrap();
+    let ev = deploy(&h.c, d.path()).await;
+    assert!(
+        matches!(outcome(&ev), DeployEvent::Done { release: 1, .. }),
+        "{ev:?}"
+    );
+    let addrs: Vec<std::net::SocketAddr> = {
+        let t = h.routes.last.lock().unwrap();
+        t.routes
+            .iter()
+            .flat_map(|r| r.backends.iter().map(|b| b.addr))
+            .collect()
+    };
+    assert_eq!(addrs.len(), 2, "{addrs:?}");
+    assert!(
+        addrs
+            .iter()
+            .all(|a| a.ip() == std::net::Ipv4Addr::new(127, 0, 0, 2)),
+        "routed at the replicas' own address: {addrs:?}"
+    );
+    assert!(h
+        .rt
+        .launches
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|l| l.network == wharf_types::Network::Isolated));
+    let ps = h.c.ps(Some(&shop())).unwrap();
+    assert!(
+        ps.iter().all(|r| r
+            .address
+            .as_deref()
+            .is_some_and(|a| a.starts_with("127.0.0.2:"))),
+        "{ps:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,6 +384,7 @@ async fn restart_re_adopts_running_replicas_without_duplicates() {
                 .parse()
                 .unwrap(),
             started_at: 0,
+            addr: None,
         })
         .collect();
     let started_before = rt.started.lock().unwrap().len();

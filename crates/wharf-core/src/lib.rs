@@ -9,6 +9,7 @@
 //! Invariants: no I/O, no clock reads, no randomness; the same inputs give the same plan.
 //! Adapters (runtime, store, router) implement the traits in [`ports`].
 
+pub mod addresses;
 pub mod backoff;
 pub mod clock;
 pub mod plan;

@@ -20,11 +20,16 @@ pub struct Launch {
     pub command: String,
     /// Working directory: the release artifact.
     pub dir: PathBuf,
-    /// The full environment (release env, PORT, WHARF_*).
+    /// The full environment (release env, PORT, WHARF_*). Without `HOME`, the runtime
+    /// sets a writable one.
     pub env: BTreeMap<String, String>,
     pub port: u16,
+    /// The host's network, or a namespace of the replica's own (sandboxed runtimes only).
+    pub network: wharf_types::Network,
     /// CPU units (1024 = one core), for runtimes that enforce limits.
     pub cpu: Option<u32>,
+    /// Hard CPU quota in millicores (1000 = one core), for runtimes that enforce limits.
+    pub cpu_limit: Option<u32>,
     /// Memory hard limit in bytes, for runtimes that enforce limits.
     pub memory: Option<u64>,
     /// One-offs only: the working directory is writable, not the read-only artifact
@@ -48,6 +53,18 @@ pub struct Handle {
     pub start_time: u64,
     pub port: u16,
     pub started_at: UnixMillis,
+    /// The replica's own address when it has its own network (`network = "isolated"`);
+    /// `None`: it listens on the host's loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<std::net::Ipv4Addr>,
+}
+
+impl Handle {
+    /// Where the router and the probes reach the replica.
+    pub fn socket_addr(&self) -> std::net::SocketAddr {
+        let ip = self.addr.unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+        std::net::SocketAddr::from((ip, self.port))
+    }
 }
 
 /// How to start a prepared one-off process (see [`Runtime::oneoff`]): the caller spawns

@@ -4,6 +4,7 @@
 //! The command gets the app's own environment (read from `/proc/APP/environ`, so the
 //! secrets it was started with are there too, and nothing is decrypted again) and, for
 //! a sandboxed replica, its world: its cgroup, its PID, mount, IPC and UTS namespaces
+//! (and its network namespace when it has its own)
 //! (entered with `setns` from the namespaces of the replica's PID 1), working dir
 //! `/app`, the app's uid without capabilities, `no_new_privs` and the seccomp filter.
 //! A plain replica's command runs as a plain child in the release's directory.
@@ -113,20 +114,24 @@ fn sandboxed(
         .collect();
     let filters = seccomp::build().map_err(|e| e.to_string())?;
     // Opened before any is entered: the mount namespace changes what /proc shows.
-    let namespaces = [
+    let mut kinds = vec![
         ("ipc", CloneFlags::CLONE_NEWIPC),
         ("uts", CloneFlags::CLONE_NEWUTS),
         ("pid", CloneFlags::CLONE_NEWPID),
-        ("mnt", CloneFlags::CLONE_NEWNS),
-    ]
-    .into_iter()
-    .map(|(name, flag)| {
-        let path = proc_root.join(pid1.to_string()).join("ns").join(name);
-        File::open(&path)
-            .map(|f| (f, flag, name))
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))
-    })
-    .collect::<Result<Vec<_>, _>>()?;
+    ];
+    if spec.net.is_some() {
+        kinds.push(("net", CloneFlags::CLONE_NEWNET));
+    }
+    kinds.push(("mnt", CloneFlags::CLONE_NEWNS));
+    let namespaces = kinds
+        .into_iter()
+        .map(|(name, flag)| {
+            let path = proc_root.join(pid1.to_string()).join("ns").join(name);
+            File::open(&path)
+                .map(|f| (f, flag, name))
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     spec.cgroup
         .join(0)
         .map_err(|e| format!("cannot enter the replica's cgroup: {e}"))?;

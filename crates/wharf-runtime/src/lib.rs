@@ -9,12 +9,14 @@
 //!
 //! Invariants: the only crate allowed `unsafe` (each block carries a `SAFETY:` comment);
 //! a replica is signalled only after its recorded pid and kernel start time match, so a
-//! reused pid is never hit; everything a replica leaves lives under its run directory,
-//! removed by `cleanup`.
+//! reused pid is never hit; everything a replica leaves lives under its run directory
+//! (plus, sandboxed, its cgroup and, with its own network, its veth and address), removed
+//! by `cleanup`.
 //!
 //! [`ProcessRuntime`] runs replicas as supervised plain processes, or, given a
 //! [`sandbox::Sandbox`] (root only), each in its own namespaces, root filesystem, cgroup,
-//! uid, capability set and seccomp filter (see [`sandbox`]).
+//! uid, capability set, seccomp filter and optionally network namespace (see
+//! [`sandbox`]).
 
 pub mod build;
 pub mod enter;

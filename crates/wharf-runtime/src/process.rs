@@ -8,7 +8,7 @@ use crate::procfs;
 use crate::sandbox::Sandbox;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use wharf_core::ports::{Handle, Launch, Liveness, OneOff, Runtime, RuntimeError, StopSignal};
 use wharf_core::Exit;
-use wharf_types::AppName;
+use wharf_types::{AppName, Network};
+
+/// Why a replica with `network = "isolated"` cannot start with plain processes.
+const ISOLATED_NEEDS_SANDBOX: &str = "network = \"isolated\" needs the sandbox: run `wharf server` as root with --isolation auto or sandbox, or remove `network` from the process";
 
 const HANDLE_FILE: &str = "handle.json";
 
@@ -81,25 +84,15 @@ impl ProcessRuntime {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn pid_of(h: &Handle) -> Pid {
-    Pid::from_raw(i32::try_from(h.pid).unwrap_or(i32::MAX))
-}
-
 impl ProcessRuntime {
-    /// Writes the run directory `dir` of `l` (launch spec, sandbox); returns the init
-    /// command without the directory argument.
-    fn prepare(
+    /// Writes the run directory `dir` of `l` (sandbox, launch file); returns the
+    /// replica's own address when it has its own network.
+    fn write_launch(
         &self,
         l: &Launch,
         dir: &Path,
         attached: bool,
-    ) -> Result<(&OsString, &[OsString]), RuntimeError> {
+    ) -> Result<Option<std::net::Ipv4Addr>, RuntimeError> {
         let fail = |message: String| RuntimeError::Start {
             id: l.id.clone(),
             message,
@@ -114,8 +107,15 @@ impl ProcessRuntime {
             .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
         let sandbox = match &self.sandbox {
             Some(sb) => Some(sb.prepare(l, dir).map_err(|e| fail(e.to_string()))?),
+            None if l.network == Network::Isolated => {
+                return Err(fail(ISOLATED_NEEDS_SANDBOX.into()));
+            }
             None => None,
         };
+        let addr = sandbox
+            .as_ref()
+            .and_then(|s| s.net.as_ref())
+            .map(|n| n.addr);
         let launch = LaunchFile {
             source: Source {
                 app: l.app.to_string(),
@@ -125,17 +125,60 @@ impl ProcessRuntime {
             },
             command: l.command.clone(),
             dir: l.dir.clone(),
-            env: l.env.clone(),
+            env: app_env(&l.env, sandbox.is_some(), addr),
             log: self.layout.app_log(&l.app),
             sandbox,
             attached,
             writable_dir: l.writable_dir,
         };
-        init::write_json_atomic(&dir.join(LAUNCH_FILE), &launch)
-            .map_err(|e| fail(e.to_string()))?;
-        self.init
-            .split_first()
-            .ok_or_else(|| fail("no init command configured".into()))
+        if let Err(e) = init::write_json_atomic(&dir.join(LAUNCH_FILE), &launch) {
+            if let Some(sb) = &self.sandbox {
+                sb.remove(l.app.as_str(), &l.id, addr);
+            }
+            return Err(fail(e.to_string()));
+        }
+        Ok(addr)
+    }
+
+    /// The init command, without the run directory.
+    fn init_command(&self, id: &str) -> Result<(&OsString, &[OsString]), RuntimeError> {
+        self.init.split_first().ok_or_else(|| RuntimeError::Start {
+            id: id.to_string(),
+            message: "no init command configured".into(),
+        })
+    }
+
+    /// Spawns the replica's init for `dir` in a new session.
+    fn spawn_init(&self, l: &Launch, dir: &Path) -> Result<Child, RuntimeError> {
+        let fail = |message: String| RuntimeError::Start {
+            id: l.id.clone(),
+            message,
+        };
+        let init_err =
+            std::fs::File::create(dir.join("init.err")).map_err(|e| fail(e.to_string()))?;
+        let (program, args) = self.init_command(&l.id)?;
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(init_err);
+        // SAFETY: between fork and exec only setsid(2) runs, which is async-signal-safe
+        // and touches no memory of the parent.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(|_| ())
+                    .map_err(std::io::Error::from)
+            });
+        }
+        cmd.spawn().map_err(|e| {
+            fail(format!(
+                "cannot run the replica init {}: {e}",
+                program.to_string_lossy()
+            ))
+        })
     }
 
     /// One-offs whose init still runs (their cgroups stay); the run directories of the
@@ -163,6 +206,16 @@ impl ProcessRuntime {
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn pid_of(h: &Handle) -> Pid {
+    Pid::from_raw(i32::try_from(h.pid).unwrap_or(i32::MAX))
+}
+
 impl Runtime for ProcessRuntime {
     fn start(&self, l: &Launch) -> Result<Handle, RuntimeError> {
         let fail = |message: String| RuntimeError::Start {
@@ -170,33 +223,11 @@ impl Runtime for ProcessRuntime {
             message,
         };
         let dir = self.layout.run_dir(&l.app, &l.id);
-        let (program, args) = self.prepare(l, &dir, false)?;
-        let init_err =
-            std::fs::File::create(dir.join("init.err")).map_err(|e| fail(e.to_string()))?;
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(init_err);
-        // SAFETY: between fork and exec only setsid(2) runs, which is async-signal-safe
-        // and touches no memory of the parent.
-        #[allow(unsafe_code)]
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::unistd::setsid()
-                    .map(|_| ())
-                    .map_err(std::io::Error::from)
-            });
-        }
-        let child = cmd.spawn().map_err(|e| {
+        let addr = self.write_launch(l, &dir, false)?;
+        let child = self.spawn_init(l, &dir).inspect_err(|_| {
             if let Some(sb) = &self.sandbox {
-                sb.remove(l.app.as_str(), &l.id);
+                sb.remove(l.app.as_str(), &l.id, addr);
             }
-            fail(format!(
-                "cannot run the replica init {}: {e}",
-                program.to_string_lossy()
-            ))
         })?;
         let pid = child.id();
         let start_time = procfs::stat(&self.proc_root, pid)
@@ -211,6 +242,7 @@ impl Runtime for ProcessRuntime {
             start_time,
             port: l.port,
             started_at: now_ms(),
+            addr,
         };
         if let Ok(mut children) = self.children.lock() {
             children.insert(pid, child);
@@ -219,7 +251,6 @@ impl Runtime for ProcessRuntime {
             .map_err(|e| fail(e.to_string()))?;
         Ok(handle)
     }
-
     fn poll(&self, h: &Handle) -> Liveness {
         let mut children = match self.children.lock() {
             Ok(c) => c,
@@ -300,7 +331,7 @@ impl Runtime for ProcessRuntime {
         // The cgroup goes before the run dir: a crash in between leaves a run dir, which
         // the next discovery reports and cleans up again.
         if let Some(sb) = &self.sandbox {
-            sb.remove(h.app.as_str(), &h.id);
+            sb.remove(h.app.as_str(), &h.id, h.addr);
         }
         let dir = self.run_dir(h);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -347,17 +378,33 @@ impl Runtime for ProcessRuntime {
                 .chain(oneoffs)
                 .collect();
             sb.sweep(&keep);
+            sb.adopt_network(&out.iter().filter_map(|(h, _)| h.addr).collect());
         }
         out
+    }
+
+    fn tail(&self, app: &AppName, id: &str, n: usize) -> Vec<String> {
+        let filter = logs::Filter {
+            replica: Some(id.to_string()),
+            ..logs::Filter::default()
+        };
+        match logs::read(&self.layout.app_log(app), &filter, Some(n)) {
+            Ok((recs, _)) => recs
+                .into_iter()
+                .map(|r| format!("{} {}[{}]: {}", r.ts, r.replica, r.stream, r.msg))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
     fn oneoff(&self, l: &Launch) -> Result<OneOff, RuntimeError> {
         let dir = self.layout.oneoff_dir(&l.app, &l.id);
         let mut l = l.clone();
         if let Some(sb) = &self.sandbox {
-            // The host's HOME (/root) is not the app user's: give it the private /tmp.
-            l.env.insert("HOME".into(), "/tmp".into());
             if l.writable_dir {
+                // A build's environment carries the server's HOME, which is not the
+                // app user's: it gets the private /tmp like replicas.
+                l.env.remove("HOME");
                 sb.own_tree(l.app.as_str(), &l.dir)
                     .map_err(|e| RuntimeError::Start {
                         id: l.id.clone(),
@@ -365,7 +412,8 @@ impl Runtime for ProcessRuntime {
                     })?;
             }
         }
-        let (program, args) = self.prepare(&l, &dir, true)?;
+        self.write_launch(&l, &dir, true)?;
+        let (program, args) = self.init_command(&l.id)?;
         let mut args = args.to_vec();
         args.push(dir.into_os_string());
         Ok(OneOff {
@@ -402,7 +450,7 @@ impl Runtime for ProcessRuntime {
         let dir = self.layout.oneoff_dir(app, id);
         if let Some(sb) = &self.sandbox {
             sb.kill(app.as_str(), id);
-            sb.remove(app.as_str(), id);
+            sb.remove(app.as_str(), id, None);
             // A build's tree goes back to the platform before it becomes an artifact.
             match read_json::<LaunchFile>(&dir.join(LAUNCH_FILE)) {
                 Some(l) if l.writable_dir => {
@@ -422,20 +470,31 @@ impl Runtime for ProcessRuntime {
             let _ = std::fs::remove_dir(app_dir);
         }
     }
+}
 
-    fn tail(&self, app: &AppName, id: &str, n: usize) -> Vec<String> {
-        let filter = logs::Filter {
-            replica: Some(id.to_string()),
-            ..logs::Filter::default()
+/// The app's environment: the launch's, with a writable `HOME` when it has none (the
+/// replica's private `/tmp` in the sandbox, the server's own otherwise: same user), and
+/// `WHARF_ADDR`, its address, when it has its own network.
+fn app_env(
+    env: &BTreeMap<String, String>,
+    sandboxed: bool,
+    addr: Option<std::net::Ipv4Addr>,
+) -> BTreeMap<String, String> {
+    let mut env = env.clone();
+    if let Some(addr) = addr {
+        env.insert("WHARF_ADDR".into(), addr.to_string());
+    }
+    if !env.contains_key("HOME") {
+        let home = if sandboxed {
+            Some(crate::sandbox::mounts::APP_HOME.to_string())
+        } else {
+            std::env::var("HOME").ok()
         };
-        match logs::read(&self.layout.app_log(app), &filter, Some(n)) {
-            Ok((recs, _)) => recs
-                .into_iter()
-                .map(|r| format!("{} {}[{}]: {}", r.ts, r.replica, r.stream, r.msg))
-                .collect(),
-            Err(_) => Vec::new(),
+        if let Some(home) = home {
+            env.insert("HOME".into(), home);
         }
     }
+    env
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
@@ -456,6 +515,11 @@ fn handle_from_init(dir: &Path) -> Option<Handle> {
         start_time: init.start_time,
         port: launch.env.get("PORT")?.parse().ok()?,
         started_at: init.started_at_ms,
+        addr: launch
+            .sandbox
+            .as_ref()
+            .and_then(|s| s.net.as_ref())
+            .map(|n| n.addr),
     })
 }
 
@@ -470,4 +534,34 @@ fn read_dirs(path: &Path) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_app_gets_a_writable_home_unless_its_config_sets_one() {
+        let env = BTreeMap::from([("PORT".to_string(), "1".to_string())]);
+        assert_eq!(
+            app_env(&env, true, None)["HOME"],
+            "/tmp",
+            "the sandbox's private /tmp"
+        );
+        assert_eq!(
+            app_env(&env, false, None).get("HOME"),
+            std::env::var("HOME").ok().as_ref(),
+            "plain processes run as the server's user, in its HOME"
+        );
+        let mut own = env.clone();
+        own.insert("HOME".into(), "/app/home".into());
+        assert_eq!(
+            app_env(&own, true, None)["HOME"],
+            "/app/home",
+            "config wins"
+        );
+        assert!(!app_env(&env, true, None).contains_key("WHARF_ADDR"));
+        let isolated = app_env(&env, true, Some(std::net::Ipv4Addr::new(10, 89, 0, 2)));
+        assert_eq!(isolated["WHARF_ADDR"], "10.89.0.2", "its own address");
+    }
 }

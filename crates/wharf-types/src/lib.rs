@@ -20,4 +20,4 @@ pub mod spec;
 pub use manifest::{Manifest, ManifestError};
 pub use name::{AppName, NameError, ProcessType};
 pub use release::{AppRecord, Release};
-pub use spec::{Amount, Check, DeploySpec, Probe, ProcessSpec, Strategy};
+pub use spec::{Amount, Check, DeploySpec, Network, Probe, ProcessSpec, Strategy};

@@ -21,6 +21,10 @@ pub struct ProcessSpec {
     /// CPU units, 1024 = one core (enforced by the sandboxed runtime).
     #[serde(default)]
     pub cpu: Option<u32>,
+    /// Hard CPU quota in millicores (1000 = one core), from `cpu_limit = 0.5` (cores):
+    /// the replica never gets more, even on an idle machine (enforced by the sandbox).
+    #[serde(default)]
+    pub cpu_limit: Option<u32>,
     /// Memory hard limit in bytes (enforced by the sandboxed runtime).
     #[serde(default)]
     pub memory: Option<u64>,
@@ -30,6 +34,9 @@ pub struct ProcessSpec {
     /// An OCI image as the root filesystem instead of the host's (sandbox only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<Image>,
+    /// The host's network (default), or a network namespace of each replica's own.
+    #[serde(default)]
+    pub network: Network,
     /// Readiness: may this replica receive traffic? `None` = ready once started (non-web).
     #[serde(default)]
     pub readiness: Option<Probe>,
@@ -82,15 +89,42 @@ impl ProcessSpec {
             command: command.into(),
             replicas: 1,
             cpu: None,
+            cpu_limit: None,
             memory: None,
             port: None,
             image: None,
+            network: Network::Host,
             readiness: process.is_web().then(|| Probe::new(Check::Tcp)),
             liveness: None,
             startup: None,
             deploy: DeploySpec::default(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+/// The network a replica is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// The host's network: the app listens on `127.0.0.1:$PORT` (Heroku style).
+    #[default]
+    Host,
+    /// Its own network namespace with an address of the replica subnet, reachable from
+    /// the host (the router, probes) at that address; the app listens on `0.0.0.0:$PORT`.
+    Isolated,
+}
+
+impl std::str::FromStr for Network {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "host" => Ok(Self::Host),
+            "isolated" => Ok(Self::Isolated),
+            _ => Err(format!(
+                "unknown network {s:?}; use \"host\" or \"isolated\""
+            )),
         }
     }
 }

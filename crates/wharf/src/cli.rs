@@ -73,6 +73,14 @@ pub enum Command {
         /// handed over, it finishes its in-flight requests and exits
         #[arg(long)]
         takeover: bool,
+        /// IPv4 subnet of replicas with `network = "isolated"`: the host takes its first
+        /// address (on the bridge), each such replica one of the others
+        #[arg(long, env = "WHARF_REPLICA_SUBNET", default_value = wharf_core::addresses::DEFAULT_SUBNET)]
+        replica_subnet: wharf_core::addresses::Subnet,
+        /// Host bridge of replicas with `network = "isolated"` (created when the first
+        /// starts; give each server on a machine its own bridge and subnet)
+        #[arg(long, env = "WHARF_BRIDGE", default_value = wharf_runtime::sandbox::network::DEFAULT_BRIDGE, value_parser = wharf_runtime::sandbox::network::parse_bridge)]
+        bridge: String,
     },
     /// Quick start: start a server if none answers, deploy DIR, follow its logs
     Up {

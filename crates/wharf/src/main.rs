@@ -1,6 +1,7 @@
 //! The `wharf` binary: the CLI, the `server` composition root, and the replica `init`
 //! role. Everything else lives in the library crates.
 
+mod claims;
 mod cli;
 mod client;
 mod commands;

@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, UnixListener};
 use wharf_controller::{Controller, SecretEnv, Settings};
 use wharf_core::clock::SystemClock;
 use wharf_router::{Router, RouterConfig};
+use wharf_runtime::sandbox::network::NetworkConfig;
 use wharf_runtime::sandbox::{Sandbox, SandboxConfig};
 use wharf_runtime::{Layout, ProcessRuntime};
 use wharf_store::{KeyVault, RedbStore};
@@ -38,6 +39,9 @@ pub struct Options {
     pub cgroup_parent: String,
     /// Take the sockets over from the server running on the data dir.
     pub takeover: bool,
+    /// Network of replicas with `network = "isolated"`.
+    pub replica_subnet: wharf_core::addresses::Subnet,
+    pub bridge: String,
 }
 
 pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
@@ -123,24 +127,32 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     let claim_addr = claim_listener
         .local_addr()
         .map_err(|e| Failure::failed(e.to_string()))?;
+    let runtime = Arc::new(runtime);
+    // Replicas with their own network claim on their bridge instead (bound when needed).
+    let (isolated_claim, claim_controller) = crate::claims::isolated_claim(&runtime).unzip();
     let settings = Settings {
         public_port: router_addr.port(),
         secret_env: Some(SecretEnv {
             exe: exe.clone(),
             claim: claim_addr.to_string(),
+            isolated: isolated_claim,
         }),
+        isolated_network: runtime.sandbox().is_some(),
         ..Settings::default()
     };
     let controller = Controller::new(
         store.clone(),
         Arc::new(vault),
-        Arc::new(runtime),
+        runtime,
         router.clone(),
         Arc::new(SystemClock),
         layout.clone(),
         settings,
     )
     .map_err(|e| Failure::failed(e.to_string()))?;
+    if let Some(slot) = claim_controller {
+        let _ = slot.set(controller.clone());
+    }
     // Publish what was re-adopted before the first request arrives.
     controller.tick();
 
@@ -373,6 +385,10 @@ fn runtime(layout: &Layout, opts: &Options, init: Vec<OsString>) -> Result<Proce
     let root = nix::unistd::geteuid().is_root();
     let config = SandboxConfig {
         cgroup_parent: opts.cgroup_parent.clone(),
+        network: NetworkConfig {
+            bridge: opts.bridge.clone(),
+            subnet: opts.replica_subnet,
+        },
         ..SandboxConfig::default()
     };
     let plain = |why: &str| {

@@ -47,12 +47,16 @@ impl Runtime for FakeRuntime {
         let alive = Arc::new(AtomicBool::new(
             !self.crash_releases.lock().unwrap().contains(&l.release),
         ));
+        // A replica with its own network listens at its own address: here 127.0.0.2,
+        // which the host's loopback answers too.
+        let addr = (l.network == wharf_types::Network::Isolated)
+            .then_some(std::net::Ipv4Addr::new(127, 0, 0, 2));
         if alive.load(Ordering::SeqCst) {
-            let listener =
-                TcpListener::bind(("127.0.0.1", l.port)).map_err(|e| RuntimeError::Start {
-                    id: l.id.clone(),
-                    message: e.to_string(),
-                })?;
+            let ip = addr.unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+            let listener = TcpListener::bind((ip, l.port)).map_err(|e| RuntimeError::Start {
+                id: l.id.clone(),
+                message: e.to_string(),
+            })?;
             listener.set_nonblocking(true).unwrap();
             let unready = self.unready_releases.lock().unwrap().contains(&l.release);
             let flag = Arc::clone(&alive);
@@ -90,6 +94,7 @@ impl Runtime for FakeRuntime {
             start_time: 1,
             port: l.port,
             started_at: 0,
+            addr,
         })
     }
 

@@ -55,8 +55,21 @@ pub struct Limits {
     pub memory: Option<u64>,
     /// CPU units, 1024 = one core: a relative share under contention.
     pub cpu_units: Option<u32>,
+    /// Hard CPU quota in millicores (1000 = one core): CFS bandwidth control.
+    #[serde(default)]
+    pub cpu_limit: Option<u32>,
     /// Most processes and threads at once.
     pub pids: Option<u64>,
+}
+
+/// CFS bandwidth period of a hard CPU limit (the kernel's default, 100 ms).
+pub const CPU_PERIOD_US: u64 = 100_000;
+/// The kernel's smallest CFS quota (1 ms).
+const MIN_QUOTA_US: u64 = 1_000;
+
+/// The CFS quota per [`CPU_PERIOD_US`] of a limit in millicores: 500 -> 50000 us.
+pub fn cpu_quota_us(millicores: u32) -> u64 {
+    (u64::from(millicores) * CPU_PERIOD_US / 1000).max(MIN_QUOTA_US)
 }
 
 /// The part of the cgroup tree wharf owns for one data dir.

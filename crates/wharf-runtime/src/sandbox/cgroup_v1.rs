@@ -2,13 +2,14 @@
 //!
 //! Limits: `memory.limit_in_bytes` (and `memory.memsw.limit_in_bytes` to the same value
 //! where swap is accounted, so the limit is hard), `cpu.shares` = CPU units (1024 = one
-//! core, the kernel's own default weight), `pids.max`. The OOM count is the `oom_kill`
+//! core, the kernel's own default weight), a hard CPU limit as `cpu.cfs_period_us` (100
+//! ms) and `cpu.cfs_quota_us` (the period times the cores), `pids.max`. The OOM count is the `oom_kill`
 //! line of `memory.oom_control` (Linux 4.13+).
 //!
 //! Invariant: only the files of the given directory are touched, so tests drive these
 //! functions against a fake tree.
 
-use super::cgroup::{keyed, write, CgroupError, Limits};
+use super::cgroup::{cpu_quota_us, keyed, write, CgroupError, Limits, CPU_PERIOD_US};
 use std::path::Path;
 
 /// Smallest `cpu.shares` the kernel accepts.
@@ -29,6 +30,14 @@ pub fn set_limits(controller: &str, dir: &Path, l: &Limits) -> Result<(), Cgroup
         "cpu" => {
             if let Some(units) = l.cpu_units {
                 write(&dir.join("cpu.shares"), &units.max(MIN_SHARES).to_string())?;
+            }
+            if let Some(millicores) = l.cpu_limit {
+                // The period first: the kernel checks the quota against it.
+                write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                write(
+                    &dir.join("cpu.cfs_quota_us"),
+                    &cpu_quota_us(millicores).to_string(),
+                )?;
             }
         }
         "pids" => {
@@ -84,6 +93,7 @@ mod tests {
         let limits = Limits {
             memory: Some(64 << 20),
             cpu_units: Some(256),
+            cpu_limit: Some(500),
             pids: Some(512),
         };
         let leaf = tree.create("app.web-1", &limits).unwrap();
@@ -94,6 +104,18 @@ mod tests {
             "67108864"
         );
         assert_eq!(read(&format!("cpu/{base}/cpu.shares")), "256");
+        assert_eq!(read(&format!("cpu/{base}/cpu.cfs_period_us")), "100000");
+        assert_eq!(
+            read(&format!("cpu/{base}/cpu.cfs_quota_us")),
+            "50000",
+            "half a core: 50 ms per 100 ms"
+        );
+        assert!(
+            !tmp.path()
+                .join(format!("memory/{base}/cpu.cfs_quota_us"))
+                .exists(),
+            "cpu files only in the cpu hierarchy"
+        );
         assert_eq!(read(&format!("pids/{base}/pids.max")), "512");
         assert_eq!(tree.leaves(), ["app.web-1"]);
 
@@ -157,6 +179,31 @@ mod tests {
         assert!(
             !tmp.path().join("memory.limit_in_bytes").exists(),
             "no memory limit, no write"
+        );
+        assert!(
+            !tmp.path().join("cpu.cfs_quota_us").exists(),
+            "no hard limit unless asked: the kernel's default stays unlimited"
+        );
+    }
+
+    #[test]
+    fn hard_cpu_limits_become_cfs_quotas() {
+        let tmp = tempfile::tempdir().unwrap();
+        let quota = |millicores: u32| {
+            let l = Limits {
+                cpu_limit: Some(millicores),
+                ..Limits::default()
+            };
+            set_limits("cpu", tmp.path(), &l).unwrap();
+            std::fs::read_to_string(tmp.path().join("cpu.cfs_quota_us")).unwrap()
+        };
+        assert_eq!(quota(200), "20000");
+        assert_eq!(quota(1000), "100000", "one core: the whole period");
+        assert_eq!(quota(2500), "250000", "several cores: more than the period");
+        assert_eq!(quota(1), "1000", "raised to the kernel's smallest quota");
+        assert!(
+            !tmp.path().join("cpu.shares").exists(),
+            "a hard limit without units leaves the share alone"
         );
     }
 }

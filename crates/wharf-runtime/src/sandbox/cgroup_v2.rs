@@ -8,13 +8,14 @@
 //!
 //! Limits: `memory.max` and `memory.swap.max = 0` (a hard limit), `cpu.weight` from CPU
 //! units with the same conversion as runc and Kubernetes (shares 2..262144 onto weight
-//! 1..10000, so 1024 units = weight 39), `pids.max`. Killing writes `cgroup.kill` where
+//! 1..10000, so 1024 units = weight 39), a hard CPU limit as `cpu.max` = "QUOTA PERIOD"
+//! (microseconds; period 100 ms), `pids.max`. Killing writes `cgroup.kill` where
 //! the kernel has it (5.14+). The OOM count is `oom_kill` of `memory.events`.
 //!
 //! Invariant: only files under the given directories are touched (unit-tested against a
 //! fake tree; this project's CI machine runs v1).
 
-use super::cgroup::{keyed, write, CgroupError, Limits};
+use super::cgroup::{cpu_quota_us, keyed, write, CgroupError, Limits, CPU_PERIOD_US};
 use std::path::{Path, PathBuf};
 
 const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
@@ -100,6 +101,12 @@ pub fn set_limits(dir: &Path, l: &Limits) -> Result<(), CgroupError> {
     }
     if let Some(units) = l.cpu_units {
         write(&dir.join("cpu.weight"), &weight(units).to_string())?;
+    }
+    if let Some(millicores) = l.cpu_limit {
+        write(
+            &dir.join("cpu.max"),
+            &format!("{} {CPU_PERIOD_US}", cpu_quota_us(millicores)),
+        )?;
     }
     if let Some(n) = l.pids {
         write(&dir.join("pids.max"), &n.to_string())?;
@@ -189,6 +196,7 @@ mod tests {
                 &Limits {
                     memory: Some(1 << 30),
                     cpu_units: Some(512),
+                    cpu_limit: Some(200),
                     pids: Some(64),
                 },
             )
@@ -198,6 +206,11 @@ mod tests {
         let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
         assert_eq!(read("memory.max"), "1073741824");
         assert_eq!(read("cpu.weight"), weight(512).to_string());
+        assert_eq!(
+            read("cpu.max"),
+            "20000 100000",
+            "0.2 cores: 20 ms per 100 ms"
+        );
         assert_eq!(read("pids.max"), "64");
         std::fs::write(
             dir.join("memory.events"),
@@ -217,6 +230,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read("memory.swap.max"), "0", "no swapping around the limit");
+        set_limits(
+            &dir,
+            &Limits {
+                cpu_limit: Some(3000),
+                ..Limits::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(read("cpu.max"), "300000 100000", "three cores");
         leaf.kill(std::time::Duration::ZERO).unwrap();
         assert_eq!(read("cgroup.kill"), "1");
         leaf.remove().unwrap();

@@ -2,7 +2,8 @@
 //!
 //! - its own PID, mount, IPC and UTS namespaces (hostname = replica id), with a tiny
 //!   PID 1 that reaps zombies and forwards signals ([`pid1`]); the network namespace is
-//!   the host's, so apps listen on `127.0.0.1:$PORT` as on Heroku;
+//!   the host's, so apps listen on `127.0.0.1:$PORT` as on Heroku, or, with
+//!   `network = "isolated"`, one of its own on a host bridge ([`network`], [`netlink`]);
 //! - a root filesystem: overlay of the host's `/` (read-only) with a per-replica upper
 //!   layer, the artifact read-only at `/app`, private `/tmp`, `/dev/shm`, `/dev`, fresh
 //!   `/proc`, the data dir masked ([`mounts`], [`mount_apply`]);
@@ -14,8 +15,9 @@
 //! The server side ([`Sandbox`]) decides everything at `start` and records it in the
 //! replica's launch file as a [`SandboxSpec`]; the replica's init executes it without
 //! the server. Invariants: the sandbox never silently degrades — [`Sandbox::new`] fails
-//! (and the server says why) when a piece is missing; a replica's cgroup is removed on
-//! cleanup, and leaves whose replica has no run dir any more are swept at discovery.
+//! (and the server says why) when a piece is missing; a replica's cgroup (and its veth
+//! and address) is removed on cleanup, and leaves (and links) whose replica has no run
+//! dir any more are swept at discovery.
 
 pub mod caps;
 pub mod cgroup;
@@ -24,6 +26,8 @@ pub mod cgroup_v1;
 pub mod cgroup_v2;
 pub mod mount_apply;
 pub mod mounts;
+pub mod netlink;
+pub mod network;
 pub mod pid1;
 pub mod seccomp;
 pub mod uids;
@@ -33,6 +37,7 @@ use cgroup::{CgroupError, Leaf, Limits, Tree};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
+use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,6 +54,8 @@ pub struct SandboxConfig {
     /// First uid (and gid) given to apps, and how many there are.
     pub uid_base: u32,
     pub uid_count: u32,
+    /// The bridge and subnet of replicas with `network = "isolated"`.
+    pub network: network::NetworkConfig,
 }
 
 /// Default pids limit of a replica.
@@ -63,6 +70,7 @@ impl Default for SandboxConfig {
             // 100000..=165535 for the first user).
             uid_base: 900_000,
             uid_count: 65_536,
+            network: network::NetworkConfig::default(),
         }
     }
 }
@@ -75,6 +83,9 @@ pub struct SandboxSpec {
     pub gid: u32,
     pub cgroup: Leaf,
     pub mounts: Vec<mounts::Op>,
+    /// Its own network namespace (`network = "isolated"`); `None`: the host's network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<network::NetSpec>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +110,8 @@ pub enum SandboxError {
     Uid(#[from] uids::UidError),
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
 }
 
 /// The server side of the sandbox: cgroup tree, uid allocation, mount plans.
@@ -108,6 +121,7 @@ pub struct Sandbox {
     tree: Tree,
     uids: uids::Uids,
     proc_root: PathBuf,
+    network: network::Network,
 }
 
 /// A short name for the data dir, so servers with different data dirs keep apart.
@@ -141,7 +155,9 @@ impl Sandbox {
             .ok_or_else(|| SandboxError::NoCgroups(proc_root.join("self/mountinfo")))?;
         let tree = Tree::new(&detected, &cfg.cgroup_parent, &instance_name(layout.root()));
         tree.prepare()?;
+        let network = network::Network::new(cfg.network.clone())?;
         Ok(Sandbox {
+            network,
             layout: layout.clone(),
             uids: uids::Uids::new(layout.root().join("uids.json"), cfg.uid_base, cfg.uid_count),
             cfg,
@@ -160,13 +176,14 @@ impl Sandbox {
         let mut s = format!(
             "isolation: sandbox — pid, mount, ipc and uts namespaces; overlay root with the app at /app; \
              a uid per app from {}; no capabilities, no_new_privs, seccomp; cgroups {} ({}) under {}/{}, \
-             pids limit {}; network shared with the host",
+             pids limit {}; network shared with the host, or {}",
             self.cfg.uid_base,
             self.tree.mode,
             ctrls.join(", "),
             self.cfg.cgroup_parent,
             instance_name(self.layout.root()),
             self.cfg.pids_max,
+            self.network.notice(),
         );
         if !missing.is_empty() {
             s.push_str(&format!(
@@ -183,6 +200,7 @@ impl Sandbox {
         let limits = Limits {
             memory: l.memory,
             cpu_units: l.cpu,
+            cpu_limit: l.cpu_limit,
             pids: Some(self.cfg.pids_max),
         };
         let leaf = self
@@ -217,6 +235,13 @@ impl Sandbox {
         } else {
             Vec::new()
         };
+        // Last, so that nothing after it can fail and leak the address.
+        let net = match l.network {
+            wharf_types::Network::Isolated => Some(self.network.plan().inspect_err(|_| {
+                let _ = leaf.remove();
+            })?),
+            wharf_types::Network::Host => None,
+        };
         let plan = mounts::plan(&mounts::PlanInput {
             run_dir,
             artifact: &l.dir,
@@ -234,6 +259,7 @@ impl Sandbox {
             gid: uid,
             cgroup: leaf,
             mounts: plan,
+            net,
         })
     }
 
@@ -258,11 +284,36 @@ impl Sandbox {
         }
     }
 
-    /// Kills what is left in the replica's cgroup and removes it.
-    pub fn remove(&self, app: &str, id: &str) {
+    /// Kills what is left in the replica's cgroup and removes it; unplugs its network
+    /// and releases its address (`addr`) when it had its own.
+    pub fn remove(&self, app: &str, id: &str, addr: Option<Ipv4Addr>) {
         if let Err(e) = self.leaf(app, id).remove() {
             tracing::warn!(replica = %id, "{e}");
         }
+        if let Some(a) = addr {
+            self.network.unplug(a);
+        }
+    }
+
+    /// The host's address on the bridge of isolated replicas, creating the bridge if
+    /// needed (for listeners those replicas must reach).
+    pub fn network_gateway(&self) -> Result<Ipv4Addr, SandboxError> {
+        self.network.ensure_bridge()?;
+        Ok(self.network.config().subnet.gateway())
+    }
+
+    /// Takes back the addresses of replicas found after a restart (`addrs`) and deletes
+    /// the network links of this subnet no such replica holds.
+    pub fn adopt_network(&self, addrs: &HashSet<Ipv4Addr>) {
+        for a in addrs {
+            if !self.network.reserve(*a) {
+                tracing::warn!(
+                    "the address {a} of a found replica is not free in {}",
+                    self.network.config().subnet
+                );
+            }
+        }
+        self.network.sweep(&network::host_links(), addrs);
     }
 
     /// Removes every leaf of this data dir not named in `keep` (`app.id`): what a crash

@@ -209,6 +209,10 @@ pub struct PlanInput<'a> {
 /// A private tmpfs for secrets delivered as files.
 pub const SECRETS_DIR: &str = "/run/secrets";
 
+/// `HOME` of a sandboxed app that its config does not set: the replica's private, writable
+/// `/tmp` (the host's `/root` is neither its own nor writable).
+pub const APP_HOME: &str = "/tmp";
+
 /// Where the artifact appears inside the replica (and its working dir).
 pub const APP_DIR: &str = "/app";
 

@@ -5,7 +5,7 @@
 //! ```text
 //! wharf init RUN_DIR          host namespaces, in the replica's cgroup; pumps the logs,
 //! │                           writes exit.json (see crate::init)
-//! └─ pid 1 (clone)            new PID, mount, IPC and UTS namespaces; root until the app
+//! └─ pid 1 (clone)            new PID, mount, IPC, UTS (and network) namespaces; root until the app
 //!    │                        is forked, then the app's uid without capabilities; reaps
 //!    │                        every zombie, forwards SIGTERM/SIGINT/SIGHUP to the app,
 //!    │                        reports the app's exit on a pipe, then exits (which kills
@@ -20,12 +20,18 @@
 //! a copy of the init made with `clone(2)` that never executes anything else. It dies
 //! with the init (`PR_SET_PDEATHSIG`), and with it the whole namespace.
 //!
+//! With `network = "isolated"` PID 1 also gets a new network namespace. The init then
+//! creates the veth pair into it from the host side ([`network::plug`]) and writes one
+//! byte on a pipe; PID 1 waits for that byte before anything else, then configures its
+//! side ([`network::configure`]). If the init fails, the pipe closes unwritten and PID 1
+//! gives up (it closed its own copy of the write end first).
+//!
 //! Invariants: everything the child needs (filters, argv, env, descriptors) is prepared
 //! before `clone`, and the init is single-threaded at that point, so the child may
 //! allocate; the app's descriptors are only its log pipes and `/dev/null`, everything
 //! else the init holds is close-on-exec.
 
-use super::{caps, mount_apply, mounts, seccomp, SandboxSpec};
+use super::{caps, mount_apply, mounts, network, seccomp, SandboxSpec};
 use crate::init::LaunchFile;
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
@@ -34,7 +40,7 @@ use nix::unistd::{ForkResult, Pid};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Stack of the cloned PID 1 while it sets up the sandbox (it forks before it runs much).
@@ -44,8 +50,10 @@ const STACK: usize = 1 << 20;
 pub enum SpawnError {
     #[error("cannot prepare the sandbox: {0}")]
     Prepare(String),
-    #[error("cannot create the replica's namespaces: {0} (the kernel must allow PID, mount, IPC and UTS namespaces; or run with --isolation none)")]
+    #[error("cannot create the replica's namespaces: {0} (the kernel must allow PID, mount, IPC, UTS and network namespaces; or run with --isolation none)")]
     Clone(nix::errno::Errno),
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
 }
 
 /// The sandboxed app, as the init sees it.
@@ -138,6 +146,14 @@ pub fn spawn(launch: &LaunchFile, spec: &SandboxSpec) -> Result<Spawned, SpawnEr
             Some(File::from(err_r)),
         )
     };
+    // Isolated network: PID 1 waits on this pipe until the init plugged its namespace in.
+    let (net_r, net_w) = match &spec.net {
+        Some(_) => {
+            let (r, w) = pipe()?;
+            (Some(r), Some(w))
+        }
+        None => (None, None),
+    };
     let child = Child {
         spec,
         filters: &filters,
@@ -148,12 +164,17 @@ pub fn spawn(launch: &LaunchFile, spec: &SandboxSpec) -> Result<Spawned, SpawnEr
         stderr,
         own_output: !launch.attached,
         status: st_w,
+        net_ready: net_r,
+        net_writer: net_w.as_ref().map(|w| w.as_raw_fd()),
     };
     let mut stack = vec![0u8; STACK];
-    let flags = CloneFlags::CLONE_NEWPID
+    let mut flags = CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS;
+    if spec.net.is_some() {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
     // SAFETY: the child gets a copy of this single-threaded process (no CLONE_VM), runs
     // the callback on `stack`, which outlives the call in the parent, and exits with the
     // callback's value without returning into the parent's frames.
@@ -168,6 +189,15 @@ pub fn spawn(launch: &LaunchFile, spec: &SandboxSpec) -> Result<Spawned, SpawnEr
     }
     .map_err(SpawnError::Clone)?;
     drop(child);
+    if let (Some(net), Some(ready)) = (&spec.net, net_w) {
+        // On failure the pipe closes unwritten: PID 1 gives up, and the error is ours.
+        network::plug(u32::try_from(pid.as_raw()).unwrap_or(0), net)?;
+        File::from(ready).write_all(b"1").map_err(|e| {
+            prep(&format!(
+                "cannot tell the sandbox its network is ready: {e}"
+            ))
+        })?;
+    }
     Ok(Spawned {
         pid,
         stdout: out_r,
@@ -188,6 +218,11 @@ struct Child<'a> {
     /// stdout and stderr are the replica's log pipes, which the app may own.
     own_output: bool,
     status: OwnedFd,
+    /// Isolated network: readable once the init created the veth pair.
+    net_ready: Option<OwnedFd>,
+    /// The init's end of that pipe, which PID 1's copy of the descriptor table holds too:
+    /// closed there first, so that an init that gives up is seen as end-of-file.
+    net_writer: Option<std::os::fd::RawFd>,
 }
 
 /// PID 1's exit code when the sandbox could not be set up (the reason is on the pipe).
@@ -242,6 +277,23 @@ impl Child<'_> {
             #[allow(unsafe_code)]
             unsafe { nix::sys::signal::sigaction(sig, &handler) }
                 .map_err(|e| format!("cannot handle {sig}: {e}"))?;
+        }
+        if let (Some(net), Some(ready)) = (&self.spec.net, &self.net_ready) {
+            if let Some(w) = self.net_writer {
+                let _ = nix::unistd::close(w);
+            }
+            let mut byte = [0u8; 1];
+            let mut ready = File::from(
+                ready
+                    .try_clone()
+                    .map_err(|e| format!("cannot wait for the network: {e}"))?,
+            );
+            if ready.read_exact(&mut byte).is_err() {
+                return Err(
+                    "the replica's network was not plugged in (see the error above)".into(),
+                );
+            }
+            network::configure(net).map_err(|e| e.to_string())?;
         }
         nix::unistd::sethostname(&self.spec.hostname)
             .map_err(|e| format!("cannot set the hostname: {e}"))?;

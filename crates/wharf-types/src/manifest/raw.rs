@@ -55,9 +55,12 @@ pub(crate) struct RawProcess {
     pub command: Option<String>,
     pub replicas: Option<u32>,
     pub cpu: Option<u32>,
+    /// Cores, e.g. `0.5`.
+    pub cpu_limit: Option<RawNumber>,
     pub memory: Option<String>,
     pub port: Option<u16>,
     pub image: Option<String>,
+    pub network: Option<String>,
     pub readiness: Option<RawProbe>,
     pub liveness: Option<RawProbe>,
     pub startup: Option<RawProbe>,

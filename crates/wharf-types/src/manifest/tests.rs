@@ -351,3 +351,74 @@ fn images_are_oci_layouts() {
         "skopeo",
     );
 }
+
+#[test]
+fn cpu_limit_is_in_cores() {
+    let base = "[process.web]\ncommand = \"x\"\n";
+    let limit = |line: &str| {
+        parse(&format!("{base}{line}\n")).unwrap().processes[&ProcessType::web()].cpu_limit
+    };
+    assert_eq!(limit("cpu_limit = 0.5"), Some(500));
+    assert_eq!(
+        limit("cpu_limit = 2"),
+        Some(2000),
+        "an integer is whole cores"
+    );
+    assert_eq!(limit("cpu_limit = 0.01"), Some(10), "the smallest quota");
+    assert_eq!(
+        limit("cpu_limit = 0.2504"),
+        Some(250),
+        "rounded to millicores"
+    );
+    assert_eq!(limit("cpu = 512"), None, "no hard limit unless asked");
+    for bad in ["0", "-1", "0.004", "1025", "nan", "inf"] {
+        fails(
+            &format!("{base}cpu_limit = {bad}\n"),
+            3,
+            Some("process.web.cpu_limit"),
+            "cpu_limit is in cores",
+        );
+    }
+    fails(
+        &format!("{base}cpu_limit = \"half\"\n"),
+        3,
+        Some("process.web.cpu_limit"),
+        "",
+    );
+}
+
+#[test]
+fn network_is_host_or_isolated() {
+    let base = "[process.web]\ncommand = \"x\"\n";
+    let net = |extra: &str| {
+        parse(&format!("{base}{extra}")).unwrap().processes[&ProcessType::web()].network
+    };
+    assert_eq!(
+        net(""),
+        crate::Network::Host,
+        "the host's network by default"
+    );
+    assert_eq!(net("network = \"host\"\n"), crate::Network::Host);
+    assert_eq!(net("network = \"isolated\"\n"), crate::Network::Isolated);
+    fails(
+        &format!("{base}network = \"bridge\"\n"),
+        3,
+        Some("process.web.network"),
+        "use \"host\" or \"isolated\"",
+    );
+    let isolated = parse(&format!(
+        "{base}replicas = 3\nport = 8080\nnetwork = \"isolated\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        isolated.processes[&ProcessType::web()].port,
+        Some(8080),
+        "isolated replicas may share a fixed port: each has its own network"
+    );
+    fails(
+        &format!("{base}network = true\n"),
+        3,
+        Some("process.web.network"),
+        "invalid type",
+    );
+}

@@ -133,15 +133,22 @@ fn process(ptype: &ProcessType, rp: RawProcess, loc: &Locator<'_>) -> Result<Pro
         }
         spec.cpu = Some(cpu);
     }
+    if let Some(cores) = rp.cpu_limit {
+        spec.cpu_limit = Some(cpu_limit(cores.value()).map_err(|e| at("cpu_limit", e))?);
+    }
     if let Some(m) = rp.memory {
         spec.memory = Some(parse_memory(&m).map_err(|e| at("memory", e))?);
+    }
+    if let Some(net) = rp.network {
+        spec.network = net.parse().map_err(|e| at("network", e))?;
     }
     if let Some(port) = rp.port {
         if port == 0 {
             return Err(at("port", "port must be between 1 and 65535".into()));
         }
-        if spec.replicas > 1 {
-            return Err(at("port", format!("a fixed port allows one replica on the host network, but replicas = {}; remove `port` to let wharf assign $PORT", spec.replicas)));
+        // Each isolated replica has its own network, so they may all use one port.
+        if spec.replicas > 1 && spec.network == crate::Network::Host {
+            return Err(at("port", format!("a fixed port allows one replica on the host network, but replicas = {}; remove `port` to let wharf assign $PORT, or give each replica its own network with network = \"isolated\"", spec.replicas)));
         }
         spec.port = Some(port);
     }
@@ -180,6 +187,25 @@ fn process(ptype: &ProcessType, rp: RawProcess, loc: &Locator<'_>) -> Result<Pro
         loc,
     )?;
     Ok(spec)
+}
+
+/// Smallest and largest hard CPU limits, in millicores (the kernel's smallest quota is
+/// 1 ms per 100 ms period).
+pub const CPU_LIMIT_MILLICORES: std::ops::RangeInclusive<u32> = 10..=1_024_000;
+
+/// `cpu_limit` in cores (`0.5`) to millicores, rounded to the nearest.
+fn cpu_limit(cores: f64) -> std::result::Result<u32, String> {
+    let millis = (cores * 1000.0).round();
+    let (lo, hi) = (*CPU_LIMIT_MILLICORES.start(), *CPU_LIMIT_MILLICORES.end());
+    if !cores.is_finite() || millis < f64::from(lo) || millis > f64::from(hi) {
+        return Err(format!(
+            "cpu_limit is in cores, between {} and {} (e.g. 0.5 for half a core), not {cores}",
+            f64::from(lo) / 1000.0,
+            hi / 1000
+        ));
+    }
+    // In range, so the conversion is exact.
+    Ok(millis as u32)
 }
 
 fn positive(

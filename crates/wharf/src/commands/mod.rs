@@ -69,12 +69,12 @@ pub async fn dispatch(cli: Cli, master_key_env: Option<String>) -> Result<ExitCo
     let c = client(&cli);
     let json = cli.json;
     match cli.command {
-        Command::Server { listen, listen_tls, api, api_tls, api_cert, api_key, api_tls_name, master_key_file, isolation, cgroup_parent, takeover } => {
+        Command::Server { listen, listen_tls, api, api_tls, api_cert, api_key, api_tls_name, master_key_file, isolation, cgroup_parent, takeover, replica_subnet, bridge } => {
             let dir = data_dir(cli.data_dir.clone());
             let master_key_env = master_key_env.filter(|k| !k.is_empty());
             let given = api_cert.zip(api_key);
             let api_tls = (api_tls || given.is_some()).then_some(crate::tls::CertSource { given, names: api_tls_name });
-            let opts = crate::server::Options { listen, listen_tls, api, api_tls, master_key_file, master_key_env, isolation, cgroup_parent, takeover };
+            let opts = crate::server::Options { listen, listen_tls, api, api_tls, master_key_file, master_key_env, isolation, cgroup_parent, takeover, replica_subnet, bridge };
             crate::server::run(&dir, opts).await?;
             Ok(ExitCode::SUCCESS)
         }
