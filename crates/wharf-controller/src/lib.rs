@@ -24,6 +24,7 @@ mod query;
 mod reconcile;
 mod releases;
 mod rotation;
+mod route_tls;
 mod secrets;
 mod state;
 mod stopper;

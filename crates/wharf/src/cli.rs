@@ -35,8 +35,9 @@ pub enum Command {
         /// Router address
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
-        /// HTTPS router address (not available yet)
-        #[arg(long)]
+        /// HTTPS router address (off by default); certificates from the routes' files,
+        /// ACME, or the local CA in DATA/tls for *.localhost
+        #[arg(long, value_name = "ADDR")]
         listen_tls: Option<String>,
         /// Also serve the API over TCP at this address (every call but /healthz needs a
         /// bearer token); without --api-tls only loopback addresses are accepted
@@ -76,6 +77,9 @@ pub enum Command {
         /// Router address of the server started for you
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// HTTPS router address of the server started for you
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen_tls: String,
     },
     /// Build a release from DIR and roll it out
     Deploy {

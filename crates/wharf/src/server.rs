@@ -34,11 +34,6 @@ pub struct Options {
 }
 
 pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
-    if opts.listen_tls.is_some() {
-        return Err(Failure::usage(
-            "--listen-tls: HTTPS is not available in this version yet; serve HTTP with --listen",
-        ));
-    }
     std::fs::create_dir_all(data_dir).map_err(|e| {
         Failure::failed(format!(
             "cannot create the data dir {}: {e}",
@@ -88,7 +83,14 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     let router_addr = listener
         .local_addr()
         .map_err(|e| Failure::failed(e.to_string()))?;
-    let router = Router::new(RouterConfig::default());
+    let https = match &opts.listen_tls {
+        Some(addr) => Some(https_listener(data_dir, addr).await?),
+        None => None,
+    };
+    let router = Router::new(RouterConfig {
+        https: https.as_ref().map(|(_, https)| https.clone()),
+        ..RouterConfig::default()
+    });
 
     // Replicas claim their secrets here (loopback; a one-use ticket is the credential).
     let claim_listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| {
@@ -152,6 +154,8 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     let info = serde_json::json!({
         "pid": std::process::id(),
         "router": router_addr.to_string(),
+        "router_tls": https.as_ref().and_then(|(l, _)| l.local_addr().ok()).map(|a| a.to_string()),
+        "router_ca": https.as_ref().map(|(_, h)| h.tls.ca_cert().display().to_string()),
         "api": api_addr.map(|a| a.to_string()),
         "api_tls": tls.is_some(),
         "api_ca": (tls.is_some() && opts.api_tls.as_ref().is_some_and(|t| t.given.is_none()))
@@ -160,6 +164,16 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     });
     let _ = std::fs::write(data_dir.join("server.json"), info.to_string());
     println!("wharf: router listening on http://{router_addr}");
+    if let Some((listener, h)) = &https {
+        if let Ok(addr) = listener.local_addr() {
+            println!("wharf: router listening on https://{addr}");
+        }
+        println!(
+            "wharf: certificates for *.localhost come from the local CA {} (trust it: curl --cacert {})",
+            h.tls.ca_cert().display(),
+            h.tls.ca_cert().display()
+        );
+    }
     println!(
         "wharf: api on {}{}",
         socket.display(),
@@ -174,6 +188,13 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let router_task = tokio::spawn(router.clone().serve(listener, wait_stop(stop_rx.clone())));
+    let tls_task = https.map(|(listener, _)| {
+        tokio::spawn(
+            router
+                .clone()
+                .serve_tls(listener, wait_stop(stop_rx.clone())),
+        )
+    });
     let api_task = tokio::spawn({
         let (api, stop) = (api.clone(), wait_stop(stop_rx.clone()));
         async move { axum::serve(unix, api).with_graceful_shutdown(stop).await }
@@ -214,10 +235,13 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     if let Some(t) = tcp_task {
         let _ = t.await;
     }
-    if tokio::time::timeout(ROUTER_DRAIN, router_task)
-        .await
-        .is_err()
-    {
+    let routers = async move {
+        let _ = router_task.await;
+        if let Some(t) = tls_task {
+            let _ = t.await;
+        }
+    };
+    if tokio::time::timeout(ROUTER_DRAIN, routers).await.is_err() {
         eprintln!(
             "wharf: some requests did not finish within {}s",
             ROUTER_DRAIN.as_secs()
@@ -226,6 +250,23 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(data_dir.join("server.json"));
     Ok(())
+}
+
+/// Binds the router's HTTPS listener and loads (or makes) its certificates' CA.
+async fn https_listener(data_dir: &Path, addr: &str) -> Result<(TcpListener, wharf_router::Https)> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        Failure::failed(format!(
+            "cannot listen on {addr}: {e}; pass --listen-tls 127.0.0.1:PORT"
+        ))
+    })?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Failure::failed(e.to_string()))?
+        .port();
+    let options = wharf_router::TlsOptions::new(data_dir.join("tls"));
+    let tls = wharf_router::Tls::new(options)
+        .map_err(|e| Failure::failed(format!("--listen-tls: {e}")))?;
+    Ok((listener, wharf_router::Https { tls, port }))
 }
 
 /// Binds the TCP API. Without TLS bearer tokens would cross the network in clear text,

@@ -78,7 +78,7 @@ pub async fn dispatch(cli: Cli, master_key_env: Option<String>) -> Result<ExitCo
             crate::server::run(&dir, opts).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { dir, listen } => up::up(&c, data_dir(cli.data_dir.clone()), &dir, &listen).await,
+        Command::Up { dir, listen, listen_tls } => up::up(&c, data_dir(cli.data_dir.clone()), &dir, &listen, &listen_tls).await,
         Command::Deploy { dir, app, env, strategy, detach } => {
             if env.is_some() {
                 return Err(Failure::usage("--env: environments are not available in this version yet"));

@@ -5,9 +5,15 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-pub async fn up(c: &Client, data_dir: PathBuf, dir: &Path, listen: &str) -> Result<ExitCode> {
+pub async fn up(
+    c: &Client,
+    data_dir: PathBuf,
+    dir: &Path,
+    listen: &str,
+    listen_tls: &str,
+) -> Result<ExitCode> {
     if !c.healthy().await {
-        start_server(c, &data_dir, listen).await?;
+        start_server(c, &data_dir, listen, listen_tls).await?;
     }
     let code = super::deploy::deploy(c, dir, None, None, false, false).await?;
     let manifest = wharf_controller::load_manifest(
@@ -25,7 +31,7 @@ pub async fn up(c: &Client, data_dir: PathBuf, dir: &Path, listen: &str) -> Resu
     Ok(code)
 }
 
-async fn start_server(c: &Client, data_dir: &Path, listen: &str) -> Result<()> {
+async fn start_server(c: &Client, data_dir: &Path, listen: &str, listen_tls: &str) -> Result<()> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| Failure::failed(format!("cannot create {}: {e}", data_dir.display())))?;
     let log_path = data_dir.join("server.log");
@@ -43,7 +49,9 @@ async fn start_server(c: &Client, data_dir: &Path, listen: &str) -> Result<()> {
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--listen")
-        .arg(listen);
+        .arg(listen)
+        .arg("--listen-tls")
+        .arg(listen_tls);
     cmd.stdin(Stdio::null()).stdout(log).stderr(err);
     // Its own process group: Ctrl-C on `wharf up` must not stop the platform.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
