@@ -232,3 +232,196 @@ fn https_only_needs_a_tls_listener() {
     assert!(out.all().contains("--listen-tls"), "{}", out.all());
     assert!(out.all().contains("route.https_only"), "{}", out.all());
 }
+
+/// A process the test started, killed (and reaped) when dropped.
+struct Spawned(std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn spawn(program: &str, args: &[&str], env: &[(&str, &str)], log: &Path) -> Spawned {
+    let out = std::fs::File::create(log).expect("log file");
+    let err = out.try_clone().expect("log fd");
+    let child = std::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start {program} ({e}); install it with `apt-get install -y pebble` (.ci/run does)")
+        });
+    Spawned(child)
+}
+
+#[test]
+fn acme_certificate_from_pebble_over_http_01() {
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    // Pebble's own HTTPS (the ACME API) with a test CA that the server is told to trust.
+    let (pebble_ca, pebble_cert, pebble_key) = certificate(w, &["localhost", "127.0.0.1"]);
+    let (acme_port, management, dns, dns_management, tls_alpn) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let directory = format!("https://127.0.0.1:{acme_port}/dir");
+    let ca_arg = pebble_ca.to_str().expect("utf-8").to_owned();
+    let mut s = Server::start_with(&[
+        "--listen-tls",
+        "127.0.0.1:0",
+        "--acme-directory",
+        &directory,
+        "--acme-ca",
+        &ca_arg,
+        "--acme-email",
+        "ops@example.com",
+    ]);
+    let tls_addr = info(&s)["router_tls"]
+        .as_str()
+        .expect("router_tls")
+        .to_owned();
+
+    // DNS for the validation: every name resolves to 127.0.0.1 (IPv4 only).
+    let dns_addr = format!("127.0.0.1:{dns}");
+    let _dns = spawn(
+        "pebble-challtestsrv",
+        &[
+            "-dns01",
+            &dns_addr,
+            "-management",
+            &format!("127.0.0.1:{dns_management}"),
+            "-http01",
+            "",
+            "-https01",
+            "",
+            "-tlsalpn01",
+            "",
+            "-defaultIPv4",
+            "127.0.0.1",
+            "-defaultIPv6",
+            "",
+        ],
+        &[],
+        &w.join("challtestsrv.log"),
+    );
+    // Pebble validates HTTP-01 on the router's plaintext port, for real.
+    let config = serde_json::json!({"pebble": {
+        "listenAddress": format!("127.0.0.1:{acme_port}"),
+        "managementListenAddress": format!("127.0.0.1:{management}"),
+        "certificate": pebble_cert,
+        "privateKey": pebble_key,
+        "httpPort": s.port(),
+        "tlsPort": tls_alpn,
+        "ocspResponderURL": "",
+        "externalAccountBindingRequired": false,
+    }});
+    let config_path = w.join("pebble.json");
+    std::fs::write(&config_path, config.to_string()).expect("pebble config");
+    let pebble_log = w.join("pebble.log");
+    let pebble = spawn(
+        "pebble",
+        &[
+            "-config",
+            config_path.to_str().expect("utf-8"),
+            "-dnsserver",
+            &dns_addr,
+        ],
+        &[("PEBBLE_VA_NOSLEEP", "1")],
+        &pebble_log,
+    );
+    let up = wharf_e2e::wait_until(Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", acme_port)).is_ok()
+            && TcpStream::connect(("127.0.0.1", management)).is_ok()
+    });
+    assert!(
+        up,
+        "pebble did not start:\n{}",
+        std::fs::read_to_string(&pebble_log).unwrap_or_default()
+    );
+    let root = https_get(
+        &format!("127.0.0.1:{management}"),
+        "localhost",
+        "/roots/0",
+        &pebble_ca,
+    )
+    .expect("pebble's root");
+    assert_eq!(root.status, 200, "{root:?}");
+    let pebble_root = w.join("pebble-root.pem");
+    std::fs::write(&pebble_root, &root.body).expect("write root");
+
+    let host = "shop.acme-e2e.example";
+    let app = TestApp::new("acmeshop").host(host).write();
+    s.deploy(app.path()).ok("deploy");
+    let mut last = String::new();
+    let issued = wharf_e2e::wait_until(Duration::from_secs(90), || {
+        match https_get(&tls_addr, host, "/headers", &pebble_root) {
+            Ok(r) if r.status == 200 => true,
+            Ok(r) => {
+                last = format!("{r:?}");
+                false
+            }
+            Err(e) => {
+                last = e;
+                false
+            }
+        }
+    });
+    assert!(
+        issued,
+        "no certificate from pebble within 90 s (last: {last})\n--- pebble:\n{}\n{}",
+        std::fs::read_to_string(&pebble_log).unwrap_or_default(),
+        s.log_tail(40)
+    );
+    let log = String::from_utf8_lossy(&s.log_text()).into_owned();
+    assert!(log.contains("ACME certificate issued"), "{log}");
+    let pebble_said = std::fs::read_to_string(&pebble_log).unwrap_or_default();
+    assert!(
+        !pebble_said.contains("ALWAYS_VALID"),
+        "the challenge must really be validated"
+    );
+    assert!(
+        pebble_said.contains(&format!(
+            "Attempting to validate w/ HTTP: http://{host}:{}/.well-known/acme-challenge/",
+            s.port()
+        )) && pebble_said.contains("set VALID by completed challenge"),
+        "pebble validated the HTTP-01 challenge on the router's port:\n{pebble_said}"
+    );
+
+    // Account and certificate keys are private; the certificate survives a restart
+    // without a new order (pebble is gone by then).
+    let acme_dir = s.data_dir().join("tls/acme");
+    for file in [
+        acme_dir.join("account.json"),
+        acme_dir.join(host).join("key.pem"),
+    ] {
+        let meta = std::fs::metadata(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+            0o600,
+            "{}",
+            file.display()
+        );
+    }
+    drop(pebble);
+    s.restart_same_data_dir();
+    let tls_addr = info(&s)["router_tls"]
+        .as_str()
+        .expect("router_tls")
+        .to_owned();
+    let r = https_get(&tls_addr, host, "/", &pebble_root).expect("the stored ACME certificate");
+    assert_eq!(r.status, 200, "{r:?}");
+}

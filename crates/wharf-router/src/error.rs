@@ -94,4 +94,8 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
     #[error("tls: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("acme: {0}")]
+    Acme(String),
+    #[error("acme: {0}")]
+    AcmeProtocol(#[from] instant_acme::Error),
 }

@@ -52,7 +52,7 @@ pub mod tls;
 mod upgrade;
 
 pub use error::TlsError;
-pub use tls::{Tls, TlsOptions};
+pub use tls::{AcmeOptions, Tls, TlsOptions};
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};

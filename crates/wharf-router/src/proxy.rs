@@ -55,7 +55,14 @@ pub(crate) async fn handle(
         route_host(&parts).into_owned(),
     );
     let mut target = Target::default();
-    let forwarded = forward(router, &mut parts, body, conn, &request_id, &mut target).await;
+    let challenge = match conn.secure {
+        false => acme_challenge(router, &path),
+        true => None,
+    };
+    let forwarded = match challenge {
+        Some(answer) => Ok(answer),
+        None => forward(router, &mut parts, body, conn, &request_id, &mut target).await,
+    };
     let mut response = match forwarded {
         Ok(response) => response,
         Err(error) => {
@@ -218,6 +225,18 @@ async fn forward(
             source,
         }),
     }
+}
+
+/// The answer to an ACME HTTP-01 validation request for a challenge in progress.
+fn acme_challenge(router: &Router, path: &str) -> Option<Response<ProxyBody>> {
+    let token = path.strip_prefix("/.well-known/acme-challenge/")?;
+    let answer = router.https.as_ref()?.tls.acme_challenge(token)?;
+    let mut response = Response::new(ProxyBody::local(answer));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
+    Some(response)
 }
 
 /// `https://host[:port]/path?query` for a plaintext request to an `https_only` route.

@@ -47,6 +47,10 @@ pub(crate) async fn serve(
     builder.http1().timer(TokioTimer::new()).keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let reloader = tls.clone().map(|tls| tokio::spawn(reload(tls)));
+    let acme = tls
+        .as_ref()
+        .and_then(|tls| tls.acme.clone())
+        .map(|acme| tokio::spawn(acme.run()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -69,8 +73,8 @@ pub(crate) async fn serve(
             },
         }
     }
-    if let Some(reloader) = reloader {
-        reloader.abort();
+    for task in reloader.into_iter().chain(acme) {
+        task.abort();
     }
     drop(listener);
     drop(stopped);

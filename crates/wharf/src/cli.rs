@@ -39,6 +39,17 @@ pub enum Command {
         /// ACME, or the local CA in DATA/tls for *.localhost
         #[arg(long, value_name = "ADDR")]
         listen_tls: Option<String>,
+        /// ACME directory URL: certificates for the routes' real domain names (HTTP-01
+        /// on --listen, which must be reachable on port 80 for them); needs --listen-tls
+        #[arg(long, value_name = "URL", requires = "listen_tls")]
+        acme_directory: Option<String>,
+        /// Contact e-mail of the ACME account
+        #[arg(long, value_name = "EMAIL", requires = "acme_directory")]
+        acme_email: Option<String>,
+        /// PEM CA certificates to trust for the ACME server's HTTPS instead of the
+        /// system's (a test CA such as pebble's)
+        #[arg(long, value_name = "PEM", requires = "acme_directory")]
+        acme_ca: Option<PathBuf>,
         /// Also serve the API over TCP at this address (every call but /healthz needs a
         /// bearer token); without --api-tls only loopback addresses are accepted
         #[arg(long)]

@@ -20,6 +20,8 @@ const ROUTER_DRAIN: Duration = Duration::from_secs(30);
 pub struct Options {
     pub listen: String,
     pub listen_tls: Option<String>,
+    /// ACME for the routes' real domain names (with `listen_tls`).
+    pub acme: Option<wharf_router::AcmeOptions>,
     pub api: Option<String>,
     /// Serve the TCP API over TLS with this certificate (extra names for a generated one).
     pub api_tls: Option<crate::tls::CertSource>,
@@ -84,7 +86,7 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
         .local_addr()
         .map_err(|e| Failure::failed(e.to_string()))?;
     let https = match &opts.listen_tls {
-        Some(addr) => Some(https_listener(data_dir, addr).await?),
+        Some(addr) => Some(https_listener(data_dir, addr, opts.acme.clone()).await?),
         None => None,
     };
     let router = Router::new(RouterConfig {
@@ -253,7 +255,11 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
 }
 
 /// Binds the router's HTTPS listener and loads (or makes) its certificates' CA.
-async fn https_listener(data_dir: &Path, addr: &str) -> Result<(TcpListener, wharf_router::Https)> {
+async fn https_listener(
+    data_dir: &Path,
+    addr: &str,
+    acme: Option<wharf_router::AcmeOptions>,
+) -> Result<(TcpListener, wharf_router::Https)> {
     let listener = TcpListener::bind(addr).await.map_err(|e| {
         Failure::failed(format!(
             "cannot listen on {addr}: {e}; pass --listen-tls 127.0.0.1:PORT"
@@ -263,7 +269,14 @@ async fn https_listener(data_dir: &Path, addr: &str) -> Result<(TcpListener, wha
         .local_addr()
         .map_err(|e| Failure::failed(e.to_string()))?
         .port();
-    let options = wharf_router::TlsOptions::new(data_dir.join("tls"));
+    let mut options = wharf_router::TlsOptions::new(data_dir.join("tls"));
+    if let Some(acme) = &acme {
+        println!(
+            "wharf: ACME certificates from {} for the routes' real domain names",
+            acme.directory
+        );
+    }
+    options.acme = acme;
     let tls = wharf_router::Tls::new(options)
         .map_err(|e| Failure::failed(format!("--listen-tls: {e}")))?;
     Ok((listener, wharf_router::Https { tls, port }))

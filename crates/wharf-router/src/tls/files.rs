@@ -19,6 +19,9 @@ pub(crate) struct Loaded {
     pub(crate) key: Arc<CertifiedKey>,
     /// DNS names of the leaf (subject alternative names), lowercase.
     pub(crate) names: Vec<String>,
+    /// Validity of the leaf, seconds since the Unix epoch.
+    pub(crate) not_before: i64,
+    pub(crate) not_after: i64,
 }
 
 /// Identity of a file's current content as far as `stat` can tell.
@@ -88,10 +91,11 @@ pub(crate) fn certified(
     cert: &Path,
     key: &Path,
 ) -> Result<Loaded, TlsError> {
-    let (names, _, _) = leaf_info(&chain[0]).map_err(|message| TlsError::Invalid {
-        path: cert.to_path_buf(),
-        message,
-    })?;
+    let (names, not_before, not_after) =
+        leaf_info(&chain[0]).map_err(|message| TlsError::Invalid {
+            path: cert.to_path_buf(),
+            message,
+        })?;
     let provider = super::provider();
     let certified = CertifiedKey::from_der(chain, private, &provider).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
@@ -106,6 +110,8 @@ pub(crate) fn certified(
     Ok(Loaded {
         key: Arc::new(certified),
         names,
+        not_before,
+        not_after,
     })
 }
 

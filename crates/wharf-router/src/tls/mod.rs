@@ -12,6 +12,8 @@
 //!   keeps the last good certificate in service (and is logged).
 //! - A certificate change affects new handshakes only; open connections keep theirs.
 
+pub(crate) mod acme;
+mod acme_http;
 pub(crate) mod files;
 pub(crate) mod internal_ca;
 pub(crate) mod resolver;
@@ -23,6 +25,8 @@ use std::time::Duration;
 
 use rustls::ServerConfig;
 use wharf_types::route::RouteTable;
+
+pub use acme::AcmeOptions;
 
 use crate::error::TlsError;
 use crate::headers::normalize_host;
@@ -38,6 +42,8 @@ pub struct TlsOptions {
     pub handshake_timeout: Duration,
     /// How often certificate files are checked for changes.
     pub reload_every: Duration,
+    /// ACME for routed real domain names without certificate files; `None`: off.
+    pub acme: Option<AcmeOptions>,
 }
 
 impl TlsOptions {
@@ -47,6 +53,7 @@ impl TlsOptions {
             dir: dir.into(),
             handshake_timeout: Duration::from_secs(10),
             reload_every: Duration::from_secs(5),
+            acme: None,
         }
     }
 }
@@ -57,6 +64,7 @@ pub struct Tls {
     config: Arc<ServerConfig>,
     pub(crate) options: TlsOptions,
     files: Mutex<FileState>,
+    pub(crate) acme: Option<Arc<acme::Acme>>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -103,17 +111,32 @@ impl Tls {
             .with_no_client_auth()
             .with_cert_resolver(resolver.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        if let Some(acme_options) = &options.acme {
+            // Fail at start, not at the first order, when the trust for the ACME server
+            // cannot be read.
+            acme_http::AcmeHttp::new(acme_options.ca.as_deref())?;
+        }
+        let acme = options.acme.clone().map(|acme_options| {
+            let dir = options.dir.join("acme");
+            Arc::new(acme::Acme::new(acme_options, dir, resolver.clone()))
+        });
         Ok(Arc::new(Tls {
             resolver,
             config: Arc::new(config),
             options,
             files: Mutex::new(FileState::default()),
+            acme,
         }))
     }
 
     /// The internal CA's certificate (PEM), for clients to trust.
     pub fn ca_cert(&self) -> &Path {
         self.resolver.ca.cert_path()
+    }
+
+    /// The key authorization of an ACME HTTP-01 challenge in progress.
+    pub(crate) fn acme_challenge(&self, token: &str) -> Option<String> {
+        self.acme.as_ref()?.challenges.answer(token)
     }
 
     pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
@@ -177,6 +200,7 @@ impl Tls {
             return;
         }
         let mut next = Snapshot::default();
+        let mut acme_names = std::collections::BTreeSet::new();
         for (hosts, pair) in &state.routes {
             let loaded = pair
                 .as_ref()
@@ -192,8 +216,13 @@ impl Tls {
                 } else {
                     next.routed_wildcards.insert(routed.clone());
                 }
+                let covered =
+                    loaded.is_some_and(|l| l.names.iter().any(|n| files::covers(n, host)));
+                if !covered && acme::eligible(host) {
+                    acme_names.insert(host.clone());
+                }
                 let Some(loaded) = loaded else { continue };
-                if !loaded.names.iter().any(|n| files::covers(n, host)) {
+                if !covered {
                     tracing::debug!(%host, "the route's certificate does not name this host");
                     continue;
                 }
@@ -206,6 +235,9 @@ impl Tls {
             }
         }
         self.resolver.swap(next);
+        if let Some(acme) = &self.acme {
+            acme.want(acme_names);
+        }
     }
 }
 

@@ -77,6 +77,12 @@ impl Resolver {
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
     }
 
+    /// Sets the ACME certificate of `name`.
+    pub(crate) fn set_acme(&self, name: &str, key: Arc<CertifiedKey>) {
+        let mut acme = self.acme.write().unwrap_or_else(|e| e.into_inner());
+        acme.insert(name.to_owned(), key);
+    }
+
     /// The certificate for SNI `name` (`None`: no SNI).
     pub(crate) fn pick(&self, name: Option<&str>) -> Arc<CertifiedKey> {
         let Some(name) = name else {

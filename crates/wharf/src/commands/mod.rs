@@ -69,12 +69,13 @@ pub async fn dispatch(cli: Cli, master_key_env: Option<String>) -> Result<ExitCo
     let c = client(&cli);
     let json = cli.json;
     match cli.command {
-        Command::Server { listen, listen_tls, api, api_tls, api_cert, api_key, api_tls_name, master_key_file, isolation, cgroup_parent } => {
+        Command::Server { listen, listen_tls, acme_directory, acme_email, acme_ca, api, api_tls, api_cert, api_key, api_tls_name, master_key_file, isolation, cgroup_parent } => {
             let dir = data_dir(cli.data_dir.clone());
             let master_key_env = master_key_env.filter(|k| !k.is_empty());
             let given = api_cert.zip(api_key);
             let api_tls = (api_tls || given.is_some()).then_some(crate::tls::CertSource { given, names: api_tls_name });
-            let opts = crate::server::Options { listen, listen_tls, api, api_tls, master_key_file, master_key_env, isolation, cgroup_parent };
+            let acme = acme_directory.map(|directory| wharf_router::AcmeOptions { directory, email: acme_email, ca: acme_ca });
+            let opts = crate::server::Options { listen, listen_tls, acme, api, api_tls, master_key_file, master_key_env, isolation, cgroup_parent };
             crate::server::run(&dir, opts).await?;
             Ok(ExitCode::SUCCESS)
         }
