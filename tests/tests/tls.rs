@@ -24,6 +24,8 @@ struct Answer {
     status: u16,
     headers: Vec<(String, String)>,
     body: String,
+    /// The server's certificate (DER).
+    leaf: Vec<u8>,
 }
 
 impl Answer {
@@ -67,6 +69,12 @@ fn https_get(addr: &str, host: &str, path: &str, ca: &Path) -> Result<Answer, St
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
         Err(e) => return Err(format!("read: {e}")),
     }
+    let leaf = tls
+        .conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec())
+        .unwrap_or_default();
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -85,6 +93,7 @@ fn https_get(addr: &str, host: &str, path: &str, ca: &Path) -> Result<Answer, St
         status,
         headers,
         body: body.to_owned(),
+        leaf,
     })
 }
 
@@ -328,6 +337,8 @@ fn acme_certificate_from_pebble_over_http_01() {
         "tlsPort": tls_alpn,
         "ocspResponderURL": "",
         "externalAccountBindingRequired": false,
+        // Short-lived certificates, so that the renewal (at two thirds) happens here.
+        "certificateValidityPeriod": 30,
     }});
     let config_path = w.join("pebble.json");
     std::fs::write(&config_path, config.to_string()).expect("pebble config");
@@ -367,9 +378,13 @@ fn acme_certificate_from_pebble_over_http_01() {
     let app = TestApp::new("acmeshop").host(host).write();
     s.deploy(app.path()).ok("deploy");
     let mut last = String::new();
+    let mut first = None;
     let issued = wharf_e2e::wait_until(Duration::from_secs(90), || {
         match https_get(&tls_addr, host, "/headers", &pebble_root) {
-            Ok(r) if r.status == 200 => true,
+            Ok(r) if r.status == 200 => {
+                first = Some(r.leaf);
+                true
+            }
             Ok(r) => {
                 last = format!("{r:?}");
                 false
@@ -386,6 +401,7 @@ fn acme_certificate_from_pebble_over_http_01() {
         std::fs::read_to_string(&pebble_log).unwrap_or_default(),
         s.log_tail(40)
     );
+    let first = first.expect("the first certificate");
     let log = String::from_utf8_lossy(&s.log_text()).into_owned();
     assert!(log.contains("ACME certificate issued"), "{log}");
     let pebble_said = std::fs::read_to_string(&pebble_log).unwrap_or_default();
@@ -401,8 +417,7 @@ fn acme_certificate_from_pebble_over_http_01() {
         "pebble validated the HTTP-01 challenge on the router's port:\n{pebble_said}"
     );
 
-    // Account and certificate keys are private; the certificate survives a restart
-    // without a new order (pebble is gone by then).
+    // Account and certificate keys are private.
     let acme_dir = s.data_dir().join("tls/acme");
     for file in [
         acme_dir.join("account.json"),
@@ -416,7 +431,7 @@ fn acme_certificate_from_pebble_over_http_01() {
             file.display()
         );
     }
-    drop(pebble);
+    // A restart serves the stored certificate at once: no new order.
     s.restart_same_data_dir();
     let tls_addr = info(&s)["router_tls"]
         .as_str()
@@ -424,4 +439,21 @@ fn acme_certificate_from_pebble_over_http_01() {
         .to_owned();
     let r = https_get(&tls_addr, host, "/", &pebble_root).expect("the stored ACME certificate");
     assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.leaf, first, "the stored certificate, not a new one");
+    // Two thirds into its 30 s lifetime it is renewed, by the same server process.
+    let pid = s.pid();
+    let mut served = Vec::new();
+    let renewed = wharf_e2e::wait_until(Duration::from_secs(60), || {
+        served = https_get(&tls_addr, host, "/", &pebble_root)
+            .map(|r| r.leaf)
+            .unwrap_or_default();
+        !served.is_empty() && served != first
+    });
+    assert!(
+        renewed,
+        "the certificate was not renewed\n{}",
+        s.log_tail(40)
+    );
+    assert_eq!(s.pid(), pid, "renewed without a restart");
+    drop(pebble);
 }
