@@ -521,6 +521,31 @@ async fn certificate_files_swap_without_dropping_open_connections() {
     // The connection opened before the swap still serves.
     assert_eq!(get1(&mut open, "www.example.com", "/").await.2, "w https");
 
+    // A route table naming other files swaps at once (the control plane's publish).
+    let third_dir = tempfile::tempdir().expect("tmp");
+    let third_ca = TestCa::new("third CA");
+    let (third_cert, third_key, third_leaf) =
+        third_ca.write_leaf(third_dir.path(), &["*.example.com"]);
+    t.router.publish(RouteTable {
+        version: 2,
+        routes: vec![route(
+            "w",
+            &["*.example.com"],
+            app,
+            files(&third_cert, &third_key),
+        )],
+    });
+    let third_trust = client_config(&third_ca.der, &[b"http/1.1"]);
+    let stream = connect(t.secure, "api.example.com", third_trust)
+        .await
+        .expect("the published certificate");
+    assert_eq!(leaf_of(&stream), third_leaf);
+    assert_eq!(get1(&mut open, "www.example.com", "/").await.2, "w https");
+    t.router.publish(RouteTable {
+        version: 3,
+        routes: vec![route("w", &["*.example.com"], app, files(&cert, &key))],
+    });
+
     // A broken replacement (key of another certificate) keeps the last good one.
     let other = tempfile::tempdir().expect("tmp");
     let (_, wrong_key, _) = new_ca.write_leaf(other.path(), &["x.example.com"]);
