@@ -289,7 +289,11 @@ fn acme_certificate_from_pebble_over_http_01() {
     );
     let directory = format!("https://127.0.0.1:{acme_port}/dir");
     let ca_arg = pebble_ca.to_str().expect("utf-8").to_owned();
+    // A fixed plaintext port: pebble validates there, before and after the restart.
+    let listen = format!("127.0.0.1:{}", free_port());
     let mut s = Server::start_with(&[
+        "--listen",
+        &listen,
         "--listen-tls",
         "127.0.0.1:0",
         "--acme-directory",
@@ -433,6 +437,7 @@ fn acme_certificate_from_pebble_over_http_01() {
     }
     // A restart serves the stored certificate at once: no new order.
     s.restart_same_data_dir();
+    assert_eq!(s.router(), listen, "the plaintext port pebble validates on");
     let tls_addr = info(&s)["router_tls"]
         .as_str()
         .expect("router_tls")
