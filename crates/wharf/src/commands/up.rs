@@ -23,6 +23,12 @@ pub async fn up(
     .map_err(|e| Failure::usage(e.to_string()))?;
     let status: wharf_types::api::AppStatus = c.get(&format!("/v1/apps/{}", manifest.app)).await?;
     println!("{}", status.url);
+    if let Some((addr, ca)) = https_of(&data_dir) {
+        if status.url.starts_with("http:") {
+            let port = addr.rsplit(':').next().unwrap_or("8443");
+            println!("https://{}.localhost:{port} (trust {ca})", manifest.app);
+        }
+    }
     println!("following logs; Ctrl-C stops following (the app keeps running)");
     tokio::select! {
         r = super::logs::logs(c, &manifest.app, true, None, None, Some(10), false) => { r?; }
@@ -88,6 +94,16 @@ async fn start_server(c: &Client, data_dir: &Path, listen: &str, listen_tls: &st
         "the server did not start; its log says:\n  {}",
         tail.join("\n  ")
     )))
+}
+
+/// The HTTPS address and local CA file of the running server, from `server.json`.
+fn https_of(data_dir: &Path) -> Option<(String, String)> {
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data_dir.join("server.json")).ok()?).ok()?;
+    Some((
+        info["router_tls"].as_str()?.to_owned(),
+        info["router_ca"].as_str()?.to_owned(),
+    ))
 }
 
 fn alive(pid: u32) -> bool {
