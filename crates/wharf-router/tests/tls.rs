@@ -259,6 +259,7 @@ async fn file_and_internal_certificates_chosen_by_sni() {
                 files(&cert, &key),
             ),
             route("a", &["a.localhost"], app, RouteTls::default()),
+            route("p", &["plain.example.net"], app, RouteTls::default()),
         ],
         Duration::from_secs(5),
     )
@@ -298,6 +299,10 @@ async fn file_and_internal_certificates_chosen_by_sni() {
         .await
         .is_err());
     assert!(connect(t.secure, "a.localhost", trust_files).await.is_err());
+    // A routed real name without files (and no ACME): the local CA issues for it.
+    connect(t.secure, "plain.example.net", trust_local.clone())
+        .await
+        .expect("a routed name gets a local-CA certificate");
     // An unknown name gets the fallback certificate (for "localhost"): not valid for it.
     assert!(
         connect(t.secure, "unknown.example.org", trust_local.clone())
