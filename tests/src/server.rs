@@ -134,11 +134,18 @@ impl Server {
             .append(true)
             .open(&self.log)
             .expect("server log");
+        // The router on port 0, unless the test fixes it (to keep it across restarts).
+        let fixed = self.extra.iter().any(|a| a == "--listen");
+        let listen: &[&str] = if fixed {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let child = Command::new(&b.wharf)
             .arg("server")
             .arg("--data-dir")
             .arg(&self.data)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(listen)
             .args(&self.extra)
             .env_remove("WHARF_DATA_DIR")
             .env_remove("WHARF_SERVER")

@@ -25,6 +25,7 @@ mod query;
 mod reconcile;
 mod releases;
 mod rotation;
+mod route_tls;
 mod secrets;
 mod state;
 mod stopper;
@@ -286,6 +287,18 @@ impl Inner {
     }
 
     pub(crate) fn url(&self, app: &AppName) -> String {
+        // An https_only app is shown with its HTTPS address.
+        let https_only = self
+            .app(app)
+            .and_then(|a| a.target)
+            .and_then(|v| self.release(app, v))
+            .is_some_and(|r| r.tls.https_only);
+        if let (true, Some(port)) = (https_only, self.routes.https_port()) {
+            return match port {
+                443 => format!("https://{app}.localhost"),
+                p => format!("https://{app}.localhost:{p}"),
+            };
+        }
         match self.settings.public_port {
             80 => format!("http://{app}.localhost"),
             p => format!("http://{app}.localhost:{p}"),

@@ -228,6 +228,7 @@ impl Inner {
                     hosts,
                     backends,
                     weights: weights.get(&app.name).cloned().unwrap_or_default(),
+                    tls: target.tls.clone(),
                 });
             }
         }

@@ -172,6 +172,10 @@ impl Controller {
             }
         }
         let inner = &self.inner;
+        let (tls, notes) = crate::route_tls::resolve(&opts.dir, &manifest.tls, &*inner.routes)?;
+        for note in notes {
+            progress.say(note).await;
+        }
         let app = manifest.app.clone();
         let busy = Busy::take(inner, &app)?;
         let existing = inner.app(&app);
@@ -215,6 +219,7 @@ impl Controller {
             env,
             processes: manifest.processes.clone(),
             hosts: manifest.hosts.clone(),
+            tls,
             created_at: 0,
             description: "deploy".into(),
             manifest_env: manifest.env.clone(),

@@ -227,4 +227,17 @@ pub trait RouteSink: Send + Sync {
     fn metrics(&self) -> String {
         String::new()
     }
+    /// Whether the data plane can serve the certificate chain in `cert` with the key in
+    /// `key` (readable PEM files that belong together); the error says what is wrong.
+    fn check_certificate(
+        &self,
+        _cert: &std::path::Path,
+        _key: &std::path::Path,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    /// The port of the HTTPS listener, when there is one.
+    fn https_port(&self) -> Option<u16> {
+        None
+    }
 }

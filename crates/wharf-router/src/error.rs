@@ -19,6 +19,8 @@ pub(crate) enum ProxyError {
         replica: Arc<str>,
         timeout: std::time::Duration,
     },
+    #[error("this site is served over HTTPS only: {0}")]
+    HttpsOnly(String),
     #[error("upstream unavailable")]
     Upstream {
         replica: Arc<str>,
@@ -31,6 +33,7 @@ impl ProxyError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             ProxyError::UnknownHost(_) => StatusCode::NOT_FOUND,
+            ProxyError::HttpsOnly(_) => StatusCode::PERMANENT_REDIRECT,
             ProxyError::NoReadyReplica(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
@@ -46,9 +49,53 @@ impl ProxyError {
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if let ProxyError::NoReadyReplica(_) = self {
-            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        match self {
+            ProxyError::NoReadyReplica(_) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ProxyError::HttpsOnly(location) => {
+                if let Ok(value) = HeaderValue::from_str(location) {
+                    headers.insert(http::header::LOCATION, value);
+                }
+            }
+            _ => {}
         }
         response
     }
+}
+
+/// Why a certificate could not be loaded, made or checked. Messages name the file and
+/// say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("the private key {key} does not belong to the certificate {cert}; give the key the certificate was issued for")]
+    KeyMismatch {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+    },
+    #[error("cannot make a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("tls: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("acme: {0}")]
+    Acme(String),
+    #[error("acme: {0}")]
+    AcmeProtocol(#[from] instant_acme::Error),
 }

@@ -1,10 +1,11 @@
-//! The data plane: an HTTP/1.1 reverse proxy from clients to app replicas.
+//! The data plane: an HTTP/1.1 and HTTP/2 reverse proxy, plaintext and TLS, from
+//! clients to app replicas.
 //!
 //! The router owns the route table currently in force (published by the control plane
 //! as a [`RouteTable`] snapshot), the host lookup built from it, the per-replica
 //! in-flight counters used both for least-outstanding-requests balancing and for
 //! draining, the pool of keep-alive connections to replicas, and the downstream
-//! listener with its graceful shutdown.
+//! listeners with their graceful shutdown, and the certificates of HTTPS ([`Tls`]).
 //!
 //! Routing: the host is the authority of an absolute-form target, else `Host`, with
 //! port, case and a trailing dot ignored; an exact host beats a `*.domain` wildcard,
@@ -29,8 +30,13 @@
 //!   and counts down through an RAII guard when the response body ends or the request
 //!   is dropped or cancelled.
 //! - The upstream sees the client's `Host`, an `X-Forwarded-For` ending with the client
-//!   IP, `X-Forwarded-Proto`, and an `X-Request-Id` (kept or generated, also returned
-//!   to the client); hop-by-hop headers never cross the proxy in either direction.
+//!   IP, `X-Forwarded-Proto` of the connection the request came on (`https` on the TLS
+//!   listener), and an `X-Request-Id` (kept or generated, also returned to the client);
+//!   hop-by-hop headers never cross the proxy in either direction.
+//! - A route with `https_only`: a plaintext request gets `308` to the same URL on the
+//!   TLS listener (when there is one); its HTTPS answers carry HSTS unless the app set
+//!   it. `/.well-known/acme-challenge/TOKEN` on plaintext is answered from the ACME
+//!   challenges in progress before any routing or redirect.
 
 mod access;
 mod body;
@@ -42,13 +48,16 @@ mod proxy;
 mod server;
 mod stats;
 mod table;
+pub mod tls;
 mod upgrade;
+
+pub use error::TlsError;
+pub use tls::{AcmeOptions, Tls, TlsOptions};
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use http::HeaderValue;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -68,8 +77,6 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct RouterConfig {
     /// Upper bound on establishing a TCP connection to a replica.
     pub connect_timeout: Duration,
-    /// Scheme clients used, sent upstream as `X-Forwarded-Proto` (`"http"` or `"https"`).
-    pub proto: &'static str,
     /// Upper bound on waiting for a replica's response headers: then 504.
     pub response_timeout: Duration,
     /// Consecutive failures (refused or timed-out connection, 5xx) that eject a replica
@@ -80,17 +87,28 @@ pub struct RouterConfig {
     /// At shutdown, how long HTTP/1 keep-alive connections get to close cleanly after
     /// their next response (`Connection: close`) before idle ones are closed.
     pub drain_window: Duration,
+    /// HTTPS: the certificates and the TLS listener's port (for redirects). Without it
+    /// `https_only` routes are served on plaintext as well.
+    pub https: Option<Https>,
+}
+
+/// The HTTPS side of a [`Router`].
+#[derive(Debug, Clone)]
+pub struct Https {
+    pub tls: Arc<Tls>,
+    /// Port of the TLS listener, put in `https_only` redirects unless it is 443.
+    pub port: u16,
 }
 
 impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
             connect_timeout: Duration::from_secs(2),
-            proto: "http",
             response_timeout: Duration::from_secs(60),
             eject_after: 5,
             eject_for: Duration::from_secs(10),
             drain_window: Duration::from_secs(2),
+            https: None,
         }
     }
 }
@@ -100,7 +118,7 @@ pub struct Router {
     table: RwLock<Arc<Table>>,
     counters: Counters,
     client: Client<HttpConnector, UpstreamBody>,
-    proto: HeaderValue,
+    https: Option<Https>,
     ids: RequestIds,
     stats: stats::Stats,
     response_timeout: Duration,
@@ -120,15 +138,11 @@ impl Router {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        let proto = HeaderValue::from_str(config.proto).unwrap_or_else(|_| {
-            tracing::warn!(proto = config.proto, "invalid proto, using \"http\"");
-            HeaderValue::from_static("http")
-        });
         Arc::new(Router {
             table: RwLock::new(Arc::new(Table::default())),
             counters: Counters::default(),
             client,
-            proto,
+            https: config.https,
             ids: RequestIds::new(),
             stats: stats::Stats::default(),
             response_timeout: config.response_timeout,
@@ -147,6 +161,9 @@ impl Router {
     pub fn publish(&self, table: RouteTable) {
         let version = table.version;
         let routes = table.routes.len();
+        if let Some(https) = &self.https {
+            https.tls.publish(&table);
+        }
         let next = Arc::new(Table::build(table, &self.counters, &self.stats));
         let previous = {
             // A poisoned lock only means a reader panicked; the Arc inside is intact.
@@ -185,7 +202,33 @@ impl Router {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        server::serve(self, listener, shutdown).await
+        server::serve(self, listener, None, shutdown).await
+    }
+
+    /// Like [`Router::serve`], for HTTPS: TLS on every connection, with the
+    /// certificates of [`RouterConfig::https`] (an error without them). Certificate
+    /// files that change on disk are reloaded while this runs.
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Some(https) = self.https.clone() else {
+            return Err(std::io::Error::other(
+                "the router has no certificates (RouterConfig::https)",
+            ));
+        };
+        server::serve(self, listener, Some(https.tls), shutdown).await
+    }
+
+    /// The TLS listener's port when `host` is routed `https_only` and there is one.
+    fn https_only_port(&self, host: &str) -> Option<u16> {
+        let https = self.https.as_ref()?;
+        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+        table
+            .find(host)
+            .is_some_and(|route| route.https_only)
+            .then_some(https.port)
     }
 
     /// Choose a backend for `host` (already normalized), skipping replica `exclude`.
@@ -214,5 +257,15 @@ impl wharf_core::ports::RouteSink for Router {
     }
     fn metrics(&self) -> String {
         Router::metrics(self)
+    }
+    fn check_certificate(
+        &self,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<(), String> {
+        tls::check_files(cert, key).map_err(|e| e.to_string())
+    }
+    fn https_port(&self) -> Option<u16> {
+        self.https.as_ref().map(|h| h.port)
     }
 }

@@ -1,7 +1,6 @@
 //! The request path: route, rewrite headers, send upstream (retrying a refused
 //! connection once when that is safe), and turn the answer into the client's response.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,8 +18,12 @@ use crate::headers::{
     forward_request, route_host, strip_hop_by_hop, valid_traceparent, TRACEPARENT, X_REQUEST_ID,
 };
 use crate::inflight::InflightGuard;
+use crate::server::Conn;
 use crate::upgrade;
 use crate::Router;
+
+/// HSTS added to the HTTPS answers of an `https_only` route (one year).
+const HSTS: http::HeaderValue = http::HeaderValue::from_static("max-age=31536000");
 
 /// What goes upstream: the client's body, or nothing (so the request can be resent).
 pub(crate) type UpstreamBody = Either<Incoming, Empty<Bytes>>;
@@ -33,13 +36,15 @@ struct Target {
     release: Option<u32>,
     stats: Option<Arc<crate::stats::ReleaseCounters>>,
     slot: Option<Arc<crate::inflight::Slot>>,
+    /// The answer gets HSTS (an `https_only` route, over TLS).
+    hsts: bool,
 }
 
-/// Proxy one request from `peer`; always produces a response.
+/// Proxy one request that came on `conn`; always produces a response.
 pub(crate) async fn handle(
     router: &Router,
     request: Request<Incoming>,
-    peer: SocketAddr,
+    conn: Conn,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
     let (mut parts, body) = request.into_parts();
@@ -51,8 +56,15 @@ pub(crate) async fn handle(
         route_host(&parts).into_owned(),
     );
     let mut target = Target::default();
-    let mut response = match forward(router, &mut parts, body, peer, &request_id, &mut target).await
-    {
+    let challenge = match conn.secure {
+        false => acme_challenge(router, &path),
+        true => None,
+    };
+    let forwarded = match challenge {
+        Some(answer) => Ok(answer),
+        None => forward(router, &mut parts, body, conn, &request_id, &mut target).await,
+    };
+    let mut response = match forwarded {
         Ok(response) => response,
         Err(error) => {
             if let ProxyError::Upstream { replica, source } = &error {
@@ -73,6 +85,15 @@ pub(crate) async fn handle(
                 router.outlier.eject_after
             );
         }
+    }
+    if target.hsts
+        && !response
+            .headers()
+            .contains_key(http::header::STRICT_TRANSPORT_SECURITY)
+    {
+        response
+            .headers_mut()
+            .insert(http::header::STRICT_TRANSPORT_SECURITY, HSTS);
     }
     let status = response.status().as_u16();
     response.body_mut().log(crate::access::Entry {
@@ -102,11 +123,20 @@ async fn forward(
     router: &Router,
     parts: &mut Parts,
     body: Incoming,
-    peer: SocketAddr,
+    conn: Conn,
     request_id: &http::HeaderValue,
     target: &mut Target,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    if !conn.secure {
+        let host = route_host(parts);
+        if let Some(port) = router.https_only_port(&host) {
+            return Err(ProxyError::HttpsOnly(https_location(
+                &host, port, &parts.uri,
+            )));
+        }
+    }
     let pick = router.route(&route_host(parts), None)?;
+    target.hsts = conn.secure && pick.https_only;
     target.app = Some(pick.app.clone());
     target.replica = Some(pick.replica.clone());
     target.stats = Some(pick.stats.clone());
@@ -118,10 +148,11 @@ async fn forward(
     let client_upgrade = upgrade
         .as_ref()
         .and_then(|_| parts.extensions.remove::<OnUpgrade>());
+    let proto = http::HeaderValue::from_static(if conn.secure { "https" } else { "http" });
     forward_request(
         &mut parts.headers,
-        peer.ip(),
-        &router.proto,
+        conn.peer.ip(),
+        &proto,
         uri_host.as_ref().map(Authority::as_str),
     );
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
@@ -201,6 +232,28 @@ async fn forward(
             replica: second.replica,
             source,
         }),
+    }
+}
+
+/// The answer to an ACME HTTP-01 validation request for a challenge in progress.
+fn acme_challenge(router: &Router, path: &str) -> Option<Response<ProxyBody>> {
+    let token = path.strip_prefix("/.well-known/acme-challenge/")?;
+    let answer = router.https.as_ref()?.tls.acme_challenge(token)?;
+    let mut response = Response::new(ProxyBody::local(answer));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
+    Some(response)
+}
+
+/// `https://host[:port]/path?query` for a plaintext request to an `https_only` route.
+fn https_location(host: &str, port: u16, uri: &Uri) -> String {
+    let path = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    let path = if path.starts_with('/') { path } else { "/" };
+    match port {
+        443 => format!("https://{host}{path}"),
+        port => format!("https://{host}:{port}{path}"),
     }
 }
 

@@ -28,6 +28,8 @@ pub(crate) struct Table {
 #[derive(Debug)]
 pub(crate) struct RouteEntry {
     pub(crate) app: Arc<str>,
+    /// `[route] https_only`: plaintext is redirected, HTTPS answers get HSTS.
+    pub(crate) https_only: bool,
     backends: Vec<BackendEntry>,
     next: AtomicUsize,
     /// (release, percent) shares; empty: every backend alike.
@@ -59,6 +61,8 @@ pub(crate) struct Pick {
     pub(crate) slot: Arc<Slot>,
     /// The RED counters of the chosen replica's release.
     pub(crate) stats: Arc<ReleaseCounters>,
+    /// The route is `https_only` (its HTTPS answers get HSTS).
+    pub(crate) https_only: bool,
 }
 
 impl Table {
@@ -126,6 +130,7 @@ impl RouteEntry {
             .collect();
         RouteEntry {
             app,
+            https_only: route.tls.https_only,
             backends,
             next: AtomicUsize::new(0),
             weights: route
@@ -182,6 +187,7 @@ impl RouteEntry {
             release: chosen.release,
             slot: chosen.slot.clone(),
             stats: chosen.stats.clone(),
+            https_only: self.https_only,
         })
     }
 }
@@ -226,6 +232,7 @@ mod tests {
                 })
                 .collect(),
             weights: vec![],
+            tls: Default::default(),
         }
     }
 

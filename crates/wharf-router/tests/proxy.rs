@@ -95,6 +95,7 @@ fn route(app: &str, hosts: &[&str], backends: &[(&str, SocketAddr)]) -> Route {
             })
             .collect(),
         weights: vec![],
+        tls: Default::default(),
     }
 }
 
@@ -206,12 +207,8 @@ async fn routes_by_host_and_answers_unknown_and_empty() {
 #[tokio::test]
 async fn forwarding_headers_and_request_ids() {
     let mut a = backend("a").await;
-    let config = RouterConfig {
-        proto: "https",
-        ..RouterConfig::default()
-    };
     let t = start(
-        config,
+        RouterConfig::default(),
         table(1, vec![route("a", &["a.localhost"], &[("a-1", a.addr)])]),
     )
     .await;
@@ -225,7 +222,7 @@ async fn forwarding_headers_and_request_ids() {
     let (path, seen) = a.seen.recv().await.expect("seen");
     assert_eq!(path, "/path");
     assert_eq!(seen["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-    assert_eq!(seen["x-forwarded-proto"], "https");
+    assert_eq!(seen["x-forwarded-proto"], "http", "the plaintext listener");
     assert_eq!(seen["host"], "a.localhost:1234");
     let id = seen["x-request-id"].to_str().expect("ascii").to_owned();
     assert_eq!(id.len(), 32);

@@ -13,6 +13,7 @@ fn release(app: &str, v: u32) -> Release {
         env: BTreeMap::from([("K".into(), v.to_string())]),
         processes: BTreeMap::new(),
         hosts: vec![],
+        tls: Default::default(),
         created_at: 1,
         description: "deploy".into(),
         manifest_env: BTreeMap::new(),

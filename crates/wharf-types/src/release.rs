@@ -18,6 +18,9 @@ pub struct Release {
     pub env: BTreeMap<String, String>,
     pub processes: BTreeMap<ProcessType, ProcessSpec>,
     pub hosts: Vec<String>,
+    /// `[route]` HTTPS settings, certificate paths absolute and canonical.
+    #[serde(default)]
+    pub tls: crate::route::RouteTls,
     pub created_at: UnixMillis,
     /// What made this release: "deploy", "config set FOO", "rollback to v2", ...
     pub description: String,

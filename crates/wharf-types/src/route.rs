@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// A complete, immutable snapshot of where traffic may go.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +21,29 @@ pub struct Route {
     /// How traffic splits between releases; empty: every backend alike.
     #[serde(default)]
     pub weights: Vec<Weight>,
+    /// HTTPS settings of the route (`[route] tls`, `https_only`).
+    #[serde(default)]
+    pub tls: RouteTls,
+}
+
+/// The `[route]` HTTPS settings of an app: in the manifest as written, in a release and
+/// the route table with absolute, canonical paths (the router reads the files; the
+/// private key never enters the store).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTls {
+    /// `tls = { cert = "...", key = "..." }`: PEM certificate chain and private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<TlsFiles>,
+    /// `https_only = true`: plain HTTP is redirected (308), HTTPS answers carry HSTS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https_only: bool,
+}
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// One ready replica.

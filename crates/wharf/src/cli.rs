@@ -28,6 +28,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of the `server` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the platform in the foreground (control plane, router, supervisor)
@@ -35,9 +37,21 @@ pub enum Command {
         /// Router address
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
-        /// HTTPS router address (not available yet)
-        #[arg(long)]
+        /// HTTPS router address (off by default); certificates from the routes' files,
+        /// ACME, or the local CA in DATA/tls for *.localhost
+        #[arg(long, value_name = "ADDR")]
         listen_tls: Option<String>,
+        /// ACME directory URL: certificates for the routes' real domain names (HTTP-01
+        /// on --listen, which must be reachable on port 80 for them); needs --listen-tls
+        #[arg(long, value_name = "URL", requires = "listen_tls")]
+        acme_directory: Option<String>,
+        /// Contact e-mail of the ACME account
+        #[arg(long, value_name = "EMAIL", requires = "acme_directory")]
+        acme_email: Option<String>,
+        /// PEM CA certificates to trust for the ACME server's HTTPS instead of the
+        /// system's (a test CA such as pebble's)
+        #[arg(long, value_name = "PEM", requires = "acme_directory")]
+        acme_ca: Option<PathBuf>,
         /// Also serve the API over TCP at this address (every call but /healthz needs a
         /// bearer token); without --api-tls only loopback addresses are accepted
         #[arg(long)]
@@ -89,6 +103,9 @@ pub enum Command {
         /// Router address of the server started for you
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// HTTPS router address of the server started for you
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen_tls: String,
     },
     /// Build a release from DIR and roll it out
     Deploy {

@@ -26,6 +26,8 @@ const TAKEOVER_WARMUP: Duration = Duration::from_secs(5);
 pub struct Options {
     pub listen: String,
     pub listen_tls: Option<String>,
+    /// ACME for the routes' real domain names (with `listen_tls`).
+    pub acme: Option<wharf_router::AcmeOptions>,
     pub api: Option<String>,
     /// Serve the TCP API over TLS with this certificate (extra names for a generated one).
     pub api_tls: Option<crate::tls::CertSource>,
@@ -45,11 +47,6 @@ pub struct Options {
 }
 
 pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
-    if opts.listen_tls.is_some() {
-        return Err(Failure::usage(
-            "--listen-tls: HTTPS is not available in this version yet; serve HTTP with --listen",
-        ));
-    }
     std::fs::create_dir_all(data_dir).map_err(|e| {
         Failure::failed(format!(
             "cannot create the data dir {}: {e}",
@@ -118,7 +115,29 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     let router_addr = listener
         .local_addr()
         .map_err(|e| Failure::failed(e.to_string()))?;
-    let router = Router::new(RouterConfig::default());
+    let https = match (
+        &opts.listen_tls,
+        taken
+            .as_mut()
+            .and_then(|t| t.listeners.remove("router-tls")),
+    ) {
+        (Some(_), Some(l)) => {
+            Some(https_listener(data_dir, crate::handoff::listener(l)?, opts.acme.clone()).await?)
+        }
+        (Some(addr), None) => {
+            let l = TcpListener::bind(addr).await.map_err(|e| {
+                Failure::failed(format!(
+                    "cannot listen on {addr}: {e}; pass --listen-tls 127.0.0.1:PORT"
+                ))
+            })?;
+            Some(https_listener(data_dir, l, opts.acme.clone()).await?)
+        }
+        (None, _) => None,
+    };
+    let router = Router::new(RouterConfig {
+        https: https.as_ref().map(|(_, https)| https.clone()),
+        ..RouterConfig::default()
+    });
 
     // Replicas claim their secrets here (loopback; a one-use ticket is the credential).
     let claim_listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| {
@@ -197,6 +216,9 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     // A successor can take these sockets over (`--takeover`).
     let (handoff_tx, mut handoff_rx) = tokio::sync::mpsc::channel(4);
     let mut offered = vec![("router", dup(&listener)?)];
+    if let Some((l, _)) = &https {
+        offered.push(("router-tls", dup(l)?));
+    }
     if let Some(l) = &tcp_api {
         offered.push(("api", dup(l)?));
     }
@@ -205,6 +227,8 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     let info = serde_json::json!({
         "pid": std::process::id(),
         "router": router_addr.to_string(),
+        "router_tls": https.as_ref().and_then(|(l, _)| l.local_addr().ok()).map(|a| a.to_string()),
+        "router_ca": https.as_ref().map(|(_, h)| h.tls.ca_cert().display().to_string()),
         "api": api_addr.map(|a| a.to_string()),
         "api_tls": tls.is_some(),
         "api_ca": (tls.is_some() && opts.api_tls.as_ref().is_some_and(|t| t.given.is_none()))
@@ -213,6 +237,16 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     });
     let _ = std::fs::write(data_dir.join("server.json"), info.to_string());
     println!("wharf: router listening on http://{router_addr}");
+    if let Some((listener, h)) = &https {
+        if let Ok(addr) = listener.local_addr() {
+            println!("wharf: router listening on https://{addr}");
+        }
+        println!(
+            "wharf: certificates for *.localhost come from the local CA {} (trust it: curl --cacert {})",
+            h.tls.ca_cert().display(),
+            h.tls.ca_cert().display()
+        );
+    }
     println!(
         "wharf: api on {}{}",
         socket.display(),
@@ -271,7 +305,10 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
         }
         controller.tick();
     }
-    let router_task = tokio::spawn(router.clone().serve(listener, wait_stop(router_rx)));
+    let router_task = tokio::spawn(router.clone().serve(listener, wait_stop(router_rx.clone())));
+    let tls_task = https.map(|(listener, _)| {
+        tokio::spawn(router.clone().serve_tls(listener, wait_stop(router_rx)))
+    });
     if let Some(t) = taken {
         t.serving()?;
     }
@@ -308,10 +345,13 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
         let _ = t.await;
     }
     stop_all(&mut plane).await;
-    if tokio::time::timeout(ROUTER_DRAIN, router_task)
-        .await
-        .is_err()
-    {
+    let routers = async move {
+        let _ = router_task.await;
+        if let Some(t) = tls_task {
+            let _ = t.await;
+        }
+    };
+    if tokio::time::timeout(ROUTER_DRAIN, routers).await.is_err() {
         eprintln!(
             "wharf: some requests did not finish within {}s",
             ROUTER_DRAIN.as_secs()
@@ -358,6 +398,29 @@ async fn open_store(path: &Path, takeover: bool) -> Result<RedbStore> {
             Err(e) => return Err(Failure::failed(e.to_string())),
         }
     }
+}
+
+/// The router's HTTPS side on `listener`: loads (or makes) its certificates' CA.
+async fn https_listener(
+    data_dir: &Path,
+    listener: TcpListener,
+    acme: Option<wharf_router::AcmeOptions>,
+) -> Result<(TcpListener, wharf_router::Https)> {
+    let port = listener
+        .local_addr()
+        .map_err(|e| Failure::failed(e.to_string()))?
+        .port();
+    let mut options = wharf_router::TlsOptions::new(data_dir.join("tls"));
+    if let Some(acme) = &acme {
+        println!(
+            "wharf: ACME certificates from {} for the routes' real domain names",
+            acme.directory
+        );
+    }
+    options.acme = acme;
+    let tls = wharf_router::Tls::new(options)
+        .map_err(|e| Failure::failed(format!("--listen-tls: {e}")))?;
+    Ok((listener, wharf_router::Https { tls, port }))
 }
 
 /// Binds the TCP API. Without TLS bearer tokens would cross the network in clear text,

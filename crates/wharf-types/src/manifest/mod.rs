@@ -8,6 +8,7 @@
 mod error;
 mod procfile;
 mod raw;
+mod route_tls;
 mod secrets;
 mod validate;
 
@@ -29,6 +30,9 @@ pub struct Manifest {
     pub processes: BTreeMap<ProcessType, ProcessSpec>,
     /// Extra hosts routed to the `web` process (besides `APP.localhost`).
     pub hosts: Vec<String>,
+    /// `[route]` HTTPS settings (paths as written, relative to the app directory).
+    #[serde(default)]
+    pub tls: crate::route::RouteTls,
     /// `[secrets.rotate]`: secrets wharf rotates by running a command.
     #[serde(default)]
     pub rotate: BTreeMap<String, crate::secret::RotateSpec>,
@@ -78,6 +82,7 @@ pub fn manifest_from_procfile(
         env: BTreeMap::new(),
         processes: parse_procfile(text, file)?,
         hosts: Vec::new(),
+        tls: Default::default(),
         rotate: BTreeMap::new(),
         secrets_as_files: false,
     })

@@ -136,4 +136,13 @@ pub(crate) struct RawCanary {
 pub(crate) struct RawRoute {
     #[serde(default)]
     pub hosts: Vec<String>,
+    pub tls: Option<RawTlsFiles>,
+    pub https_only: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTlsFiles {
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }

@@ -18,7 +18,7 @@ pub const MAX_REPLICAS: u32 = 256;
 type Result<T> = std::result::Result<T, ManifestError>;
 
 pub(crate) fn validate(
-    raw: RawManifest,
+    mut raw: RawManifest,
     loc: &Locator<'_>,
     default_app: Option<&str>,
 ) -> Result<Manifest> {
@@ -74,6 +74,11 @@ pub(crate) fn validate(
         }
         processes.insert(ptype, spec);
     }
+    let tls = raw
+        .route
+        .as_mut()
+        .map(|r| super::route_tls::validate(r, loc));
+    let tls = tls.transpose()?.unwrap_or_default();
     let hosts = match raw.route {
         Some(r) => {
             for h in &r.hosts {
@@ -95,6 +100,7 @@ pub(crate) fn validate(
         env,
         processes,
         hosts,
+        tls,
         rotate,
         secrets_as_files,
     })

@@ -69,16 +69,17 @@ pub async fn dispatch(cli: Cli, master_key_env: Option<String>) -> Result<ExitCo
     let c = client(&cli);
     let json = cli.json;
     match cli.command {
-        Command::Server { listen, listen_tls, api, api_tls, api_cert, api_key, api_tls_name, master_key_file, isolation, cgroup_parent, takeover, replica_subnet, bridge } => {
+        Command::Server { listen, listen_tls, acme_directory, acme_email, acme_ca, api, api_tls, api_cert, api_key, api_tls_name, master_key_file, isolation, cgroup_parent, takeover, replica_subnet, bridge } => {
             let dir = data_dir(cli.data_dir.clone());
             let master_key_env = master_key_env.filter(|k| !k.is_empty());
             let given = api_cert.zip(api_key);
             let api_tls = (api_tls || given.is_some()).then_some(crate::tls::CertSource { given, names: api_tls_name });
-            let opts = crate::server::Options { listen, listen_tls, api, api_tls, master_key_file, master_key_env, isolation, cgroup_parent, takeover, replica_subnet, bridge };
+            let acme = acme_directory.map(|directory| wharf_router::AcmeOptions { directory, email: acme_email, ca: acme_ca });
+            let opts = crate::server::Options { listen, listen_tls, acme, api, api_tls, master_key_file, master_key_env, isolation, cgroup_parent, takeover, replica_subnet, bridge };
             crate::server::run(&dir, opts).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { dir, listen } => up::up(&c, data_dir(cli.data_dir.clone()), &dir, &listen).await,
+        Command::Up { dir, listen, listen_tls } => up::up(&c, data_dir(cli.data_dir.clone()), &dir, &listen, &listen_tls).await,
         Command::Deploy { dir, app, env, strategy, detach } => {
             if env.is_some() {
                 return Err(Failure::usage("--env: environments are not available in this version yet"));

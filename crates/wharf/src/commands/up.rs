@@ -5,9 +5,15 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-pub async fn up(c: &Client, data_dir: PathBuf, dir: &Path, listen: &str) -> Result<ExitCode> {
+pub async fn up(
+    c: &Client,
+    data_dir: PathBuf,
+    dir: &Path,
+    listen: &str,
+    listen_tls: &str,
+) -> Result<ExitCode> {
     if !c.healthy().await {
-        start_server(c, &data_dir, listen).await?;
+        start_server(c, &data_dir, listen, listen_tls).await?;
     }
     let code = super::deploy::deploy(c, dir, None, None, false, false).await?;
     let manifest = wharf_controller::load_manifest(
@@ -17,6 +23,12 @@ pub async fn up(c: &Client, data_dir: PathBuf, dir: &Path, listen: &str) -> Resu
     .map_err(|e| Failure::usage(e.to_string()))?;
     let status: wharf_types::api::AppStatus = c.get(&format!("/v1/apps/{}", manifest.app)).await?;
     println!("{}", status.url);
+    if let Some((addr, ca)) = https_of(&data_dir) {
+        if status.url.starts_with("http:") {
+            let port = addr.rsplit(':').next().unwrap_or("8443");
+            println!("https://{}.localhost:{port} (trust {ca})", manifest.app);
+        }
+    }
     println!("following logs; Ctrl-C stops following (the app keeps running)");
     tokio::select! {
         r = super::logs::logs(c, &manifest.app, true, None, None, Some(10), false) => { r?; }
@@ -25,7 +37,7 @@ pub async fn up(c: &Client, data_dir: PathBuf, dir: &Path, listen: &str) -> Resu
     Ok(code)
 }
 
-async fn start_server(c: &Client, data_dir: &Path, listen: &str) -> Result<()> {
+async fn start_server(c: &Client, data_dir: &Path, listen: &str, listen_tls: &str) -> Result<()> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| Failure::failed(format!("cannot create {}: {e}", data_dir.display())))?;
     let log_path = data_dir.join("server.log");
@@ -43,7 +55,9 @@ async fn start_server(c: &Client, data_dir: &Path, listen: &str) -> Result<()> {
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--listen")
-        .arg(listen);
+        .arg(listen)
+        .arg("--listen-tls")
+        .arg(listen_tls);
     cmd.stdin(Stdio::null()).stdout(log).stderr(err);
     // Its own process group: Ctrl-C on `wharf up` must not stop the platform.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
@@ -80,6 +94,16 @@ async fn start_server(c: &Client, data_dir: &Path, listen: &str) -> Result<()> {
         "the server did not start; its log says:\n  {}",
         tail.join("\n  ")
     )))
+}
+
+/// The HTTPS address and local CA file of the running server, from `server.json`.
+fn https_of(data_dir: &Path) -> Option<(String, String)> {
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data_dir.join("server.json")).ok()?).ok()?;
+    Some((
+        info["router_tls"].as_str()?.to_owned(),
+        info["router_ca"].as_str()?.to_owned(),
+    ))
 }
 
 fn alive(pid: u32) -> bool {
