@@ -214,6 +214,7 @@ impl Inner {
                     hosts,
                     backends,
                     weights: weights.get(&app.name).cloned().unwrap_or_default(),
+                    options: target.route.clone(),
                 });
             }
         }

@@ -208,6 +208,7 @@ impl Controller {
             secrets,
             rotate: manifest.rotate.clone(),
             secrets_as_files: manifest.secrets_as_files,
+            route: manifest.route.clone(),
         };
         let (version, events) = self.start_rollout(
             &app,

@@ -132,4 +132,17 @@ pub(crate) struct RawCanary {
 pub(crate) struct RawRoute {
     #[serde(default)]
     pub hosts: Vec<String>,
+    pub paths: Option<Vec<String>>,
+    pub balance: Option<String>,
+    pub timeouts: Option<RawTimeouts>,
+    pub max_body: Option<String>,
+}
+
+/// `[route] timeouts = { connect = "2s", response = "60s", idle = "60s" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTimeouts {
+    pub connect: Option<String>,
+    pub response: Option<String>,
+    pub idle: Option<String>,
 }

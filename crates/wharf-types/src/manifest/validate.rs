@@ -74,6 +74,10 @@ pub(crate) fn validate(
         }
         processes.insert(ptype, spec);
     }
+    let route = match &raw.route {
+        Some(r) => super::route::validate(r, loc)?,
+        None => Default::default(),
+    };
     let hosts = match raw.route {
         Some(r) => {
             for h in &r.hosts {
@@ -97,6 +101,7 @@ pub(crate) fn validate(
         hosts,
         rotate,
         secrets_as_files,
+        route,
     })
 }
 
