@@ -8,9 +8,11 @@
 //!
 //! Routing: the host is the authority of an absolute-form target, else `Host`, with
 //! port, case and a trailing dot ignored; an exact host beats a `*.domain` wildcard,
-//! and the longest wildcard suffix wins. Unknown host: 404; no backend: 503; replica
-//! unreachable: 502, after one retry on another replica for a bodiless idempotent
-//! request whose connection was refused.
+//! and the longest wildcard suffix wins; then the longest path prefix of that host on a
+//! segment boundary (`lookup`). The path goes upstream unchanged. Unknown host or
+//! path: 404; no backend: 503 with `Retry-After`; replica unreachable: 502 (504 on a
+//! connect timeout) after one retry on another replica (`retry`); per-route timeouts
+//! and body limit in `limits`.
 //!
 //! Request smuggling: hyper's HTTP/1 parser answers 400 to a Transfer-Encoding that
 //! does not end in `chunked`, to differing Content-Lengths, to obsolete line folding and
@@ -36,9 +38,14 @@ mod access;
 mod body;
 mod error;
 mod headers;
+mod idle;
 mod inflight;
+mod limits;
+pub mod lookup;
 mod outlier;
 mod proxy;
+mod request_body;
+mod retry;
 mod server;
 mod stats;
 mod table;
@@ -49,19 +56,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use http::HeaderValue;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use wharf_types::route::RouteTable;
 
 use crate::error::ProxyError;
 use crate::headers::RequestIds;
 use crate::inflight::Counters;
-use crate::proxy::UpstreamBody;
-use crate::table::{Pick, Table};
-
-/// How long an idle upstream keep-alive connection stays in the pool.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::table::{Pick, RouteEntry, Table};
 
 /// Settings of a [`Router`].
 #[derive(Debug, Clone)]
@@ -77,6 +77,10 @@ pub struct RouterConfig {
     pub eject_after: u32,
     /// How long an ejected replica is left out before it is tried again.
     pub eject_for: Duration,
+    /// Longest pause between two reads of a request or response body in flight.
+    pub idle_timeout: Duration,
+    /// Largest request body accepted (413 above), in bytes.
+    pub max_body: u64,
 }
 
 impl Default for RouterConfig {
@@ -87,6 +91,8 @@ impl Default for RouterConfig {
             response_timeout: Duration::from_secs(60),
             eject_after: 5,
             eject_for: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_body: 10 << 20,
         }
     }
 }
@@ -95,24 +101,19 @@ impl Default for RouterConfig {
 pub struct Router {
     table: RwLock<Arc<Table>>,
     counters: Counters,
-    client: Client<HttpConnector, UpstreamBody>,
+    clients: limits::Clients,
     proto: HeaderValue,
     ids: RequestIds,
     stats: stats::Stats,
-    response_timeout: Duration,
+    retries: retry::Retries,
     outlier: outlier::Policy,
+    /// The defaults of settings a route may override.
+    defaults: RouterConfig,
 }
 
 impl Router {
     /// A router with an empty route table (every host answers 404 until a publish).
     pub fn new(config: RouterConfig) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         let proto = HeaderValue::from_str(config.proto).unwrap_or_else(|_| {
             tracing::warn!(proto = config.proto, "invalid proto, using \"http\"");
             HeaderValue::from_static("http")
@@ -120,16 +121,17 @@ impl Router {
         Arc::new(Router {
             table: RwLock::new(Arc::new(Table::default())),
             counters: Counters::default(),
-            client,
+            clients: limits::Clients::default(),
             proto,
             ids: RequestIds::new(),
             stats: stats::Stats::default(),
-            response_timeout: config.response_timeout,
+            retries: retry::Retries::default(),
             outlier: outlier::Policy {
                 eject_after: config.eject_after,
                 eject_for: config.eject_for,
                 epoch: std::time::Instant::now(),
             },
+            defaults: config,
         })
     }
 
@@ -138,7 +140,13 @@ impl Router {
     pub fn publish(&self, table: RouteTable) {
         let version = table.version;
         let routes = table.routes.len();
-        let next = Arc::new(Table::build(table, &self.counters, &self.stats));
+        let env = table::Env {
+            counters: &self.counters,
+            stats: &self.stats,
+            clients: &self.clients,
+            defaults: &self.defaults,
+        };
+        let next = Arc::new(Table::build(table, &env));
         let previous = {
             // A poisoned lock only means a reader panicked; the Arc inside is intact.
             let mut current = self.table.write().unwrap_or_else(|e| e.into_inner());
@@ -162,7 +170,9 @@ impl Router {
 
     /// The router's RED metrics in Prometheus text format.
     pub fn metrics(&self) -> String {
-        stats::prometheus(&self.stats.all())
+        let mut text = stats::prometheus(&self.stats.all());
+        text.push_str(&self.retries.prometheus());
+        text
     }
 
     /// Serve on `listener` until `shutdown` resolves; then stop accepting and wait for
@@ -177,17 +187,27 @@ impl Router {
         server::serve(self, listener, shutdown).await
     }
 
-    /// Choose a backend for `host` (already normalized), skipping replica `exclude`.
-    /// The pick, and the increment of its in-flight counter, happen under the read
-    /// lock so that `publish` waits for them.
-    fn route(&self, host: &str, exclude: Option<&str>) -> Result<Pick, ProxyError> {
+    /// Choose a backend for `host` (already normalized) and `path`, skipping replica
+    /// `exclude`. The pick, and the increment of its in-flight counter, happen under
+    /// the read lock so that `publish` waits for them.
+    fn route(
+        &self,
+        host: &str,
+        path: &str,
+        exclude: Option<&str>,
+    ) -> Result<(Arc<RouteEntry>, Pick), ProxyError> {
         let table = self.table.read().unwrap_or_else(|e| e.into_inner());
-        let route = table
-            .find(host)
-            .ok_or_else(|| ProxyError::UnknownHost(host.to_owned()))?;
-        route
+        let route = table.find(host, path).ok_or_else(|| {
+            if table.serves(host) {
+                ProxyError::UnknownPath(host.to_owned(), path.to_owned())
+            } else {
+                ProxyError::UnknownHost(host.to_owned())
+            }
+        })?;
+        let pick = route
             .pick(exclude, &self.outlier)
-            .ok_or_else(|| ProxyError::NoReadyReplica(route.app.clone()))
+            .ok_or_else(|| ProxyError::NoReadyReplica(route.app.clone()))?;
+        Ok((route.clone(), pick))
     }
 }
 
