@@ -163,6 +163,7 @@ impl Controller {
         let inner = &self.inner;
         let app = manifest.app.clone();
         let busy = Busy::take(inner, &app)?;
+        crate::claims::check(inner, &app, &manifest.hosts, &manifest.route)?;
         let existing = inner.app(&app);
         let config = existing
             .as_ref()
