@@ -37,6 +37,7 @@
 mod access;
 mod body;
 mod error;
+pub mod fuzzing;
 mod headers;
 mod idle;
 mod inflight;
