@@ -71,7 +71,7 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
 
 fn run(target: &str, check: fn(&[u8]), rounds: usize) {
     let seeds = corpus(target);
-    let mut rng = Rng(0x5EED_0F_3A2F);
+    let mut rng = Rng(0x005E_ED0F_3A2F);
     for seed in &seeds {
         check(seed);
     }
