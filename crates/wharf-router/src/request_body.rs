@@ -31,7 +31,8 @@ pub(crate) const REPLAY_LIMIT: usize = 64 * 1024;
 /// A request body shared by the attempts of one request.
 #[derive(Debug, Clone)]
 pub(crate) struct Shared {
-    state: Arc<Mutex<State>>,
+    /// `None` for a request without a body (most of them): nothing to share.
+    state: Option<Arc<Mutex<State>>>,
     hint: SizeHint,
     max_body: u64,
     idle: Duration,
@@ -53,15 +54,18 @@ struct State {
 impl Shared {
     pub(crate) fn new(body: Incoming, max_body: u64, idle: Duration) -> Self {
         let hint = body.size_hint();
-        Shared {
-            state: Arc::new(Mutex::new(State {
+        let state = (!body.is_end_stream()).then(|| {
+            Arc::new(Mutex::new(State {
                 source: Some(body),
                 kept: Vec::new(),
                 kept_bytes: 0,
                 replayable: true,
                 received: 0,
                 ended: None,
-            })),
+            }))
+        });
+        Shared {
+            state,
             hint,
             max_body,
             idle,
@@ -79,17 +83,18 @@ impl Shared {
 
     /// Whether another attempt can send the whole body again.
     pub(crate) fn replayable(&self) -> bool {
-        self.lock().replayable
+        self.lock().is_none_or(|state| state.replayable)
     }
 
     /// The body error that ended the body (too large, idle, client gone), if any.
     pub(crate) fn failure(&self) -> Option<BodyError> {
-        self.lock().ended.clone().flatten()
+        self.lock()?.ended.clone().flatten()
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> Option<MutexGuard<'_, State>> {
         // Every critical section leaves the state consistent; poisoning is harmless.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        let state = self.state.as_ref()?;
+        Some(state.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -111,7 +116,9 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let shared = this.shared.clone();
-        let mut state = shared.lock();
+        let Some(mut state) = shared.lock() else {
+            return Poll::Ready(None);
+        };
         if let Some(data) = state.kept.get(this.cursor) {
             this.cursor += 1;
             return Poll::Ready(Some(Ok(Frame::data(data.clone()))));
@@ -161,11 +168,14 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.shared.hint.exact() == Some(0)
+        self.shared.state.is_none() || self.shared.hint.exact() == Some(0)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.shared.hint
+        match self.shared.state {
+            None => SizeHint::with_exact(0),
+            Some(_) => self.shared.hint,
+        }
     }
 }
 
