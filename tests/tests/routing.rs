@@ -183,6 +183,17 @@ fn two_apps_share_a_host_by_path_prefix() {
     let r = s.get("shop-web.localhost", "/env/WHARF_APP");
     assert_eq!(r.body.trim(), "shop-web", "{r:?}");
 
+    let apps = s.apps();
+    let api_status = apps
+        .iter()
+        .find(|a| a["name"] == "shop-api")
+        .expect("shop-api listed");
+    assert_eq!(
+        api_status["paths"],
+        serde_json::json!(["/env"]),
+        "{apps:#?}"
+    );
+
     // a third app claiming the same host and prefix is refused, naming the owner
     let dup = TestApp::new("shop-dup")
         .host("shop.example.test")
