@@ -6,7 +6,8 @@
 # connection (default 10); upstream connections stay HTTP/1.1 for all three.
 #
 # Usage: bench/router.sh [SECONDS] [CONNECTIONS]      (installs nginx, haproxy, wrk and
-# h2load (nghttp2-client) with apt-get when missing; builds wharf in release mode)
+# h2load (nghttp2-client) with apt-get when missing; builds wharf in release mode, or
+# uses the binary WHARF names)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
@@ -20,8 +21,10 @@ command -v h2load >/dev/null || need+=(nghttp2-client)
 if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-cargo build -q --release -p wharf
-WHARF=$PWD/target/release/wharf
+if [[ -z ${WHARF:-} ]]; then   # WHARF=/path/to/wharf compares another build
+  cargo build -q --release -p wharf
+  WHARF=$PWD/target/release/wharf
+fi
 
 work=$(mktemp -d)
 pids=()
