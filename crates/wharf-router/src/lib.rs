@@ -33,6 +33,9 @@
 //! - The upstream sees the client's `Host`, an `X-Forwarded-For` ending with the client
 //!   IP, `X-Forwarded-Proto`, and an `X-Request-Id` (kept or generated, also returned
 //!   to the client); hop-by-hop headers never cross the proxy in either direction.
+//! - A request goes to at most two replicas, the second only when `retry` allows it
+//!   and never once a response head arrived; at most the route's `max_body` bytes of a
+//!   request body ever reach a replica.
 
 mod access;
 mod body;
