@@ -464,3 +464,65 @@ async fn path_prefix_routes_and_path_goes_upstream_unchanged() {
         );
     }
 }
+
+#[tokio::test]
+async fn body_over_the_limit_after_the_answer_started_aborts_the_upstream_request() {
+    // A replica that answers at once (a streamed response it never ends), then reads
+    // the request body until its connection is closed, and reports what it read.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (read_tx, read_rx) = oneshot::channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            .await;
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = read_tx.send(got);
+    });
+    let options = RouteOptions {
+        max_body: Some(10),
+        ..RouteOptions::default()
+    };
+    let t = serve(route(&[addr], options)).await;
+    let mut client = TcpStream::connect(t.addr).await.expect("connect");
+    client
+        .write_all(b"POST / HTTP/1.1\r\nHost: a.localhost\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n012345\r\n")
+        .await
+        .expect("write");
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = client.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed before the head");
+        head.extend_from_slice(&buf[..n]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+    // the answer has started: crossing the limit now aborts the upstream request
+    client
+        .write_all(b"6\r\n6789ab\r\n0\r\n\r\n")
+        .await
+        .expect("write");
+    let upstream = tokio::time::timeout(Duration::from_secs(5), read_rx)
+        .await
+        .expect("the upstream connection is closed in time")
+        .expect("report");
+    let text = String::from_utf8_lossy(&upstream);
+    assert!(text.contains("012345"), "{text}");
+    assert!(!text.contains("6789ab"), "nothing past the limit: {text}");
+}
