@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
 # Proxy throughput and tail latency: wharf's router, nginx and haproxy, each with the
 # same worker count in front of the same upstream (an nginx answering a fixed body),
-# plaintext HTTP/1.1 with keep-alive, loaded by wrk on loopback, in one run.
+# loaded on loopback in one run: plaintext HTTP/1.1 with keep-alive by wrk, then h2c
+# (HTTP/2 with prior knowledge) by h2load with H2_STREAMS concurrent streams per
+# connection (default 10); upstream connections stay HTTP/1.1 for all three.
 #
-# Usage: bench/router.sh [SECONDS] [CONNECTIONS]      (installs nginx, haproxy and wrk
-# with apt-get when missing; builds wharf in release mode)
+# Usage: bench/router.sh [SECONDS] [CONNECTIONS]      (installs nginx, haproxy, wrk and
+# h2load (nghttp2-client) with apt-get when missing; builds wharf in release mode, or
+# uses the binary WHARF names)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 CONNS=${2:-64}
 WORKERS=2
+H2_STREAMS=${H2_STREAMS:-10}
 
 need=()
 for p in nginx haproxy wrk; do command -v "$p" >/dev/null || need+=("$p"); done
+command -v h2load >/dev/null || need+=(nghttp2-client)
 if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-cargo build -q --release -p wharf
-WHARF=$PWD/target/release/wharf
+if [[ -z ${WHARF:-} ]]; then   # WHARF=/path/to/wharf compares another build
+  cargo build -q --release -p wharf
+  WHARF=$PWD/target/release/wharf
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -58,6 +65,7 @@ for _ in $(seq 100); do [[ -S $work/data/wharf.sock ]] && break; sleep 0.1; done
 upstream=$("$WHARF" --data-dir "$work/data" ps --json upstream | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])')
 
 nginx_port=$(free_port)
+nginx_h2_port=$(free_port)
 cat > "$work/nginx.conf" <<CONF
 daemon off;
 worker_processes $WORKERS;
@@ -73,12 +81,19 @@ http {
     listen 127.0.0.1:$nginx_port;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; }
   }
+  # h2c with prior knowledge (nginx < 1.25: "listen ... http2" on a plaintext port)
+  server {
+    listen 127.0.0.1:$nginx_h2_port http2;
+    http2_max_concurrent_streams 128;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; }
+  }
 }
 CONF
 nginx -p "$work" -c "$work/nginx.conf" &
 pids+=($!)
 
 haproxy_port=$(free_port)
+haproxy_h2_port=$(free_port)
 cat > "$work/haproxy.cfg" <<CONF
 global
   nbthread $WORKERS
@@ -91,6 +106,9 @@ defaults
   option forwardfor
 frontend f
   bind 127.0.0.1:$haproxy_port
+  default_backend b
+frontend f2
+  bind 127.0.0.1:$haproxy_h2_port proto h2
   default_backend b
 backend b
   http-reuse always
@@ -115,5 +133,29 @@ read -r n_rps n_p99 < <(run nginx "$nginx_port")
 read -r h_rps h_p99 < <(run haproxy "$haproxy_port")
 printf '%-8s %12s %10s\n' proxy 'requests/s' 'p99 ms'
 printf '%-8s %12s %10s\n' wharf "$w_rps" "$w_p99" nginx "$n_rps" "$n_p99" haproxy "$h_rps" "$h_p99"
-awk -v w="$w_rps" -v n="$n_rps" -v h="$h_rps" -v wp="$w_p99" -v np="$n_p99" 'BEGIN {
-  printf "wharf / nginx requests/s: %.2f (target >= 1.10); wharf / haproxy: %.2f; p99 wharf / nginx: %.2f (target <= 1.00)\n", w/n, w/h, wp/np }'
+ratios() {
+  awk -v w="$1" -v n="$3" -v h="$5" -v wp="$2" -v np="$4" 'BEGIN {
+    printf "wharf / nginx requests/s: %.2f (target >= 1.10); wharf / haproxy: %.2f; p99 wharf / nginx: %.2f (target <= 1.00)\n", w/n, w/h, wp/np }'
+}
+ratios "$w_rps" "$w_p99" "$n_rps" "$n_p99" "$h_rps" "$h_p99"
+
+run_h2() { # port -> "rps p99_ms"; p99 from h2load's per-request log
+  local log="$work/h2load-$1.log" out
+  out=$(h2load -D "$SECS" -c "$CONNS" -m "$H2_STREAMS" -t "$WORKERS" \
+    -H ':authority: upstream.localhost' --log-file="$log" "http://127.0.0.1:$1/")
+  grep -E '^requests:' <<<"$out" >&2
+  local rps p99
+  rps=$(sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p' <<<"$out")
+  p99=$(awk -F'\t' '$2 == 200 {print $3}' "$log" | sort -n |
+    awk '{v[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.2f", v[i]/1000}')
+  echo "$rps $p99"
+}
+
+echo
+echo "h2load -D $SECS -c $CONNS -m $H2_STREAMS -t $WORKERS, h2c prior knowledge, upstream HTTP/1.1"
+read -r w2_rps w2_p99 < <(run_h2 "$router_port")
+read -r n2_rps n2_p99 < <(run_h2 "$nginx_h2_port")
+read -r h2_rps h2_p99 < <(run_h2 "$haproxy_h2_port")
+printf '%-8s %12s %10s\n' proxy 'requests/s' 'p99 ms'
+printf '%-8s %12s %10s\n' wharf "$w2_rps" "$w2_p99" nginx "$n2_rps" "$n2_p99" haproxy "$h2_rps" "$h2_p99"
+ratios "$w2_rps" "$w2_p99" "$n2_rps" "$n2_p99" "$h2_rps" "$h2_p99"

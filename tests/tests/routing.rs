@@ -152,3 +152,55 @@ fn manifest_hosts_route_to_the_app() {
     let hosts = apps[0]["hosts"].to_string();
     assert!(hosts.contains("custom.example.test"), "{apps:#?}");
 }
+
+#[test]
+fn two_apps_share_a_host_by_path_prefix() {
+    let s = Server::start();
+    let web = TestApp::new("shop-web").host("shop.example.test").write();
+    let api = TestApp::new("shop-api")
+        .host("shop.example.test")
+        .extra("paths = [\"/env\"]")
+        .write();
+    s.deploy(web.path()).ok("deploy shop-web");
+    s.deploy(api.path())
+        .ok("deploy shop-api on the same host under /env");
+
+    // /env/... goes to shop-api, with the path unchanged (testapp reads its own env)
+    let r = s.get("shop.example.test", "/env/WHARF_APP");
+    assert_eq!((r.status, r.body.trim()), (200, "shop-api"), "{r:?}");
+    // everything else to shop-web: its replica answers /
+    let web_replica = s.ps("shop-web")[0]["id"]
+        .as_str()
+        .expect("replica id")
+        .to_string();
+    let r = s.get("shop.example.test", "/");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.body.contains(&format!("replica={web_replica}")),
+        "{web_replica}: {r:?}"
+    );
+    // each app keeps its own host whole
+    let r = s.get("shop-web.localhost", "/env/WHARF_APP");
+    assert_eq!(r.body.trim(), "shop-web", "{r:?}");
+
+    let apps = s.apps();
+    let api_status = apps
+        .iter()
+        .find(|a| a["name"] == "shop-api")
+        .expect("shop-api listed");
+    assert_eq!(
+        api_status["paths"],
+        serde_json::json!(["/env"]),
+        "{apps:#?}"
+    );
+
+    // a third app claiming the same host and prefix is refused, naming the owner
+    let dup = TestApp::new("shop-dup")
+        .host("shop.example.test")
+        .extra("paths = [\"/env\"]")
+        .write();
+    let out = s.deploy(dup.path());
+    out.expect_code(2, "deploy of a taken host and prefix");
+    assert!(out.all().contains("shop-api"), "{}", out.all());
+    assert!(out.all().contains("/env"), "{}", out.all());
+}

@@ -14,6 +14,7 @@
 
 mod access;
 mod actions;
+mod claims;
 mod desired;
 mod env;
 mod error;

@@ -58,16 +58,17 @@ impl Controller {
             (None, Some(_)) if all_ready => "running".to_string(),
             (None, Some(_)) => "degraded".to_string(),
         };
-        let own = format!("{app}.localhost");
-        let mut hosts = vec![own.clone()];
-        if let Some(r) = &release {
-            hosts.extend(r.hosts.iter().filter(|h| **h != own).cloned());
-        }
+        let hosts = crate::claims::hosts(app, release.as_ref().map_or(&[], |r| &r.hosts));
+        let route = release
+            .as_ref()
+            .map(|r| r.route.clone())
+            .unwrap_or_default();
         Ok(AppStatus {
             name: app.to_string(),
             release: rec.target,
             url: inner.url(app),
             hosts,
+            paths: route.prefixes().map(str::to_owned).collect(),
             status,
             processes,
             last_outcome: rec.last_outcome.clone(),

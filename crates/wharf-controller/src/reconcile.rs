@@ -198,15 +198,7 @@ impl Inner {
                 let Some(target) = app.target.and_then(|v| self.release(&app.name, v)) else {
                     continue;
                 };
-                let mut hosts = vec![format!("{}.localhost", app.name)];
-                hosts.extend(
-                    target
-                        .hosts
-                        .iter()
-                        .filter(|h| !hosts.contains(h))
-                        .cloned()
-                        .collect::<Vec<_>>(),
-                );
+                let hosts = crate::claims::hosts(&app.name, &target.hosts);
                 let backends = state
                     .entries
                     .values()
@@ -229,6 +221,7 @@ impl Inner {
                     backends,
                     weights: weights.get(&app.name).cloned().unwrap_or_default(),
                     tls: target.tls.clone(),
+                    options: target.route.clone(),
                 });
             }
         }

@@ -178,6 +178,7 @@ impl Controller {
         }
         let app = manifest.app.clone();
         let busy = Busy::take(inner, &app)?;
+        crate::claims::check(inner, &app, &manifest.hosts, &manifest.route)?;
         let existing = inner.app(&app);
         let config = existing
             .as_ref()
@@ -226,6 +227,7 @@ impl Controller {
             secrets,
             rotate: manifest.rotate.clone(),
             secrets_as_files: manifest.secrets_as_files,
+            route: manifest.route.clone(),
         };
         let (version, events) = self.start_rollout(
             &app,

@@ -17,6 +17,8 @@ pub(crate) struct Entry {
     pub status: u16,
     pub request_id: String,
     pub bytes: u64,
+    /// Times the request was sent again to another replica (0 or 1).
+    pub retries: u32,
 }
 
 impl Entry {
@@ -33,6 +35,7 @@ impl Entry {
             "bytes": self.bytes,
             "duration_ms": self.started.elapsed().as_secs_f64() * 1000.0,
             "request_id": self.request_id,
+            "retries": self.retries,
         })
         .to_string()
     }
@@ -61,6 +64,7 @@ mod tests {
             status: 200,
             request_id: "abc".into(),
             bytes: 12,
+            retries: 1,
         };
         let v: serde_json::Value = serde_json::from_str(&e.line()).unwrap();
         for (k, want) in [
@@ -74,6 +78,7 @@ mod tests {
         assert_eq!(v["release"], 3);
         assert_eq!(v["status"], 200);
         assert_eq!(v["bytes"], 12);
+        assert_eq!(v["retries"], 1);
         assert!(v["duration_ms"].as_f64().unwrap() >= 0.0);
     }
 }

@@ -1,12 +1,17 @@
 //! The response body the proxy hands to hyper: either a replica's streamed body, which
-//! keeps the replica counted in flight until it ends, or a short local answer.
+//! keeps the replica counted in flight until it ends and is cut off when the replica
+//! pauses longer than the route's idle timeout, or a short local answer.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::error::BodyError;
+use crate::idle::IdleTimer;
 use crate::inflight::InflightGuard;
 
 #[derive(Debug)]
@@ -20,15 +25,16 @@ pub(crate) struct ProxyBody {
 
 #[derive(Debug)]
 enum Kind {
-    Upstream(Incoming),
+    /// The replica's body and its idle timer.
+    Upstream(Incoming, IdleTimer),
     Local(Option<Bytes>),
 }
 
 impl ProxyBody {
-    pub(crate) fn upstream(body: Incoming, guard: InflightGuard) -> Self {
+    pub(crate) fn upstream(body: Incoming, guard: InflightGuard, idle: Duration) -> Self {
         let guard = (!body.is_end_stream()).then_some(guard);
         ProxyBody {
-            kind: Kind::Upstream(body),
+            kind: Kind::Upstream(body, IdleTimer::new(idle)),
             guard,
             log: None,
         }
@@ -56,7 +62,7 @@ impl ProxyBody {
         self.log = Some(Box::new(entry));
     }
 
-    fn count(&mut self, frame: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>) {
+    fn count(&mut self, frame: &Poll<Option<Result<Frame<Bytes>, BodyError>>>) {
         if let (Some(log), Poll::Ready(Some(Ok(frame)))) = (self.log.as_mut(), frame) {
             if let Some(data) = frame.data_ref() {
                 log.bytes += data.len() as u64;
@@ -67,17 +73,26 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let polled = match &mut this.kind {
             Kind::Local(text) => Poll::Ready(text.take().map(|t| Ok(Frame::data(t)))),
-            Kind::Upstream(body) => {
-                let polled = Pin::new(&mut *body).poll_frame(cx);
+            Kind::Upstream(body, idle) => {
+                let polled = match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Pending if idle.expired(cx) => {
+                        Poll::Ready(Some(Err(BodyError::Idle(idle.after))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(frame) => {
+                        idle.activity();
+                        Poll::Ready(frame.map(|f| f.map_err(|e| BodyError::Upstream(Arc::new(e)))))
+                    }
+                };
                 if matches!(polled, Poll::Ready(None | Some(Err(_)))) || body.is_end_stream() {
                     this.guard = None;
                 }
@@ -91,14 +106,14 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Local(text) => text.is_none(),
-            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Upstream(body, ..) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Local(text) => SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64)),
-            Kind::Upstream(body) => body.size_hint(),
+            Kind::Upstream(body, ..) => body.size_hint(),
         }
     }
 }

@@ -12,6 +12,8 @@ use crate::body::ProxyBody;
 pub(crate) enum ProxyError {
     #[error("no app is routed at host {0:?}")]
     UnknownHost(String),
+    #[error("no app is routed at host {0:?} for path {1:?}")]
+    UnknownPath(String, String),
     #[error("no ready replica for app {0:?}")]
     NoReadyReplica(Arc<str>),
     #[error("upstream did not answer within {}s", .timeout.as_secs())]
@@ -21,6 +23,17 @@ pub(crate) enum ProxyError {
     },
     #[error("this site is served over HTTPS only: {0}")]
     HttpsOnly(String),
+    #[error("upstream did not accept the connection within {}ms", .timeout.as_millis())]
+    ConnectTimeout {
+        replica: Arc<str>,
+        timeout: std::time::Duration,
+    },
+    #[error(
+        "request body larger than the limit of {0} bytes; send less, or raise [route] max_body"
+    )]
+    PayloadTooLarge(u64),
+    #[error("request body failed: {0}")]
+    Body(BodyError),
     #[error("upstream unavailable")]
     Upstream {
         replica: Arc<str>,
@@ -32,10 +45,14 @@ pub(crate) enum ProxyError {
 impl ProxyError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            ProxyError::UnknownHost(_) => StatusCode::NOT_FOUND,
+            ProxyError::UnknownHost(_) | ProxyError::UnknownPath(..) => StatusCode::NOT_FOUND,
             ProxyError::HttpsOnly(_) => StatusCode::PERMANENT_REDIRECT,
             ProxyError::NoReadyReplica(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Body(BodyError::Idle(_)) => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Body(_) => StatusCode::BAD_REQUEST,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
         }
     }
@@ -98,4 +115,17 @@ pub enum TlsError {
     Acme(String),
     #[error("acme: {0}")]
     AcmeProtocol(#[from] instant_acme::Error),
+}
+
+/// Why a body stream (the client's request body, a replica's response body) stopped.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum BodyError {
+    #[error("body larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("no data for {}ms", .0.as_millis())]
+    Idle(std::time::Duration),
+    #[error("{0}")]
+    Client(Arc<hyper::Error>),
+    #[error("{0}")]
+    Upstream(Arc<hyper::Error>),
 }

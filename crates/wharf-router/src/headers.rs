@@ -64,12 +64,13 @@ pub(crate) fn route_host(parts: &Parts) -> Cow<'_, str> {
 
 /// Remove hop-by-hop headers, including every header `Connection` names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Split bytes, not text: a value with one non-ASCII byte must still have its
+    // ASCII tokens honoured (found by fuzzing).
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
         .collect();
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
@@ -209,6 +210,14 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+        let mut odd = HeaderMap::new();
+        odd.insert(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"keep\xd3\x9blive, X-Secret").unwrap(),
+        );
+        odd.insert("x-secret", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut odd);
+        assert!(odd.is_empty(), "a non-ASCII token does not hide the others");
     }
 
     #[test]

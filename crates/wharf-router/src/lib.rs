@@ -9,9 +9,11 @@
 //!
 //! Routing: the host is the authority of an absolute-form target, else `Host`, with
 //! port, case and a trailing dot ignored; an exact host beats a `*.domain` wildcard,
-//! and the longest wildcard suffix wins. Unknown host: 404; no backend: 503; replica
-//! unreachable: 502, after one retry on another replica for a bodiless idempotent
-//! request whose connection was refused.
+//! and the longest wildcard suffix wins; then the longest path prefix of that host on a
+//! segment boundary (`lookup`). The path goes upstream unchanged. Unknown host or
+//! path: 404; no backend: 503 with `Retry-After`; replica unreachable: 502 (504 on a
+//! connect timeout) after one retry on another replica (`retry`); per-route timeouts
+//! and body limit in `limits`.
 //!
 //! Request smuggling: hyper's HTTP/1 parser answers 400 to a Transfer-Encoding that
 //! does not end in `chunked`, to differing Content-Lengths, to obsolete line folding and
@@ -37,14 +39,23 @@
 //!   TLS listener (when there is one); its HTTPS answers carry HSTS unless the app set
 //!   it. `/.well-known/acme-challenge/TOKEN` on plaintext is answered from the ACME
 //!   challenges in progress before any routing or redirect.
+//! - A request goes to at most two replicas, the second only when `retry` allows it
+//!   and never once a response head arrived; at most the route's `max_body` bytes of a
+//!   request body ever reach a replica.
 
 mod access;
 mod body;
 mod error;
+pub mod fuzzing;
 mod headers;
+mod idle;
 mod inflight;
+mod limits;
+pub mod lookup;
 mod outlier;
 mod proxy;
+mod request_body;
+mod retry;
 mod server;
 mod stats;
 mod table;
@@ -58,19 +69,12 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use wharf_types::route::RouteTable;
 
 use crate::error::ProxyError;
 use crate::headers::RequestIds;
 use crate::inflight::Counters;
-use crate::proxy::UpstreamBody;
-use crate::table::{Pick, Table};
-
-/// How long an idle upstream keep-alive connection stays in the pool.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::table::{Pick, RouteEntry, Table};
 
 /// Settings of a [`Router`].
 #[derive(Debug, Clone)]
@@ -90,6 +94,10 @@ pub struct RouterConfig {
     /// HTTPS: the certificates and the TLS listener's port (for redirects). Without it
     /// `https_only` routes are served on plaintext as well.
     pub https: Option<Https>,
+    /// Longest pause between two reads of a request or response body in flight.
+    pub idle_timeout: Duration,
+    /// Largest request body accepted (413 above), in bytes.
+    pub max_body: u64,
 }
 
 /// The HTTPS side of a [`Router`].
@@ -109,6 +117,8 @@ impl Default for RouterConfig {
             eject_for: Duration::from_secs(10),
             drain_window: Duration::from_secs(2),
             https: None,
+            idle_timeout: Duration::from_secs(60),
+            max_body: 10 << 20,
         }
     }
 }
@@ -117,35 +127,30 @@ impl Default for RouterConfig {
 pub struct Router {
     table: RwLock<Arc<Table>>,
     counters: Counters,
-    client: Client<HttpConnector, UpstreamBody>,
+    clients: limits::Clients,
     https: Option<Https>,
     ids: RequestIds,
     stats: stats::Stats,
-    response_timeout: Duration,
+    retries: retry::Retries,
     outlier: outlier::Policy,
     /// Set when the listener stopped accepting: HTTP/1 answers close their connection.
     draining: std::sync::atomic::AtomicBool,
     drain_window: Duration,
+    /// The defaults of settings a route may override.
+    defaults: RouterConfig,
 }
 
 impl Router {
     /// A router with an empty route table (every host answers 404 until a publish).
     pub fn new(config: RouterConfig) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         Arc::new(Router {
             table: RwLock::new(Arc::new(Table::default())),
             counters: Counters::default(),
-            client,
-            https: config.https,
+            clients: limits::Clients::default(),
+            https: config.https.clone(),
             ids: RequestIds::new(),
             stats: stats::Stats::default(),
-            response_timeout: config.response_timeout,
+            retries: retry::Retries::default(),
             outlier: outlier::Policy {
                 eject_after: config.eject_after,
                 eject_for: config.eject_for,
@@ -153,6 +158,7 @@ impl Router {
             },
             draining: std::sync::atomic::AtomicBool::new(false),
             drain_window: config.drain_window,
+            defaults: config,
         })
     }
 
@@ -164,7 +170,13 @@ impl Router {
         if let Some(https) = &self.https {
             https.tls.publish(&table);
         }
-        let next = Arc::new(Table::build(table, &self.counters, &self.stats));
+        let env = table::Env {
+            counters: &self.counters,
+            stats: &self.stats,
+            clients: &self.clients,
+            defaults: &self.defaults,
+        };
+        let next = Arc::new(Table::build(table, &env));
         let previous = {
             // A poisoned lock only means a reader panicked; the Arc inside is intact.
             let mut current = self.table.write().unwrap_or_else(|e| e.into_inner());
@@ -188,7 +200,9 @@ impl Router {
 
     /// The router's RED metrics in Prometheus text format.
     pub fn metrics(&self) -> String {
-        stats::prometheus(&self.stats.all())
+        let mut text = stats::prometheus(&self.stats.all());
+        text.push_str(&self.retries.prometheus());
+        text
     }
 
     /// Serve on `listener` until `shutdown` resolves; then stop accepting and drain: for
@@ -221,27 +235,38 @@ impl Router {
         server::serve(self, listener, Some(https.tls), shutdown).await
     }
 
-    /// The TLS listener's port when `host` is routed `https_only` and there is one.
-    fn https_only_port(&self, host: &str) -> Option<u16> {
+    /// The TLS listener's port when `host` and `path` are routed `https_only` and there
+    /// is one.
+    fn https_only_port(&self, host: &str, path: &str) -> Option<u16> {
         let https = self.https.as_ref()?;
         let table = self.table.read().unwrap_or_else(|e| e.into_inner());
         table
-            .find(host)
+            .find(host, path)
             .is_some_and(|route| route.https_only)
             .then_some(https.port)
     }
 
-    /// Choose a backend for `host` (already normalized), skipping replica `exclude`.
-    /// The pick, and the increment of its in-flight counter, happen under the read
-    /// lock so that `publish` waits for them.
-    fn route(&self, host: &str, exclude: Option<&str>) -> Result<Pick, ProxyError> {
+    /// Choose a backend for `host` (already normalized) and `path`, skipping replica
+    /// `exclude`. The pick, and the increment of its in-flight counter, happen under
+    /// the read lock so that `publish` waits for them.
+    fn route(
+        &self,
+        host: &str,
+        path: &str,
+        exclude: Option<&str>,
+    ) -> Result<(Arc<RouteEntry>, Pick), ProxyError> {
         let table = self.table.read().unwrap_or_else(|e| e.into_inner());
-        let route = table
-            .find(host)
-            .ok_or_else(|| ProxyError::UnknownHost(host.to_owned()))?;
-        route
+        let route = table.find(host, path).ok_or_else(|| {
+            if table.serves(host) {
+                ProxyError::UnknownPath(host.to_owned(), path.to_owned())
+            } else {
+                ProxyError::UnknownHost(host.to_owned())
+            }
+        })?;
+        let pick = route
             .pick(exclude, &self.outlier)
-            .ok_or_else(|| ProxyError::NoReadyReplica(route.app.clone()))
+            .ok_or_else(|| ProxyError::NoReadyReplica(route.app.clone()))?;
+        Ok((route.clone(), pick))
     }
 }
 

@@ -1,32 +1,31 @@
-//! The request path: route, rewrite headers, send upstream (retrying a refused
-//! connection once when that is safe), and turn the answer into the client's response.
+//! The request path: route, check the body limit, rewrite headers, send upstream
+//! (once more to another replica when `retry` allows), and turn the answer into the
+//! client's response.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::{Either, Empty};
+use http::{Request, Response, StatusCode, Uri};
 use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 
 use crate::body::ProxyBody;
-use crate::error::ProxyError;
+use crate::error::{BodyError, ProxyError};
 use crate::headers::{
     forward_request, route_host, strip_hop_by_hop, valid_traceparent, TRACEPARENT, X_REQUEST_ID,
 };
 use crate::inflight::InflightGuard;
+use crate::request_body::{RequestBody, Shared};
+use crate::retry::{may_retry, Failure};
 use crate::server::Conn;
+use crate::table::Pick;
 use crate::upgrade;
 use crate::Router;
 
 /// HSTS added to the HTTPS answers of an `https_only` route (one year).
 const HSTS: http::HeaderValue = http::HeaderValue::from_static("max-age=31536000");
-
-/// What goes upstream: the client's body, or nothing (so the request can be resent).
-pub(crate) type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 
 /// Where a request went, for its log line.
 #[derive(Default)]
@@ -36,8 +35,26 @@ struct Target {
     release: Option<u32>,
     stats: Option<Arc<crate::stats::ReleaseCounters>>,
     slot: Option<Arc<crate::inflight::Slot>>,
+    retries: u32,
     /// The answer gets HSTS (an `https_only` route, over TLS).
     hsts: bool,
+}
+
+impl Target {
+    fn set(&mut self, pick: &Pick) {
+        self.replica = Some(pick.replica.clone());
+        self.release = Some(pick.release);
+        self.stats = Some(pick.stats.clone());
+        self.slot = Some(pick.slot.clone());
+    }
+}
+
+/// What the request path needs to know about the request besides its parts.
+struct Context<'a> {
+    conn: Conn,
+    request_id: &'a http::HeaderValue,
+    host: &'a str,
+    path: &'a str,
 }
 
 /// Proxy one request that came on `conn`; always produces a response.
@@ -56,13 +73,19 @@ pub(crate) async fn handle(
         route_host(&parts).into_owned(),
     );
     let mut target = Target::default();
+    let context = Context {
+        conn,
+        request_id: &request_id,
+        host: &host,
+        path: &path,
+    };
     let challenge = match conn.secure {
         false => acme_challenge(router, &path),
         true => None,
     };
     let forwarded = match challenge {
         Some(answer) => Ok(answer),
-        None => forward(router, &mut parts, body, conn, &request_id, &mut target).await,
+        None => forward(router, &mut parts, body, &context, &mut target).await,
     };
     let mut response = match forwarded {
         Ok(response) => response,
@@ -73,6 +96,15 @@ pub(crate) async fn handle(
             error.to_response()
         }
     };
+    if target.hsts
+        && !response
+            .headers()
+            .contains_key(http::header::STRICT_TRANSPORT_SECURITY)
+    {
+        response
+            .headers_mut()
+            .insert(http::header::STRICT_TRANSPORT_SECURITY, HSTS);
+    }
     if let Some(stats) = &target.stats {
         stats.record(response.status().as_u16(), start.elapsed());
     }
@@ -86,15 +118,6 @@ pub(crate) async fn handle(
             );
         }
     }
-    if target.hsts
-        && !response
-            .headers()
-            .contains_key(http::header::STRICT_TRANSPORT_SECURITY)
-    {
-        response
-            .headers_mut()
-            .insert(http::header::STRICT_TRANSPORT_SECURITY, HSTS);
-    }
     let status = response.status().as_u16();
     response.body_mut().log(crate::access::Entry {
         started: start,
@@ -107,6 +130,7 @@ pub(crate) async fn handle(
         status,
         request_id: request_id.to_str().unwrap_or("").to_string(),
         bytes: 0,
+        retries: target.retries,
     });
     response.headers_mut().insert(X_REQUEST_ID, request_id);
     let draining = router.draining.load(std::sync::atomic::Ordering::SeqCst);
@@ -123,39 +147,42 @@ async fn forward(
     router: &Router,
     parts: &mut Parts,
     body: Incoming,
-    conn: Conn,
-    request_id: &http::HeaderValue,
+    context: &Context<'_>,
     target: &mut Target,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    if !conn.secure {
-        let host = route_host(parts);
-        if let Some(port) = router.https_only_port(&host) {
+    if !context.conn.secure {
+        if let Some(port) = router.https_only_port(context.host, context.path) {
             return Err(ProxyError::HttpsOnly(https_location(
-                &host, port, &parts.uri,
+                context.host,
+                port,
+                &parts.uri,
             )));
         }
     }
-    let pick = router.route(&route_host(parts), None)?;
-    target.hsts = conn.secure && pick.https_only;
-    target.app = Some(pick.app.clone());
-    target.replica = Some(pick.replica.clone());
-    target.stats = Some(pick.stats.clone());
-    target.release = Some(pick.release);
-    target.slot = Some(pick.slot.clone());
+    let (mut route, mut pick) = router.route(context.host, context.path, None)?;
+    target.app = Some(route.app.clone());
+    target.set(&pick);
+    target.hsts = context.conn.secure && pick.https_only;
+    let limits = route.limits;
+    if body.size_hint().lower() > limits.max_body {
+        return Err(ProxyError::PayloadTooLarge(limits.max_body));
+    }
 
     let uri_host = parts.uri.authority().cloned();
     let upgrade = upgrade::requested(&parts.headers);
     let client_upgrade = upgrade
         .as_ref()
         .and_then(|_| parts.extensions.remove::<OnUpgrade>());
-    let proto = http::HeaderValue::from_static(if conn.secure { "https" } else { "http" });
+    let proto = http::HeaderValue::from_static(if context.conn.secure { "https" } else { "http" });
     forward_request(
         &mut parts.headers,
-        conn.peer.ip(),
+        context.conn.peer.ip(),
         &proto,
         uri_host.as_ref().map(Authority::as_str),
     );
-    parts.headers.insert(X_REQUEST_ID, request_id.clone());
+    parts
+        .headers
+        .insert(X_REQUEST_ID, context.request_id.clone());
     if !parts
         .headers
         .get(TRACEPARENT)
@@ -167,71 +194,65 @@ async fn forward(
         upgrade::restore(&mut parts.headers, value);
     }
 
-    // Without a body, a request whose connection was refused sent nothing at all,
-    // so an idempotent one can go to another replica.
-    let empty = body.is_end_stream();
-    let retryable =
-        empty && pick.others && is_idempotent(&parts.method) && client_upgrade.is_none();
-    let body = if empty {
-        Either::Right(Empty::new())
-    } else {
-        Either::Left(body)
-    };
-    let request = upstream_request(parts, &pick.authority, body, retryable);
-    let answer = tokio::time::timeout(router.response_timeout, router.client.request(request));
-    let Ok(answer) = answer.await else {
-        return Err(ProxyError::Timeout {
-            replica: pick.replica,
-            timeout: router.response_timeout,
-        });
-    };
-    let source = match answer {
-        Ok(mut response) => {
-            if let (StatusCode::SWITCHING_PROTOCOLS, Some(client)) =
-                (response.status(), client_upgrade)
-            {
-                let replica = hyper::upgrade::on(&mut response);
-                upgrade::splice(client, replica, pick.guard);
-                let (parts, _) = response.into_parts();
-                return Ok(Response::from_parts(parts, ProxyBody::empty()));
+    let body = Shared::new(body, limits.max_body, limits.idle);
+    loop {
+        let last = target.retries > 0 || !pick.others;
+        let request = upstream_request(parts, &pick.authority, body.attempt(), !last);
+        let answer = tokio::time::timeout(limits.response, route.client.request(request)).await;
+        let source = match answer {
+            Ok(Ok(mut response)) => {
+                if let (StatusCode::SWITCHING_PROTOCOLS, Some(client)) =
+                    (response.status(), client_upgrade)
+                {
+                    let replica = hyper::upgrade::on(&mut response);
+                    upgrade::splice(client, replica, pick.guard);
+                    let (parts, _) = response.into_parts();
+                    return Ok(Response::from_parts(parts, ProxyBody::empty()));
+                }
+                return Ok(downstream(response, pick.guard, limits.idle));
             }
-            return Ok(downstream(response, pick.guard));
+            Ok(Err(source)) => Some(source),
+            Err(_elapsed) => None,
+        };
+        if let Some(failure) = body.failure() {
+            return Err(match failure {
+                BodyError::TooLarge(limit) => ProxyError::PayloadTooLarge(limit),
+                other => ProxyError::Body(other),
+            });
         }
-        Err(source) => source,
-    };
-    let failed = pick.replica;
-    if !(retryable && source.is_connect()) {
-        return Err(ProxyError::Upstream {
-            replica: failed,
-            source,
-        });
-    }
-    drop(pick.guard);
-    pick.slot.health.record(false, &router.outlier);
-    tracing::warn!(replica = %failed, error = %source, "connect failed, retrying on another replica");
-    let Ok(second) = router.route(&route_host(parts), Some(&failed)) else {
-        return Err(ProxyError::Upstream {
-            replica: failed,
-            source,
-        });
-    };
-    target.replica = Some(second.replica.clone());
-    target.stats = Some(second.stats.clone());
-    target.slot = Some(second.slot.clone());
-    let request = upstream_request(parts, &second.authority, Either::Right(Empty::new()), false);
-    let answer = tokio::time::timeout(router.response_timeout, router.client.request(request));
-    let Ok(answer) = answer.await else {
-        return Err(ProxyError::Timeout {
-            replica: second.replica,
-            timeout: router.response_timeout,
-        });
-    };
-    match answer {
-        Ok(response) => Ok(downstream(response, second.guard)),
-        Err(source) => Err(ProxyError::Upstream {
-            replica: second.replica,
-            source,
-        }),
+        let Some(source) = source else {
+            return Err(ProxyError::Timeout {
+                replica: pick.replica,
+                timeout: limits.response,
+            });
+        };
+        let failure = Failure::of(&source);
+        let failed = pick.replica.clone();
+        if last || !may_retry(&parts.method, failure, body.replayable()) {
+            return Err(match failure {
+                Failure::Connect { timed_out: true } => ProxyError::ConnectTimeout {
+                    replica: failed,
+                    timeout: limits.connect,
+                },
+                _ => ProxyError::Upstream {
+                    replica: failed,
+                    source,
+                },
+            });
+        }
+        drop(pick.guard);
+        pick.slot.health.record(false, &router.outlier);
+        tracing::warn!(replica = %failed, error = %source, reason = failure.reason(), "retrying on another replica");
+        router.retries.count(&route.app, failure);
+        target.retries += 1;
+        let Ok(next) = router.route(context.host, context.path, Some(&failed)) else {
+            return Err(ProxyError::Upstream {
+                replica: failed,
+                source,
+            });
+        };
+        (route, pick) = next;
+        target.set(&pick);
     }
 }
 
@@ -257,21 +278,14 @@ fn https_location(host: &str, port: u16, uri: &Uri) -> String {
     }
 }
 
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE
-    )
-}
-
 /// The request for replica `authority`. Takes the headers out of `parts` unless they
 /// must stay for a retry.
 fn upstream_request(
     parts: &mut Parts,
     authority: &Authority,
-    body: UpstreamBody,
+    body: RequestBody,
     keep_headers: bool,
-) -> Request<UpstreamBody> {
+) -> Request<RequestBody> {
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(Scheme::HTTP);
     uri.authority = Some(authority.clone());
@@ -296,8 +310,12 @@ fn upstream_request(
 }
 
 /// The client's response: hop-by-hop headers stripped, body counted in flight.
-fn downstream(response: Response<Incoming>, guard: InflightGuard) -> Response<ProxyBody> {
+fn downstream(
+    response: Response<Incoming>,
+    guard: InflightGuard,
+    idle: std::time::Duration,
+) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, ProxyBody::upstream(body, guard))
+    Response::from_parts(parts, ProxyBody::upstream(body, guard, idle))
 }

@@ -1,28 +1,29 @@
-//! A published route table, indexed for host lookup, and backend balancing.
+//! A published route table, indexed for lookup (host, then path prefix: see
+//! `lookup`), and backend balancing.
 //!
-//! Lookup: exact host first, then `*.domain` wildcards, the longest matching suffix
-//! winning. Balancing: least outstanding requests, ties broken round-robin.
+//! Balancing: least outstanding requests, ties broken round-robin (the default), or
+//! plain round-robin (`[route] balance = "round-robin"`); both within the release the
+//! route's weights choose, skipping ejected replicas while others remain.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use http::uri::Authority;
 use wharf_types::route::{Route, RouteTable};
+use wharf_types::route_options::Balance;
 
-use crate::headers::normalize_host;
 use crate::inflight::{Counters, InflightGuard, Slot};
+use crate::limits::{Clients, Limits, Upstream};
+use crate::lookup::Lookup;
 use crate::outlier::Policy;
 use crate::stats::{ReleaseCounters, Stats};
+use crate::RouterConfig;
 
-/// One route table, with lookup maps built once at publish time.
+/// One route table, with its lookup index built once at publish time.
 #[derive(Debug, Default)]
 pub(crate) struct Table {
-    routes: Vec<RouteEntry>,
-    /// Normalized host -> index into `routes`.
-    exact: HashMap<Box<str>, usize>,
-    /// `.domain` (the wildcard without its `*`) -> index into `routes`.
-    wildcard: HashMap<Box<str>, usize>,
+    routes: Vec<Arc<RouteEntry>>,
+    lookup: Lookup,
 }
 
 #[derive(Debug)]
@@ -35,6 +36,10 @@ pub(crate) struct RouteEntry {
     /// (release, percent) shares; empty: every backend alike.
     weights: Vec<(u32, u32)>,
     weight_next: AtomicUsize,
+    balance: Balance,
+    pub(crate) limits: Limits,
+    /// The client whose connect timeout is this route's.
+    pub(crate) client: Upstream,
 }
 
 #[derive(Debug)]
@@ -49,7 +54,6 @@ struct BackendEntry {
 /// The backend chosen for one request, counted in flight while this lives.
 #[derive(Debug)]
 pub(crate) struct Pick {
-    pub(crate) app: Arc<str>,
     pub(crate) replica: Arc<str>,
     pub(crate) authority: Authority,
     /// Whether the route has another backend to retry on.
@@ -65,46 +69,52 @@ pub(crate) struct Pick {
     pub(crate) https_only: bool,
 }
 
+/// What building a table needs besides the table.
+pub(crate) struct Env<'a> {
+    pub counters: &'a Counters,
+    pub stats: &'a Stats,
+    pub clients: &'a Clients,
+    pub defaults: &'a RouterConfig,
+}
+
 impl Table {
-    /// Index `table`, taking each replica's counter from `counters`. When two routes
-    /// claim the same host, the first one in the table wins.
-    pub(crate) fn build(table: RouteTable, counters: &Counters, stats: &Stats) -> Table {
+    /// Index `table`, taking each replica's counter from `env.counters`. When two routes
+    /// claim the same host and path prefix, the first one in the table wins.
+    pub(crate) fn build(table: RouteTable, env: &Env<'_>) -> Table {
         let mut built = Table::default();
         for (index, route) in table.routes.into_iter().enumerate() {
             for host in &route.hosts {
-                let host = normalize_host(host);
-                let (map, key) = match host.strip_prefix('*') {
-                    Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 => {
-                        (&mut built.wildcard, suffix)
+                for prefix in route.options.prefixes() {
+                    if !built.lookup.insert(host, prefix, index) {
+                        tracing::warn!(
+                            host,
+                            prefix,
+                            app = route.app,
+                            "host and path claimed twice, ignored"
+                        );
                     }
-                    _ => (&mut built.exact, &*host),
-                };
-                if map.contains_key(key) {
-                    tracing::warn!(host = key, app = route.app, "host claimed twice, ignored");
-                } else {
-                    map.insert(key.into(), index);
                 }
             }
-            built.routes.push(RouteEntry::new(route, counters, stats));
+            built.routes.push(Arc::new(RouteEntry::new(route, env)));
         }
-        counters.prune();
+        env.counters.prune();
         built
     }
 
-    /// The route serving `host` (normalized: lowercase, no port, no trailing dot).
-    pub(crate) fn find(&self, host: &str) -> Option<&RouteEntry> {
-        let index = self.exact.get(host).copied().or_else(|| {
-            // Suffixes starting at each dot, longest first; `*.d` never matches `d`.
-            host.char_indices()
-                .filter(|&(i, c)| c == '.' && i > 0)
-                .find_map(|(i, _)| self.wildcard.get(&host[i..]).copied())
-        })?;
-        self.routes.get(index)
+    /// The route serving `host` (normalized: lowercase, no port, no trailing dot) and
+    /// `path` (as sent).
+    pub(crate) fn find(&self, host: &str, path: &str) -> Option<&Arc<RouteEntry>> {
+        self.routes.get(self.lookup.find(host, path)?)
+    }
+
+    /// Whether some route serves `host`, whatever the path.
+    pub(crate) fn serves(&self, host: &str) -> bool {
+        self.lookup.serves(host)
     }
 }
 
 impl RouteEntry {
-    fn new(route: Route, counters: &Counters, stats: &Stats) -> RouteEntry {
+    fn new(route: Route, env: &Env<'_>) -> RouteEntry {
         let app: Arc<str> = Arc::from(route.app);
         let backends = route
             .backends
@@ -118,16 +128,17 @@ impl RouteEntry {
                     }
                 };
                 let replica: Arc<str> = Arc::from(backend.replica);
-                let slot = counters.slot(&replica);
+                let slot = env.counters.slot(&replica);
                 Some(BackendEntry {
                     replica,
                     release: backend.release,
                     authority,
                     slot,
-                    stats: stats.counters(&app, backend.release),
+                    stats: env.stats.counters(&app, backend.release),
                 })
             })
             .collect();
+        let limits = Limits::resolve(&route.options, env.defaults);
         RouteEntry {
             app,
             https_only: route.tls.https_only,
@@ -140,6 +151,9 @@ impl RouteEntry {
                 .map(|w| (w.release, w.percent))
                 .collect(),
             weight_next: AtomicUsize::new(0),
+            balance: route.options.balance,
+            client: env.clients.get(limits.connect),
+            limits,
         }
     }
 
@@ -162,9 +176,10 @@ impl RouteEntry {
         None
     }
 
-    /// The backend with the fewest requests in flight, skipping `exclude`, within the
-    /// release the weights choose (any release when that one has no backend); among
-    /// equals, the first one after a rotating start, so ties go round-robin.
+    /// A backend, skipping `exclude`, within the release the weights choose (any
+    /// release when that one has no backend): by the route's balance, the one with the
+    /// fewest requests in flight (among equals, the first one after a rotating start,
+    /// so ties go round-robin), or simply the next in turn.
     pub(crate) fn pick(&self, exclude: Option<&str>, outlier: &Policy) -> Option<Pick> {
         if self.backends.is_empty() {
             return None;
@@ -174,12 +189,15 @@ impl RouteEntry {
         let healthy = |b: &BackendEntry| usable(b) && !b.slot.health.ejected(outlier);
         let release = self.weighted_release();
         let in_release = |b: &BackendEntry| release.is_none_or(|r| b.release == r);
-        let chosen = least_loaded(&self.backends, turn, |b| healthy(b) && in_release(b))
-            .or_else(|| least_loaded(&self.backends, turn, healthy))
-            .or_else(|| least_loaded(&self.backends, turn, |b| usable(b) && in_release(b)))
-            .or_else(|| least_loaded(&self.backends, turn, usable))?;
+        let choose = |candidate: &dyn Fn(&BackendEntry) -> bool| match self.balance {
+            Balance::LeastRequests => least_loaded(&self.backends, turn, candidate),
+            Balance::RoundRobin => in_turn(&self.backends, turn, candidate),
+        };
+        let chosen = choose(&|b| healthy(b) && in_release(b))
+            .or_else(|| choose(&healthy))
+            .or_else(|| choose(&|b| usable(b) && in_release(b)))
+            .or_else(|| choose(&usable))?;
         Some(Pick {
-            app: self.app.clone(),
             replica: chosen.replica.clone(),
             authority: chosen.authority.clone(),
             others: self.backends.len() > 1,
@@ -192,13 +210,24 @@ impl RouteEntry {
     }
 }
 
+/// The `turn`-th candidate (modulo their number), whatever its load.
+fn in_turn<'a>(
+    backends: &'a [BackendEntry],
+    turn: usize,
+    candidate: &dyn Fn(&BackendEntry) -> bool,
+) -> Option<&'a BackendEntry> {
+    let count = backends.iter().filter(|b| candidate(b)).count();
+    let mut candidates = backends.iter().filter(|b| candidate(b));
+    candidates.nth(turn.checked_rem(count)?)
+}
+
 /// The candidate with the fewest requests in flight; among equals, the first from the
 /// `turn`-th candidate on, so that ties go round-robin within the candidates.
-fn least_loaded(
-    backends: &[BackendEntry],
+fn least_loaded<'a>(
+    backends: &'a [BackendEntry],
     turn: usize,
-    candidate: impl Fn(&BackendEntry) -> bool,
-) -> Option<&BackendEntry> {
+    candidate: &dyn Fn(&BackendEntry) -> bool,
+) -> Option<&'a BackendEntry> {
     let count = backends.iter().filter(|b| candidate(b)).count();
     if count == 0 {
         return None;
@@ -216,6 +245,7 @@ fn least_loaded(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::headers::normalize_host;
     use wharf_types::route::Backend;
 
     fn route(app: &str, hosts: &[&str], replicas: &[&str]) -> Route {
@@ -233,6 +263,7 @@ mod tests {
                 .collect(),
             weights: vec![],
             tls: Default::default(),
+            options: Default::default(),
         }
     }
 
@@ -247,13 +278,17 @@ mod tests {
     fn table(routes: Vec<Route>) -> Table {
         Table::build(
             RouteTable { version: 1, routes },
-            &Counters::default(),
-            &Stats::default(),
+            &Env {
+                counters: &Counters::default(),
+                stats: &Stats::default(),
+                clients: &Clients::default(),
+                defaults: &RouterConfig::default(),
+            },
         )
     }
 
     fn app_of<'t>(t: &'t Table, host: &str) -> Option<&'t str> {
-        t.find(&normalize_host(host)).map(|r| &*r.app)
+        t.find(&normalize_host(host), "/").map(|r| &*r.app)
     }
 
     #[test]
@@ -296,7 +331,7 @@ mod tests {
     #[test]
     fn ties_go_round_robin() {
         let t = table(vec![route("a", &["a.test"], &["r0", "r1", "r2"])]);
-        let r = t.find("a.test").expect("route");
+        let r = t.find("a.test", "/").expect("route");
         let picked: Vec<String> = (0..6)
             .map(|_| r.pick(None, &policy()).expect("pick").replica.to_string())
             .collect();
@@ -304,9 +339,48 @@ mod tests {
     }
 
     #[test]
+    fn round_robin_ignores_load() {
+        let mut r = route("a", &["a.test"], &["r0", "r1", "r2"]);
+        r.options.balance = Balance::RoundRobin;
+        let t = table(vec![r]);
+        let r = t.find("a.test", "/").expect("route");
+        let held = r.pick(None, &policy()).expect("pick");
+        assert_eq!(&*held.replica, "r0");
+        // r0 is busy, but its turn comes anyway
+        let picked: Vec<String> = (0..5)
+            .map(|_| r.pick(None, &policy()).expect("pick").replica.to_string())
+            .collect();
+        assert_eq!(picked, ["r1", "r2", "r0", "r1", "r2"]);
+        assert_eq!(&*r.pick(Some("r0"), &policy()).expect("pick").replica, "r1");
+    }
+
+    #[test]
+    fn apps_share_a_host_by_path_prefix() {
+        let mut api = route("api", &["shop.test"], &[]);
+        api.options.paths = vec!["/api".into()];
+        let mut admin = route("admin", &["shop.test", "*.shop.test"], &[]);
+        admin.options.paths = vec!["/admin".into(), "/api/admin".into()];
+        let t = table(vec![api, admin, route("web", &["shop.test"], &[])]);
+        let app = |host: &str, path: &str| t.find(host, path).map(|r| r.app.to_string());
+        assert_eq!(app("shop.test", "/").as_deref(), Some("web"));
+        assert_eq!(app("shop.test", "/apix").as_deref(), Some("web"));
+        assert_eq!(app("shop.test", "/api").as_deref(), Some("api"));
+        assert_eq!(app("shop.test", "/api/x").as_deref(), Some("api"));
+        assert_eq!(app("shop.test", "/api/admin/x").as_deref(), Some("admin"));
+        assert_eq!(app("shop.test", "/admin").as_deref(), Some("admin"));
+        assert_eq!(app("x.shop.test", "/admin/y").as_deref(), Some("admin"));
+        assert_eq!(
+            app("x.shop.test", "/"),
+            None,
+            "no prefix of the wildcard covers /"
+        );
+        assert!(t.serves("x.shop.test"));
+    }
+
+    #[test]
     fn busy_backend_is_avoided() {
         let t = table(vec![route("a", &["a.test"], &["r0", "r1"])]);
-        let r = t.find("a.test").expect("route");
+        let r = t.find("a.test", "/").expect("route");
         let held = r.pick(None, &policy()).expect("pick");
         assert_eq!(&*held.replica, "r0");
         // r0 has one in flight: every pick goes to r1 (each released at once).
@@ -328,18 +402,18 @@ mod tests {
             route("a", &["a.test"], &["r0", "r1"]),
             route("e", &["e.test"], &[]),
         ]);
-        let r = t.find("a.test").expect("route");
+        let r = t.find("a.test", "/").expect("route");
         for _ in 0..3 {
             assert_eq!(&*r.pick(Some("r0"), &policy()).expect("pick").replica, "r1");
         }
         assert!(t
-            .find("e.test")
+            .find("e.test", "/")
             .expect("route")
             .pick(None, &policy())
             .is_none());
         let single = table(vec![route("s", &["s.test"], &["r0"])]);
         assert!(single
-            .find("s.test")
+            .find("s.test", "/")
             .expect("route")
             .pick(Some("r0"), &policy())
             .is_none());
@@ -361,7 +435,7 @@ mod tests {
             },
         ];
         let t = table(vec![r]);
-        let route = t.find("a.localhost").unwrap();
+        let route = t.find("a.localhost", "/").unwrap();
         let picks: Vec<String> = (0..200)
             .map(|_| route.pick(None, &policy()).unwrap().replica.to_string())
             .collect();
@@ -391,7 +465,7 @@ mod tests {
         }];
         let t = table(vec![r]);
         assert_eq!(
-            &*t.find("a.localhost")
+            &*t.find("a.localhost", "/")
                 .unwrap()
                 .pick(None, &policy())
                 .unwrap()

@@ -117,6 +117,7 @@ fn route(app: &str, hosts: &[&str], addr: SocketAddr, tls: RouteTls) -> Route {
             addr,
         }],
         weights: vec![],
+        options: Default::default(),
         tls,
     }
 }

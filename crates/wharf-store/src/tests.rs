@@ -20,6 +20,7 @@ fn release(app: &str, v: u32) -> Release {
         secrets: BTreeMap::new(),
         rotate: BTreeMap::new(),
         secrets_as_files: false,
+        route: Default::default(),
     }
 }
 

@@ -122,6 +122,9 @@ pub struct AppStatus {
     pub release: Option<u32>,
     pub url: String,
     pub hosts: Vec<String>,
+    /// Path prefixes served on those hosts (`[route] paths`; `["/"]` by default).
+    #[serde(default)]
+    pub paths: Vec<String>,
     /// "running", "deploying vN", "idle", ...
     pub status: String,
     pub processes: Vec<ProcessStatus>,

@@ -14,6 +14,7 @@ pub mod name;
 pub mod quantity;
 pub mod release;
 pub mod route;
+pub mod route_options;
 pub mod secret;
 pub mod spec;
 

@@ -37,6 +37,9 @@ pub struct Release {
     /// The manifest's `[secrets.rotate]`.
     #[serde(default)]
     pub rotate: BTreeMap<String, crate::secret::RotateSpec>,
+    /// The manifest's `[route]` options (paths, balancing, timeouts, body limit).
+    #[serde(default)]
+    pub route: crate::route_options::RouteOptions,
 }
 
 /// Per-app desired state. Written by user actions; the reconciler converges to it.

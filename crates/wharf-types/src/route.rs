@@ -21,6 +21,9 @@ pub struct Route {
     /// How traffic splits between releases; empty: every backend alike.
     #[serde(default)]
     pub weights: Vec<Weight>,
+    /// Paths, balancing, timeouts and body limit of `[route]`.
+    #[serde(default)]
+    pub options: crate::route_options::RouteOptions,
     /// HTTPS settings of the route (`[route] tls`, `https_only`).
     #[serde(default)]
     pub tls: RouteTls,

@@ -8,6 +8,7 @@
 mod error;
 mod procfile;
 mod raw;
+mod route;
 mod route_tls;
 mod secrets;
 mod validate;
@@ -39,6 +40,9 @@ pub struct Manifest {
     /// `[secrets] as = "files"`: values as files on a tmpfs at `/run/secrets/NAME`.
     #[serde(default)]
     pub secrets_as_files: bool,
+    /// `[route]` paths, balancing, timeouts and body limit.
+    #[serde(default)]
+    pub route: crate::route_options::RouteOptions,
 }
 
 /// Parses `wharf.toml` text. `file` names the file in errors; `default_app` (usually the
@@ -85,6 +89,7 @@ pub fn manifest_from_procfile(
         tls: Default::default(),
         rotate: BTreeMap::new(),
         secrets_as_files: false,
+        route: Default::default(),
     })
 }
 

@@ -138,6 +138,10 @@ pub(crate) struct RawRoute {
     pub hosts: Vec<String>,
     pub tls: Option<RawTlsFiles>,
     pub https_only: Option<bool>,
+    pub paths: Option<Vec<String>>,
+    pub balance: Option<String>,
+    pub timeouts: Option<RawTimeouts>,
+    pub max_body: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,4 +149,13 @@ pub(crate) struct RawRoute {
 pub(crate) struct RawTlsFiles {
     pub cert: Option<String>,
     pub key: Option<String>,
+}
+
+/// `[route] timeouts = { connect = "2s", response = "60s", idle = "60s" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTimeouts {
+    pub connect: Option<String>,
+    pub response: Option<String>,
+    pub idle: Option<String>,
 }

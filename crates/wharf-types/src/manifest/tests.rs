@@ -422,3 +422,85 @@ fn network_is_host_or_isolated() {
         "invalid type",
     );
 }
+
+const ROUTE: &str = "[process.web]\ncommand = \"x\"\n[route]\n";
+
+#[test]
+fn route_options_parse() {
+    let m = parse(&format!(
+        "{ROUTE}hosts = [\"shop.test\"]\npaths = [\"/api\", \"/admin/v2\"]\nbalance = \"round-robin\"\n\
+         timeouts = {{ connect = \"500ms\", response = \"30s\", idle = \"2m\" }}\nmax_body = \"10MB\"\n"
+    ))
+    .unwrap();
+    let r = &m.route;
+    assert_eq!(r.paths, ["/api", "/admin/v2"]);
+    assert_eq!(r.balance, crate::route_options::Balance::RoundRobin);
+    assert_eq!(r.connect_timeout_ms, Some(500));
+    assert_eq!(r.response_timeout_ms, Some(30_000));
+    assert_eq!(r.idle_timeout_ms, Some(120_000));
+    assert_eq!(r.max_body, Some(10_000_000));
+    let plain = parse(&format!("{ROUTE}hosts = [\"a.test\"]\n")).unwrap();
+    assert_eq!(
+        plain.route,
+        Default::default(),
+        "defaults: every path, router defaults"
+    );
+}
+
+#[test]
+fn route_options_errors_are_located() {
+    fails(
+        &format!("{ROUTE}paths = [\"/ok\", \"api\"]\n"),
+        4,
+        Some("route.paths"),
+        "must start with '/'",
+    );
+    fails(
+        &format!("{ROUTE}paths = [\"/api/\"]\n"),
+        4,
+        Some("route.paths"),
+        "trailing '/'",
+    );
+    fails(
+        &format!("{ROUTE}paths = [\"/a\", \"/a\"]\n"),
+        4,
+        Some("route.paths"),
+        "listed twice",
+    );
+    fails(
+        &format!("{ROUTE}paths = []\n"),
+        4,
+        Some("route.paths"),
+        "empty",
+    );
+    fails(
+        &format!("{ROUTE}hosts = []\nbalance = \"random\"\n"),
+        5,
+        Some("route.balance"),
+        "round-robin",
+    );
+    fails(
+        &format!("{ROUTE}timeouts = {{ connect = \"2 parsecs\" }}\n"),
+        4,
+        Some("route.timeouts.connect"),
+        "invalid duration",
+    );
+    fails(
+        &format!("{ROUTE}\ntimeouts = {{ idle = \"0s\" }}\n"),
+        5,
+        Some("route.timeouts.idle"),
+        "greater than zero",
+    );
+    fails(
+        &format!("{ROUTE}timeouts = {{ read = \"1s\" }}\n"),
+        4,
+        Some("route.timeouts.read"),
+        "unknown field",
+    );
+    fails(
+        &format!("{ROUTE}max_body = \"lots\"\n"),
+        4,
+        Some("route.max_body"),
+        "10MB",
+    );
+}

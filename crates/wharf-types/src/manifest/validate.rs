@@ -79,6 +79,10 @@ pub(crate) fn validate(
         .as_mut()
         .map(|r| super::route_tls::validate(r, loc));
     let tls = tls.transpose()?.unwrap_or_default();
+    let route = match &raw.route {
+        Some(r) => super::route::validate(r, loc)?,
+        None => Default::default(),
+    };
     let hosts = match raw.route {
         Some(r) => {
             for h in &r.hosts {
@@ -103,6 +107,7 @@ pub(crate) fn validate(
         tls,
         rotate,
         secrets_as_files,
+        route,
     })
 }
 

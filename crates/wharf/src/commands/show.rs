@@ -44,6 +44,9 @@ pub async fn status(c: &Client, app: &AppName, json: bool) -> Result<ExitCode> {
     println!("status:   {}", s.status);
     println!("url:      {}", s.url);
     println!("hosts:    {}", s.hosts.join(", "));
+    if s.paths.iter().any(|p| p != "/") {
+        println!("paths:    {}", s.paths.join(", "));
+    }
     if !s.strategy.is_empty() {
         println!("strategy: {}", s.strategy);
     }
