@@ -32,13 +32,29 @@ pub fn http_get(
     path: &str,
     extra: &[(&str, &str)],
 ) -> std::io::Result<Response> {
+    request(addr, "GET", host, path, extra)
+}
+
+/// `POST path` with an empty body (a request the router never retries after it was
+/// sent).
+pub fn http_post(addr: &str, host: &str, path: &str) -> std::io::Result<Response> {
+    request(addr, "POST", host, path, &[("Content-Length", "0")])
+}
+
+fn request(
+    addr: &str,
+    method: &str,
+    host: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+) -> std::io::Result<Response> {
     let sock: SocketAddr = addr
         .parse()
         .map_err(|e| std::io::Error::other(format!("bad address {addr}: {e}")))?;
     let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (n, v) in extra {
         req.push_str(&format!("{n}: {v}\r\n"));
     }

@@ -15,7 +15,7 @@ mod procs;
 mod server;
 
 pub use app::{app_with_file, AppDir, TestApp, TESTAPP_COMMAND};
-pub use http::{http_get, Response};
+pub use http::{http_get, http_post, Response};
 pub use load::Load;
 pub use procs::{descendants, host_pid, is_gone, kill9, process_alive};
 pub use server::{Follower, Out, Server};

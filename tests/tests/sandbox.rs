@@ -158,7 +158,9 @@ fn a_memory_hog_is_oom_killed_alone_and_restarted() {
         .write();
     s.deploy(app.path()).ok("deploy");
     let before = s.wait_ready("hog", 2, Duration::from_secs(10));
-    let _ = s.try_get("hog.localhost", "/alloc?mb=256");
+    // A POST: the router retries a GET cut off by its replica's death on the other
+    // replica, which would then be killed by the same allocation.
+    let _ = wharf_e2e::http_post(s.router(), "hog.localhost", "/alloc?mb=256");
     let mut ps = Vec::new();
     let healed = wait_until(Duration::from_secs(20), || {
         ps = s.ps("hog");

@@ -64,7 +64,7 @@ pub fn handle(req: &Request, cfg: &Config) -> Response {
             process::exit(1);
         }
         ("GET", "/pid") => Response::text(200, format!("{}\n", process::id())),
-        ("GET", "/alloc") => match number(req.query_param("mb"), 1) {
+        ("GET" | "POST", "/alloc") => match number(req.query_param("mb"), 1) {
             Some(mb) => alloc(mb),
             None => Response::text(400, "mb must be a number\n"),
         },
