@@ -4,27 +4,29 @@
 //!
 //! Workers, share-nothing like nginx's: a listener is served by
 //! [`RouterConfig::workers`](crate::RouterConfig::workers) OS threads, each running a
-//! single-threaded tokio runtime with its own accept loop on a duplicate of the
-//! listening socket (one socket, so a takeover still hands over one fd) and its own
-//! upstream clients (`limits::Clients`). A connection, its requests and the upstream
-//! connections they use all stay on one thread: no work stealing, no cross-thread
-//! wake-ups, uncontended connection pools. What the workers share is the [`Router`]
-//! (route table, in-flight counters, stats); the caller's runtime only waits for the
-//! shutdown signal and runs the TLS certificate reloads.
+//! single-threaded tokio runtime with its own upstream clients (`limits::Clients`). A
+//! connection, its requests and the upstream connections they use all stay on one
+//! thread: no work stealing, no cross-thread wake-ups, uncontended connection pools.
+//! What the workers share is the [`Router`] (route table, in-flight counters, stats).
+//! The accept loop runs in the caller's runtime and hands each connection to the
+//! worker with the fewest (workers accepting on the shared socket themselves ended up
+//! with every keep-alive connection on one of them); it also runs the TLS certificate
+//! reloads. One listening socket, so a takeover still hands over one fd.
 //!
 //! Each connection carries its own [`Conn`] (peer, and whether it came over TLS), so
 //! `X-Forwarded-Proto`, redirects and HSTS follow the listener a request arrived on. A
 //! TLS handshake runs in the connection's own task, bounded by the handshake timeout:
 //! a slow or failed handshake drops that connection only.
 //!
-//! Invariants (the `serve` contract): once `shutdown` resolved, no worker accepts again
-//! before `draining` is set; `serve` returns only after every connection of every
+//! Invariants (the `serve` contract): once `shutdown` resolved nothing is accepted any
+//! more, then `draining` is set; `serve` returns only after every connection of every
 //! worker ended. Dropping the `serve` future stops the workers too (they see their
 //! channels closed): idle connections close, requests in flight finish.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +35,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::limits::Clients;
 use crate::proxy;
@@ -60,17 +62,23 @@ pub(crate) struct Local {
     pub(crate) clients: Clients,
 }
 
-/// One worker thread's share of a listener.
+/// One worker thread: the connections the acceptor hands it.
 struct Worker {
     router: Arc<Router>,
-    listener: std::net::TcpListener,
     tls: Option<Arc<Tls>>,
-    /// Turns true (or closes) when the worker must stop accepting.
-    quit: watch::Receiver<bool>,
-    /// Held while the worker may still accept.
-    accepting: watch::Receiver<()>,
+    /// Accepted connections; closed when the listener stopped accepting.
+    streams: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    /// This worker's connections (counted up by the acceptor, down when one ends).
+    live: Arc<AtomicUsize>,
     /// Held by every connection: turns true when idle connections must close.
     stop: watch::Receiver<bool>,
+}
+
+/// The acceptor's handle on a worker.
+struct Handle {
+    streams: mpsc::UnboundedSender<std::net::TcpStream>,
+    live: Arc<AtomicUsize>,
+    finished: oneshot::Receiver<()>,
 }
 
 pub(crate) async fn serve(
@@ -81,23 +89,21 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     // Each connection holds a receiver; `closed()` resolves when the last one is gone.
     let (stop, stopped) = watch::channel(false);
-    let (quit, quitting) = watch::channel(false);
-    let (accepting, accepting_rx) = watch::channel(());
-    let listener = listener.into_std()?;
-    let mut finished = Vec::new();
+    let mut workers = Vec::new();
     for index in 0..router.workers.max(1) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let (streams, receiver) = mpsc::unbounded_channel();
+        let live = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
             router: router.clone(),
-            listener: listener.try_clone()?,
             tls: tls.clone(),
-            quit: quitting.clone(),
-            accepting: accepting_rx.clone(),
+            streams: receiver,
+            live: live.clone(),
             stop: stopped.clone(),
         };
-        let (done, done_rx) = oneshot::channel::<()>();
+        let (done, finished) = oneshot::channel::<()>();
         std::thread::Builder::new()
             .name(format!("wharf-router-{index}"))
             .spawn(move || {
@@ -106,21 +112,43 @@ pub(crate) async fn serve(
                 drop(runtime);
                 let _ = done.send(());
             })?;
-        finished.push(done_rx);
+        workers.push(Handle {
+            streams,
+            live,
+            finished,
+        });
     }
-    drop((listener, quitting, accepting_rx));
     let reloader = tls.clone().map(|tls| tokio::spawn(reload(tls)));
     let acme = tls
         .as_ref()
         .and_then(|tls| tls.acme.clone())
         .map(|acme| tokio::spawn(acme.run()));
-    shutdown.await;
+    let mut turn = 0usize;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted.and_then(|(stream, _)| stream.into_std()) {
+                Ok(stream) => {
+                    turn = turn.wrapping_add(1);
+                    dispatch(&workers, turn, stream);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    }
+                }
+            },
+        }
+    }
     for task in reloader.into_iter().chain(acme) {
         task.abort();
     }
-    let _ = quit.send(true);
-    // Every worker has stopped accepting and closed its copy of the listening socket.
-    accepting.closed().await;
+    drop(listener);
+    // Workers serve what was handed to them, then see their channel closed.
+    let finished: Vec<_> = workers.into_iter().map(|w| w.finished).collect();
     drop(stopped);
     router
         .draining
@@ -136,24 +164,44 @@ pub(crate) async fn serve(
     Ok(())
 }
 
+/// Hands `stream` to the worker with the fewest connections (ties: from the `turn`-th
+/// worker on, so they go round-robin).
+fn dispatch(workers: &[Handle], turn: usize, stream: std::net::TcpStream) {
+    let count = workers.len();
+    let Some(worker) = (0..count)
+        .map(|i| &workers[(turn + i) % count])
+        .min_by_key(|w| w.live.load(Ordering::Relaxed))
+    else {
+        return;
+    };
+    worker.live.fetch_add(1, Ordering::Relaxed);
+    if let Err(returned) = worker.streams.send(stream) {
+        // The worker is gone (it could not register the connection): drop it.
+        worker.live.fetch_sub(1, Ordering::Relaxed);
+        drop(returned);
+    }
+}
+
+/// Counts a connection down from its worker's load when it ends.
+struct Live(Arc<AtomicUsize>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Worker {
-    /// Accepts until told to quit, then waits for this worker's connections to end.
+    /// Serves the connections handed over until the acceptor stops, then waits for
+    /// them to end.
     async fn run(self) {
         let Worker {
             router,
-            listener,
             tls,
-            mut quit,
-            accepting,
+            mut streams,
+            live,
             stop,
         } = self;
-        let listener = match TcpListener::from_std(listener) {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::error!(%error, "router worker cannot listen");
-                return;
-            }
-        };
         let local = Arc::new(Local {
             router,
             clients: Clients::default(),
@@ -163,37 +211,27 @@ impl Worker {
         builder.http2().timer(TokioTimer::new());
         // Each connection task holds a receiver: `closed()` once they all ended.
         let (alive, _) = watch::channel(());
-        loop {
-            let failed = tokio::select! {
-                _ = quit.wait_for(|quit| *quit) => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let (local, builder) = (local.clone(), builder.clone());
-                        let (stop, alive) = (stop.clone(), alive.subscribe());
-                        let tls = tls.clone();
-                        tokio::spawn(async move {
-                            match tls {
-                                None => plain(local, builder, stream, stop).await,
-                                Some(tls) => secure(local, builder, stream, tls, stop).await,
-                            }
-                            drop(alive);
-                        });
-                        false
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "accept failed");
-                        true
-                    }
-                },
-            };
-            if failed {
-                tokio::select! {
-                    _ = quit.wait_for(|quit| *quit) => break,
-                    () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+        while let Some(stream) = streams.recv().await {
+            let counted = Live(live.clone());
+            let stream = match TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "router worker cannot take a connection");
+                    continue;
                 }
-            }
+            };
+            let (local, builder) = (local.clone(), builder.clone());
+            let (stop, alive) = (stop.clone(), alive.subscribe());
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                match tls {
+                    None => plain(local, builder, stream, stop).await,
+                    Some(tls) => secure(local, builder, stream, tls, stop).await,
+                }
+                drop((alive, counted));
+            });
         }
-        drop((listener, accepting, stop));
+        drop(stop);
         alive.closed().await;
     }
 }
