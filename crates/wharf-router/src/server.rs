@@ -165,22 +165,31 @@ pub(crate) async fn serve(
 }
 
 /// Hands `stream` to the worker with the fewest connections (ties: from the `turn`-th
-/// worker on, so they go round-robin).
-fn dispatch(workers: &[Handle], turn: usize, stream: std::net::TcpStream) {
+/// worker on, so they go round-robin). A worker whose thread is gone (it can only have
+/// panicked) is marked full and never chosen again.
+fn dispatch(workers: &[Handle], turn: usize, mut stream: std::net::TcpStream) {
     let count = workers.len();
-    let Some(worker) = (0..count)
-        .map(|i| &workers[(turn + i) % count])
-        .min_by_key(|w| w.live.load(Ordering::Relaxed))
-    else {
-        return;
-    };
-    worker.live.fetch_add(1, Ordering::Relaxed);
-    if let Err(returned) = worker.streams.send(stream) {
-        // The worker is gone (it could not register the connection): drop it.
-        worker.live.fetch_sub(1, Ordering::Relaxed);
-        drop(returned);
+    for _ in 0..count {
+        let Some(worker) = (0..count)
+            .map(|i| &workers[(turn + i) % count])
+            .min_by_key(|w| w.live.load(Ordering::Relaxed))
+        else {
+            return;
+        };
+        worker.live.fetch_add(1, Ordering::Relaxed);
+        match worker.streams.send(stream) {
+            Ok(()) => return,
+            Err(returned) => {
+                worker.live.store(GONE, Ordering::Relaxed);
+                stream = returned.0;
+            }
+        }
     }
+    // No worker left: the connection is closed.
 }
+
+/// The load of a worker whose thread is gone (far from overflowing either way).
+const GONE: usize = usize::MAX / 2;
 
 /// Counts a connection down from its worker's load when it ends.
 struct Live(Arc<AtomicUsize>);
@@ -318,5 +327,45 @@ async fn connection<I>(
     };
     if let Err(error) = result {
         tracing::debug!(peer = %conn.peer, %error, "downstream connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle() -> (Handle, mpsc::UnboundedReceiver<std::net::TcpStream>) {
+        let (streams, receiver) = mpsc::unbounded_channel();
+        let (_, finished) = oneshot::channel();
+        let live = Arc::new(AtomicUsize::new(0));
+        (
+            Handle {
+                streams,
+                live,
+                finished,
+            },
+            receiver,
+        )
+    }
+
+    #[test]
+    fn dispatch_goes_to_the_least_loaded_live_worker() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connect = || std::net::TcpStream::connect(addr).expect("connect");
+        let (a, mut a_rx) = handle();
+        let (b, b_rx) = handle();
+        let workers = [a, b];
+        workers[0].live.store(3, Ordering::Relaxed);
+        dispatch(&workers, 0, connect());
+        assert_eq!(workers[1].live.load(Ordering::Relaxed), 1, "b had fewer");
+        // b's thread is gone: its connections go to a, and b is never chosen again.
+        drop(b_rx);
+        dispatch(&workers, 1, connect());
+        assert_eq!(workers[1].live.load(Ordering::Relaxed), GONE);
+        assert_eq!(workers[0].live.load(Ordering::Relaxed), 4);
+        assert!(a_rx.try_recv().is_ok());
+        dispatch(&workers, 1, connect());
+        assert_eq!(workers[0].live.load(Ordering::Relaxed), 5);
     }
 }
