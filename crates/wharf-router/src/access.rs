@@ -4,6 +4,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The `tracing` target of access-log lines.
+pub(crate) const TARGET: &str = "wharf::access";
+
 /// What the line says about one request.
 #[derive(Debug)]
 pub(crate) struct Entry {
@@ -43,7 +46,7 @@ impl Entry {
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        tracing::info!(target: "wharf::access", "{}", self.line());
+        tracing::info!(target: TARGET, "{}", self.line());
     }
 }
 

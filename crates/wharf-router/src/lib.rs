@@ -98,6 +98,10 @@ pub struct RouterConfig {
     pub idle_timeout: Duration,
     /// Largest request body accepted (413 above), in bytes.
     pub max_body: u64,
+    /// Threads serving each listener, each with its own single-threaded runtime,
+    /// accept loop and upstream connection pools (see `server`); 0 counts as 1.
+    /// Default: the number of CPUs.
+    pub workers: usize,
 }
 
 /// The HTTPS side of a [`Router`].
@@ -119,6 +123,7 @@ impl Default for RouterConfig {
             https: None,
             idle_timeout: Duration::from_secs(60),
             max_body: 10 << 20,
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }
@@ -127,7 +132,6 @@ impl Default for RouterConfig {
 pub struct Router {
     table: RwLock<Arc<Table>>,
     counters: Counters,
-    clients: limits::Clients,
     https: Option<Https>,
     ids: RequestIds,
     stats: stats::Stats,
@@ -136,6 +140,8 @@ pub struct Router {
     /// Set when the listener stopped accepting: HTTP/1 answers close their connection.
     draining: std::sync::atomic::AtomicBool,
     drain_window: Duration,
+    /// Worker threads per listener.
+    workers: usize,
     /// The defaults of settings a route may override.
     defaults: RouterConfig,
 }
@@ -146,7 +152,6 @@ impl Router {
         Arc::new(Router {
             table: RwLock::new(Arc::new(Table::default())),
             counters: Counters::default(),
-            clients: limits::Clients::default(),
             https: config.https.clone(),
             ids: RequestIds::new(),
             stats: stats::Stats::default(),
@@ -158,6 +163,7 @@ impl Router {
             },
             draining: std::sync::atomic::AtomicBool::new(false),
             drain_window: config.drain_window,
+            workers: config.workers,
             defaults: config,
         })
     }
@@ -173,7 +179,6 @@ impl Router {
         let env = table::Env {
             counters: &self.counters,
             stats: &self.stats,
-            clients: &self.clients,
             defaults: &self.defaults,
         };
         let next = Arc::new(Table::build(table, &env));

@@ -1,5 +1,6 @@
 //! Per-route timeouts and body limit: the route's `[route]` settings over the router's
-//! defaults, and the upstream clients, one per connect timeout.
+//! defaults, and the upstream clients, one per connect timeout (and per worker thread:
+//! see `server`).
 //!
 //! - `connect`: establishing the TCP connection to a replica (then the request goes
 //!   once to another replica; with none left, 504).
@@ -51,15 +52,21 @@ impl Limits {
     }
 }
 
-/// Upstream clients by connect timeout. A replica belongs to one route, so its pooled
-/// connections all live in the one client of that route's timeout.
+/// Upstream clients by connect timeout. A replica belongs to one route, so a worker's
+/// pooled connections to it all live in the one client of that route's timeout. Each
+/// worker has its own, so the lock is uncontended.
 #[derive(Debug, Default)]
 pub(crate) struct Clients {
     by_connect: Mutex<HashMap<Duration, Upstream>>,
 }
 
 impl Clients {
-    pub(crate) fn get(&self, connect: Duration) -> Upstream {
+    /// Sends `request` with the client of connect timeout `connect`.
+    pub(crate) fn request(
+        &self,
+        connect: Duration,
+        request: http::Request<RequestBody>,
+    ) -> hyper_util::client::legacy::ResponseFuture {
         let mut by = self.by_connect.lock().unwrap_or_else(|e| e.into_inner());
         by.entry(connect)
             .or_insert_with(|| {
@@ -71,7 +78,7 @@ impl Clients {
                     .pool_timer(TokioTimer::new())
                     .build(connector)
             })
-            .clone()
+            .request(request)
     }
 }
 

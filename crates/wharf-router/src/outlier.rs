@@ -39,7 +39,11 @@ impl Health {
     /// Records one request's outcome; returns true when this failure ejected it.
     pub(crate) fn record(&self, ok: bool, policy: &Policy) -> bool {
         if ok {
-            self.failures.store(0, Ordering::Relaxed);
+            // Load first: most answers succeed, and a store on every request would
+            // bounce this cache line between the worker threads.
+            if self.failures.load(Ordering::Relaxed) != 0 {
+                self.failures.store(0, Ordering::Relaxed);
+            }
             return false;
         }
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;

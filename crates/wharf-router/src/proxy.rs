@@ -17,6 +17,7 @@ use crate::headers::{
     forward_request, route_host, strip_hop_by_hop, valid_traceparent, TRACEPARENT, X_REQUEST_ID,
 };
 use crate::inflight::InflightGuard;
+use crate::limits::Clients;
 use crate::request_body::{RequestBody, Shared};
 use crate::retry::{may_retry, Failure};
 use crate::server::Conn;
@@ -60,6 +61,7 @@ struct Context<'a> {
 /// Proxy one request that came on `conn`; always produces a response.
 pub(crate) async fn handle(
     router: &Router,
+    clients: &Clients,
     request: Request<Incoming>,
     conn: Conn,
 ) -> Response<ProxyBody> {
@@ -85,7 +87,7 @@ pub(crate) async fn handle(
     };
     let forwarded = match challenge {
         Some(answer) => Ok(answer),
-        None => forward(router, &mut parts, body, &context, &mut target).await,
+        None => forward(router, clients, &mut parts, body, &context, &mut target).await,
     };
     let mut response = match forwarded {
         Ok(response) => response,
@@ -119,19 +121,22 @@ pub(crate) async fn handle(
         }
     }
     let status = response.status().as_u16();
-    response.body_mut().log(crate::access::Entry {
-        started: start,
-        method,
-        path,
-        host,
-        app: target.app,
-        release: target.release,
-        replica: target.replica,
-        status,
-        request_id: request_id.to_str().unwrap_or("").to_string(),
-        bytes: 0,
-        retries: target.retries,
-    });
+    // The line is built only when some subscriber wants it.
+    if tracing::enabled!(target: crate::access::TARGET, tracing::Level::INFO) {
+        response.body_mut().log(crate::access::Entry {
+            started: start,
+            method,
+            path,
+            host,
+            app: target.app,
+            release: target.release,
+            replica: target.replica,
+            status,
+            request_id: request_id.to_str().unwrap_or("").to_string(),
+            bytes: 0,
+            retries: target.retries,
+        });
+    }
     response.headers_mut().insert(X_REQUEST_ID, request_id);
     let draining = router.draining.load(std::sync::atomic::Ordering::SeqCst);
     if draining && version <= http::Version::HTTP_11 && status != 101 {
@@ -145,6 +150,7 @@ pub(crate) async fn handle(
 
 async fn forward(
     router: &Router,
+    clients: &Clients,
     parts: &mut Parts,
     body: Incoming,
     context: &Context<'_>,
@@ -198,7 +204,8 @@ async fn forward(
     loop {
         let last = target.retries > 0 || !pick.others;
         let request = upstream_request(parts, &pick.authority, body.attempt(), !last);
-        let answer = tokio::time::timeout(limits.response, route.client.request(request)).await;
+        let answer =
+            tokio::time::timeout(limits.response, clients.request(limits.connect, request)).await;
         let source = match answer {
             Ok(Ok(mut response)) => {
                 if let (StatusCode::SWITCHING_PROTOCOLS, Some(client)) =

@@ -2,14 +2,31 @@
 //! told apart by the connection preface (prior knowledge on plaintext; on TLS the
 //! client sends it after ALPN chose `h2`); graceful shutdown.
 //!
+//! Workers, share-nothing like nginx's: a listener is served by
+//! [`RouterConfig::workers`](crate::RouterConfig::workers) OS threads, each running a
+//! single-threaded tokio runtime with its own upstream clients (`limits::Clients`). A
+//! connection, its requests and the upstream connections they use all stay on one
+//! thread: no work stealing, no cross-thread wake-ups, uncontended connection pools.
+//! What the workers share is the [`Router`] (route table, in-flight counters, stats).
+//! The accept loop runs in the caller's runtime and hands each connection to the
+//! worker with the fewest (workers accepting on the shared socket themselves ended up
+//! with every keep-alive connection on one of them); it also runs the TLS certificate
+//! reloads. One listening socket, so a takeover still hands over one fd.
+//!
 //! Each connection carries its own [`Conn`] (peer, and whether it came over TLS), so
 //! `X-Forwarded-Proto`, redirects and HSTS follow the listener a request arrived on. A
 //! TLS handshake runs in the connection's own task, bounded by the handshake timeout:
 //! a slow or failed handshake drops that connection only.
+//!
+//! Invariants (the `serve` contract): once `shutdown` resolved nothing is accepted any
+//! more, then `draining` is set; `serve` returns only after every connection of every
+//! worker ended. Dropping the `serve` future stops the workers too (they see their
+//! channels closed): idle connections close, requests in flight finish.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +35,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::limits::Clients;
 use crate::proxy;
 use crate::tls::Tls;
 use crate::Router;
@@ -35,6 +53,34 @@ pub(crate) struct Conn {
     pub(crate) secure: bool,
 }
 
+/// What the connections of one worker share. Cloned per request, so its reference
+/// count stays on this worker's cache lines (not the `Router`'s, which every worker
+/// would contend for).
+pub(crate) struct Local {
+    pub(crate) router: Arc<Router>,
+    /// This worker's upstream clients and their connection pools.
+    pub(crate) clients: Clients,
+}
+
+/// One worker thread: the connections the acceptor hands it.
+struct Worker {
+    router: Arc<Router>,
+    tls: Option<Arc<Tls>>,
+    /// Accepted connections; closed when the listener stopped accepting.
+    streams: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    /// This worker's connections (counted up by the acceptor, down when one ends).
+    live: Arc<AtomicUsize>,
+    /// Held by every connection: turns true when idle connections must close.
+    stop: watch::Receiver<bool>,
+}
+
+/// The acceptor's handle on a worker.
+struct Handle {
+    streams: mpsc::UnboundedSender<std::net::TcpStream>,
+    live: Arc<AtomicUsize>,
+    finished: oneshot::Receiver<()>,
+}
+
 pub(crate) async fn serve(
     router: Arc<Router>,
     listener: TcpListener,
@@ -43,25 +89,49 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     // Each connection holds a receiver; `closed()` resolves when the last one is gone.
     let (stop, stopped) = watch::channel(false);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    let mut workers = Vec::new();
+    for index in 0..router.workers.max(1) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (streams, receiver) = mpsc::unbounded_channel();
+        let live = Arc::new(AtomicUsize::new(0));
+        let worker = Worker {
+            router: router.clone(),
+            tls: tls.clone(),
+            streams: receiver,
+            live: live.clone(),
+            stop: stopped.clone(),
+        };
+        let (done, finished) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("wharf-router-{index}"))
+            .spawn(move || {
+                runtime.block_on(worker.run());
+                // Upstream connections still pooled are dropped with the runtime.
+                drop(runtime);
+                let _ = done.send(());
+            })?;
+        workers.push(Handle {
+            streams,
+            live,
+            finished,
+        });
+    }
     let reloader = tls.clone().map(|tls| tokio::spawn(reload(tls)));
     let acme = tls
         .as_ref()
         .and_then(|tls| tls.acme.clone())
         .map(|acme| tokio::spawn(acme.run()));
+    let mut turn = 0usize;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let (router, builder, stopped) = (router.clone(), builder.clone(), stopped.clone());
-                    match &tls {
-                        None => tokio::spawn(plain(router, builder, stream, stopped)),
-                        Some(tls) => tokio::spawn(secure(router, builder, stream, tls.clone(), stopped)),
-                    };
+            accepted = listener.accept() => match accepted.and_then(|(stream, _)| stream.into_std()) {
+                Ok(stream) => {
+                    turn = turn.wrapping_add(1);
+                    dispatch(&workers, turn, stream);
                 }
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
@@ -77,6 +147,8 @@ pub(crate) async fn serve(
         task.abort();
     }
     drop(listener);
+    // Workers serve what was handed to them, then see their channel closed.
+    let finished: Vec<_> = workers.into_iter().map(|w| w.finished).collect();
     drop(stopped);
     router
         .draining
@@ -86,7 +158,91 @@ pub(crate) async fn serve(
     // Err only when no connection is left to tell.
     let _ = stop.send(true);
     stop.closed().await;
+    for done in finished {
+        let _ = done.await;
+    }
     Ok(())
+}
+
+/// Hands `stream` to the worker with the fewest connections (ties: from the `turn`-th
+/// worker on, so they go round-robin). A worker whose thread is gone (it can only have
+/// panicked) is marked full and never chosen again.
+fn dispatch(workers: &[Handle], turn: usize, mut stream: std::net::TcpStream) {
+    let count = workers.len();
+    for _ in 0..count {
+        let Some(worker) = (0..count)
+            .map(|i| &workers[(turn + i) % count])
+            .min_by_key(|w| w.live.load(Ordering::Relaxed))
+        else {
+            return;
+        };
+        worker.live.fetch_add(1, Ordering::Relaxed);
+        match worker.streams.send(stream) {
+            Ok(()) => return,
+            Err(returned) => {
+                worker.live.store(GONE, Ordering::Relaxed);
+                stream = returned.0;
+            }
+        }
+    }
+    // No worker left: the connection is closed.
+}
+
+/// The load of a worker whose thread is gone (far from overflowing either way).
+const GONE: usize = usize::MAX / 2;
+
+/// Counts a connection down from its worker's load when it ends.
+struct Live(Arc<AtomicUsize>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Worker {
+    /// Serves the connections handed over until the acceptor stops, then waits for
+    /// them to end.
+    async fn run(self) {
+        let Worker {
+            router,
+            tls,
+            mut streams,
+            live,
+            stop,
+        } = self;
+        let local = Arc::new(Local {
+            router,
+            clients: Clients::default(),
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).keep_alive(true);
+        builder.http2().timer(TokioTimer::new());
+        // Each connection task holds a receiver: `closed()` once they all ended.
+        let (alive, _) = watch::channel(());
+        while let Some(stream) = streams.recv().await {
+            let counted = Live(live.clone());
+            let stream = match TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "router worker cannot take a connection");
+                    continue;
+                }
+            };
+            let (local, builder) = (local.clone(), builder.clone());
+            let (stop, alive) = (stop.clone(), alive.subscribe());
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                match tls {
+                    None => plain(local, builder, stream, stop).await,
+                    Some(tls) => secure(local, builder, stream, tls, stop).await,
+                }
+                drop((alive, counted));
+            });
+        }
+        drop(stop);
+        alive.closed().await;
+    }
 }
 
 /// Re-reads certificate files that changed on disk, while the TLS listener serves.
@@ -102,7 +258,7 @@ async fn reload(tls: Arc<Tls>) {
 }
 
 async fn plain(
-    router: Arc<Router>,
+    local: Arc<Local>,
     builder: auto::Builder<TokioExecutor>,
     stream: TcpStream,
     stop: watch::Receiver<bool>,
@@ -113,11 +269,11 @@ async fn plain(
         peer,
         secure: false,
     };
-    connection(router, builder, TokioIo::new(stream), conn, stop).await;
+    connection(local, builder, TokioIo::new(stream), conn, stop).await;
 }
 
 async fn secure(
-    router: Arc<Router>,
+    local: Arc<Local>,
     builder: auto::Builder<TokioExecutor>,
     stream: TcpStream,
     tls: Arc<Tls>,
@@ -142,11 +298,11 @@ async fn secure(
         _ = stop.wait_for(|stop| *stop) => return,
     };
     let conn = Conn { peer, secure: true };
-    connection(router, builder, TokioIo::new(stream), conn, stop).await;
+    connection(local, builder, TokioIo::new(stream), conn, stop).await;
 }
 
 async fn connection<I>(
-    router: Arc<Router>,
+    local: Arc<Local>,
     builder: auto::Builder<TokioExecutor>,
     io: I,
     conn: Conn,
@@ -155,8 +311,10 @@ async fn connection<I>(
     I: Read + Write + Unpin + Send + 'static,
 {
     let service = service_fn(move |request| {
-        let router = router.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(&router, request, conn).await) }
+        let local = local.clone();
+        async move {
+            Ok::<_, Infallible>(proxy::handle(&local.router, &local.clients, request, conn).await)
+        }
     });
     let serving = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(serving);
@@ -169,5 +327,45 @@ async fn connection<I>(
     };
     if let Err(error) = result {
         tracing::debug!(peer = %conn.peer, %error, "downstream connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle() -> (Handle, mpsc::UnboundedReceiver<std::net::TcpStream>) {
+        let (streams, receiver) = mpsc::unbounded_channel();
+        let (_, finished) = oneshot::channel();
+        let live = Arc::new(AtomicUsize::new(0));
+        (
+            Handle {
+                streams,
+                live,
+                finished,
+            },
+            receiver,
+        )
+    }
+
+    #[test]
+    fn dispatch_goes_to_the_least_loaded_live_worker() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connect = || std::net::TcpStream::connect(addr).expect("connect");
+        let (a, mut a_rx) = handle();
+        let (b, b_rx) = handle();
+        let workers = [a, b];
+        workers[0].live.store(3, Ordering::Relaxed);
+        dispatch(&workers, 0, connect());
+        assert_eq!(workers[1].live.load(Ordering::Relaxed), 1, "b had fewer");
+        // b's thread is gone: its connections go to a, and b is never chosen again.
+        drop(b_rx);
+        dispatch(&workers, 1, connect());
+        assert_eq!(workers[1].live.load(Ordering::Relaxed), GONE);
+        assert_eq!(workers[0].live.load(Ordering::Relaxed), 4);
+        assert!(a_rx.try_recv().is_ok());
+        dispatch(&workers, 1, connect());
+        assert_eq!(workers[0].live.load(Ordering::Relaxed), 5);
     }
 }

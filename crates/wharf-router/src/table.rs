@@ -13,7 +13,7 @@ use wharf_types::route::{Route, RouteTable};
 use wharf_types::route_options::Balance;
 
 use crate::inflight::{Counters, InflightGuard, Slot};
-use crate::limits::{Clients, Limits, Upstream};
+use crate::limits::Limits;
 use crate::lookup::Lookup;
 use crate::outlier::Policy;
 use crate::stats::{ReleaseCounters, Stats};
@@ -38,8 +38,6 @@ pub(crate) struct RouteEntry {
     weight_next: AtomicUsize,
     balance: Balance,
     pub(crate) limits: Limits,
-    /// The client whose connect timeout is this route's.
-    pub(crate) client: Upstream,
 }
 
 #[derive(Debug)]
@@ -73,7 +71,6 @@ pub(crate) struct Pick {
 pub(crate) struct Env<'a> {
     pub counters: &'a Counters,
     pub stats: &'a Stats,
-    pub clients: &'a Clients,
     pub defaults: &'a RouterConfig,
 }
 
@@ -152,7 +149,6 @@ impl RouteEntry {
                 .collect(),
             weight_next: AtomicUsize::new(0),
             balance: route.options.balance,
-            client: env.clients.get(limits.connect),
             limits,
         }
     }
@@ -281,7 +277,6 @@ mod tests {
             &Env {
                 counters: &Counters::default(),
                 stats: &Stats::default(),
-                clients: &Clients::default(),
                 defaults: &RouterConfig::default(),
             },
         )
