@@ -319,9 +319,7 @@ pub fn hash_tree(root: &Path) -> std::io::Result<String> {
         subdirs.reverse();
         stack.extend(subdirs);
     }
-    let digest = hasher.finalize();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("sha256-{hex}"))
+    Ok(format!("sha256-{}", crate::hex(&hasher.finalize())))
 }
 
 #[cfg(test)]

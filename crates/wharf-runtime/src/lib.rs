@@ -32,3 +32,8 @@ pub mod shell;
 
 pub use layout::Layout;
 pub use process::ProcessRuntime;
+
+/// Lowercase hex of `bytes` (a digest).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

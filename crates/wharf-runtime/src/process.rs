@@ -333,15 +333,7 @@ impl Runtime for ProcessRuntime {
         if let Some(sb) = &self.sandbox {
             sb.remove(h.app.as_str(), &h.id, h.addr);
         }
-        let dir = self.run_dir(h);
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(replica = %h.id, "cannot remove {}: {e}", dir.display());
-            }
-        }
-        if let Some(app_dir) = dir.parent() {
-            let _ = std::fs::remove_dir(app_dir); // only succeeds when empty
-        }
+        remove_run_dir(&self.run_dir(h), &h.id);
     }
 
     fn discover(&self) -> Vec<(Handle, Liveness)> {
@@ -424,10 +416,7 @@ impl Runtime for ProcessRuntime {
     }
 
     fn exec(&self, h: &Handle, command: &str) -> Result<OneOff, RuntimeError> {
-        let (program, args) = self.init.split_first().ok_or_else(|| RuntimeError::Start {
-            id: h.id.clone(),
-            message: "no init command configured".into(),
-        })?;
+        let (program, args) = self.init_command(&h.id)?;
         let mut args = args.to_vec();
         args.push(format!("--exec={command}").into());
         args.push(self.run_dir(h).into_os_string());
@@ -461,14 +450,7 @@ impl Runtime for ProcessRuntime {
                 _ => {}
             }
         }
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(oneoff = %id, "cannot remove {}: {e}", dir.display());
-            }
-        }
-        if let Some(app_dir) = dir.parent() {
-            let _ = std::fs::remove_dir(app_dir);
-        }
+        remove_run_dir(&dir, id);
     }
 }
 
@@ -495,6 +477,18 @@ fn app_env(
         }
     }
     env
+}
+
+/// Removes the run directory `dir` of `id`, and its app's directory once empty.
+fn remove_run_dir(dir: &Path, id: &str) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(replica = %id, "cannot remove {}: {e}", dir.display());
+        }
+    }
+    if let Some(app_dir) = dir.parent() {
+        let _ = std::fs::remove_dir(app_dir); // only succeeds when empty
+    }
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {

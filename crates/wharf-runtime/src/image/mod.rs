@@ -47,11 +47,9 @@ pub fn parse_reference<'a>(reference: &'a str, base: &Path) -> Option<(PathBuf, 
     Some((at(rest), None))
 }
 
+/// The sha256 of `bytes`, in hex.
 fn hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex(&Sha256::digest(bytes))
 }
 
 /// Resolves `image.reference` (relative to `base`, the app directory) and unpacks what

@@ -83,12 +83,7 @@ pub fn unpack(
     // The tar end marker may come before the end of the blob: hash the rest too.
     std::io::copy(&mut hashing, &mut std::io::sink())
         .map_err(|e| format!("cannot read {}: {e}", blob.display()))?;
-    let got: String = hashing
-        .hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let got = crate::hex(&hashing.hasher.finalize());
     if got != expected_hex {
         return Err(format!(
             "layer {} does not match its digest sha256:{expected_hex} (got sha256:{got}); the image is corrupt",
@@ -260,10 +255,7 @@ pub(crate) mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&raw).unwrap();
         let blob = gz.finish().unwrap();
-        let hex = Sha256::digest(&blob)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = crate::hex(&Sha256::digest(&blob));
         (blob, hex)
     }
 

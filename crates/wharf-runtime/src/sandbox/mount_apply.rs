@@ -52,6 +52,17 @@ fn mkdir(p: &Path) -> Result<(), MountError> {
     std::fs::create_dir_all(p).map_err(io(format!("create {}", p.display())))
 }
 
+/// Adds the mode `bits` to `path` (in the overlay: the host keeps its mode).
+fn add_mode(path: &Path, bits: u32, allow: &str) -> Result<(), MountError> {
+    use std::os::unix::fs::PermissionsExt;
+    let what = format!("allow {allow} {}", path.display());
+    let mode = std::fs::metadata(path)
+        .map_err(io(&what))?
+        .permissions()
+        .mode();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | bits)).map_err(io(what))
+}
+
 fn apply_one(op: &Op) -> Result<(), MountError> {
     let common = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     match op {
@@ -182,26 +193,8 @@ fn apply_one(op: &Op) -> Result<(), MountError> {
             link.display(),
             to.display()
         ))),
-        Op::AllowTraverse { path } => {
-            use std::os::unix::fs::PermissionsExt;
-            let what = format!("allow traversing {}", path.display());
-            let mode = std::fs::metadata(path)
-                .map_err(io(&what))?
-                .permissions()
-                .mode();
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o001))
-                .map_err(io(what))
-        }
-        Op::AllowWrite { path } => {
-            use std::os::unix::fs::PermissionsExt;
-            let what = format!("allow writing {}", path.display());
-            let mode = std::fs::metadata(path)
-                .map_err(io(&what))?
-                .permissions()
-                .mode();
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o003))
-                .map_err(io(what))
-        }
+        Op::AllowTraverse { path } => add_mode(path, 0o001, "traversing"),
+        Op::AllowWrite { path } => add_mode(path, 0o003, "writing"),
         Op::PivotRoot { new_root } => {
             nix::unistd::chdir(new_root).map_err(sys("enter the new root"))?;
             nix::unistd::pivot_root(".", ".").map_err(sys("pivot_root"))?;
