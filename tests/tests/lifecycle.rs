@@ -295,3 +295,32 @@ fn destroy_stops_everything_and_forgets_the_app() {
     let r = s.get("doomed.localhost", "/");
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+/// A command without shell syntax starts without a shell (one process start fewer per
+/// replica); a script without a `#!` line still runs (a shell takes it, as it would
+/// have), and a program that is not there is named, with the shell's exit code 127.
+#[test]
+fn commands_start_directly_or_through_a_shell_as_they_need() {
+    let s = Server::start();
+    let app = wharf_e2e::app_with_file("direct", "Procfile", "web: ./no-shebang\n");
+    let script = app.path().join("no-shebang");
+    std::fs::write(&script, "exec ./testapp\n").expect("write the script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    s.deploy(app.path())
+        .ok("deploy a web process whose command is a script without #!");
+    s.wait_ready("direct", 1, Duration::from_secs(10));
+    let r = s.get("direct.localhost", "/health");
+    assert_eq!(r.status, 200, "{r:?}");
+
+    let out = s.wharf(&["run", "direct", "--", "no-such-program", "--flag"]);
+    out.expect_code(127, "a program that is not there");
+    assert!(
+        out.stderr.contains("no-such-program: command not found"),
+        "{}",
+        out.all()
+    );
+    let out = s.wharf(&["run", "direct", "--", "/bin/echo", "a b", "c"]);
+    out.ok("a program with arguments, no shell");
+    assert_eq!(out.stdout, "a b c\n", "{}", out.all());
+}

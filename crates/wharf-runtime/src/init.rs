@@ -1,8 +1,9 @@
 //! The replica init: `wharf init RUN_DIR`, PID 1 of a replica's world.
 //!
-//! Started by the runtime as the leader of a new session, it reads `launch.json` from its
-//! run directory, starts the app with `/bin/sh -c "exec COMMAND"`, appends each stdout and
-//! stderr line to the app's log file as a JSON record, forwards SIGTERM/SIGINT/SIGHUP to
+//! Started by the runtime, it makes itself the leader of a new session, reads
+//! `launch.json` from its run directory, starts the app (directly, or through
+//! `/bin/sh -c "exec COMMAND"` when the command needs a shell: see [`crate::shell`]),
+//! appends each stdout and stderr line to the app's log file as a JSON record, forwards SIGTERM/SIGINT/SIGHUP to
 //! the app, and when the app exits records how in `exit.json` and exits itself. It never
 //! talks to the server, so it outlives a server crash.
 //!
@@ -144,6 +145,12 @@ pub fn run(run_dir: &Path) -> i32 {
             return 2;
         }
     };
+    if !launch.attached {
+        // A replica's init leads a session of its own (no controlling terminal, a
+        // process group the runtime signals as a whole). A one-off stays in its
+        // caller's, whose terminal it uses.
+        let _ = nix::unistd::setsid();
+    }
     let log = if launch.attached {
         None
     } else {
@@ -337,22 +344,20 @@ fn start_app(launch: &LaunchFile) -> Result<Started, String> {
             status_pipe: Some(s.status),
         });
     }
-    let (stdin, out, err) = if launch.attached {
-        (Stdio::inherit(), Stdio::inherit(), Stdio::inherit())
-    } else {
-        (Stdio::null(), Stdio::piped(), Stdio::piped())
-    };
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(crate::shell::line(&launch.command))
-        .env_clear()
-        .envs(&launch.env)
-        .current_dir(&launch.dir)
-        .stdin(stdin)
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .map_err(|e| format!("cannot start `{}`: {e}", launch.command))?;
+    let direct = crate::shell::words(&launch.command);
+    let mut child = match spawn_plain(launch, direct.as_deref()) {
+        // A program without a `#!` line is a shell script to a shell: let one run it.
+        Err(e) if direct.is_some() && e.raw_os_error() == Some(libc::ENOEXEC) => {
+            spawn_plain(launch, None)
+        }
+        other => other,
+    }
+    .map_err(|e| match direct.as_deref() {
+        Some([program, ..]) if e.kind() == std::io::ErrorKind::NotFound => {
+            format!("{program}: command not found (PATH is the app's)")
+        }
+        _ => format!("cannot start `{}`: {e}", launch.command),
+    })?;
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     if !launch.attached && (stdout.is_none() || stderr.is_none()) {
         return Err("the app's output pipes are missing".into());
@@ -363,6 +368,39 @@ fn start_app(launch: &LaunchFile) -> Result<Started, String> {
         stderr: stderr.map(|s| Box::new(s) as Box<dyn Read + Send>),
         status_pipe: None,
     })
+}
+
+/// Starts the app as a plain child: `argv` directly, or else the command line through
+/// `/bin/sh -c`.
+fn spawn_plain(
+    launch: &LaunchFile,
+    argv: Option<&[String]>,
+) -> std::io::Result<std::process::Child> {
+    let mut cmd = match argv {
+        Some([program, args @ ..]) => {
+            let mut c = Command::new(program);
+            c.args(args);
+            c
+        }
+        _ => {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(crate::shell::line(&launch.command));
+            c
+        }
+    };
+    let (stdin, out, err) = if launch.attached {
+        (Stdio::inherit(), Stdio::inherit(), Stdio::inherit())
+    } else {
+        (Stdio::null(), Stdio::piped(), Stdio::piped())
+    };
+    // With PATH among the app's variables, a bare program name is looked up there.
+    cmd.env_clear()
+        .envs(&launch.env)
+        .current_dir(&launch.dir)
+        .stdin(stdin)
+        .stdout(out)
+        .stderr(err)
+        .spawn()
 }
 
 fn write_line(log: &Mutex<File>, source: &Source, stream: &str, line: &str) {

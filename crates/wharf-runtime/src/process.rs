@@ -10,7 +10,6 @@ use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -163,16 +162,9 @@ impl ProcessRuntime {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(init_err);
-        // SAFETY: between fork and exec only setsid(2) runs, which is async-signal-safe
-        // and touches no memory of the parent.
-        #[allow(unsafe_code)]
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::unistd::setsid()
-                    .map(|_| ())
-                    .map_err(std::io::Error::from)
-            });
-        }
+        // No pre-exec step, so the standard library spawns with posix_spawn(3) (a vfork,
+        // cheap in a large server) instead of fork(2): the init makes itself the leader
+        // of a new session as its first step (see `init::run`).
         cmd.spawn().map_err(|e| {
             fail(format!(
                 "cannot run the replica init {}: {e}",
@@ -300,7 +292,15 @@ impl Runtime for ProcessRuntime {
                     || self.alive(h)
                     || procfs::group_has_members(&self.proc_root, h.pid) =>
             {
-                signal::killpg(pid_of(h), Signal::SIGKILL)
+                // The init itself too: one killed right after its start may not have
+                // made its session (and group) yet.
+                if is_child || self.alive(h) {
+                    let _ = signal::kill(pid_of(h), Signal::SIGKILL);
+                }
+                match signal::killpg(pid_of(h), Signal::SIGKILL) {
+                    Err(nix::errno::Errno::ESRCH) if is_child => Ok(()),
+                    other => other,
+                }
             }
             StopSignal::Kill => Ok(()),
         };

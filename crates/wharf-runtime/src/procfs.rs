@@ -26,6 +26,16 @@ fn parse_pgrp(text: &str) -> Option<u32> {
 
 /// True when some live process is in process group `pgid`.
 pub fn group_has_members(proc_root: &Path, pgid: u32) -> bool {
+    // Signal 0 asks the kernel whether the group has any process at all; "none" (the
+    // usual answer once a replica ended) needs no scan of every process's stat.
+    if proc_root == Path::new("/proc") {
+        if let Ok(g) = i32::try_from(pgid) {
+            let group = nix::unistd::Pid::from_raw(g);
+            if g > 0 && nix::sys::signal::killpg(group, None) == Err(nix::errno::Errno::ESRCH) {
+                return false;
+            }
+        }
+    }
     let Ok(rd) = std::fs::read_dir(proc_root) else {
         return false;
     };

@@ -15,6 +15,12 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // The replica init's own command line (`wharf init RUN_DIR`, every replica start)
+    // skips building the whole CLI's parser.
+    if let Some(run_dir) = init_run_dir() {
+        let code = wharf_runtime::init::run(&run_dir);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = cli::Cli::parse();
     if let cli::Command::Init { run_dir, exec } = &cli.command {
         // The replica init must not start a runtime or threads before forking the app,
@@ -53,4 +59,14 @@ fn main() -> ExitCode {
             ExitCode::from(e.code)
         }
     }
+}
+
+/// RUN_DIR when the arguments are exactly `init RUN_DIR` (any other form of `init`,
+/// `--help` included, goes through the parser).
+fn init_run_dir() -> Option<std::path::PathBuf> {
+    let mut args = std::env::args_os().skip(1);
+    let (role, dir) = (args.next()?, args.next()?);
+    let plain =
+        role == "init" && args.next().is_none() && !dir.as_encoded_bytes().starts_with(b"-");
+    plain.then(|| dir.into())
 }

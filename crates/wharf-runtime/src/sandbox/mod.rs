@@ -5,7 +5,7 @@
 //!   the host's, so apps listen on `127.0.0.1:$PORT` as on Heroku, or, with
 //!   `network = "isolated"`, one of its own on a host bridge ([`network`], [`netlink`]);
 //! - a root filesystem: overlay of the host's `/` (read-only) with a per-replica upper
-//!   layer, the artifact read-only at `/app`, private `/tmp`, `/dev/shm`, `/dev`, fresh
+//!   layer in memory (a tmpfs in the replica's mount namespace), the artifact read-only at `/app`, private `/tmp`, `/dev/shm`, `/dev`, fresh
 //!   `/proc`, the data dir masked ([`mounts`], [`mount_apply`]);
 //! - a cgroup with its memory, CPU and pids limits, killed as a whole on stop
 //!   ([`cgroup_detect`], [`cgroup`], [`cgroup_v1`], [`cgroup_v2`]);

@@ -2,8 +2,10 @@
 //! functions and recorded in the replica's launch file.
 //!
 //! The root is an overlay whose lower layer is the host's `/` (read-only: node, python
-//! and friends installed on the host work) and whose upper layer is `RUN_DIR/upper`, so
-//! writes are ephemeral and per replica. Other host filesystems (a separate `/home`,
+//! and friends installed on the host work) and whose upper layer is `RUN_DIR/upper` on
+//! a tmpfs mounted over the run dir in the replica's mount namespace only, so writes are
+//! ephemeral, per replica and in memory (like `/tmp`, they count against the replica's
+//! memory limit), and nothing of the layer is left on disk when the namespace ends. Other host filesystems (a separate `/home`,
 //! `/srv`...) are bound read-only at their place. The data dir is masked by an empty
 //! read-only tmpfs (no replica sees another app's artifacts, logs or run dirs). The
 //! release artifact is bound read-only at `/app`, the working dir. `/tmp` and `/dev/shm`
@@ -185,7 +187,8 @@ pub fn untraversable(path_var: &str, mode_of: &dyn Fn(&Path) -> Option<u32>) -> 
 /// What a replica's root filesystem is made of.
 #[derive(Debug, Clone)]
 pub struct PlanInput<'a> {
-    /// The replica's run dir: `root/`, `upper/` and `work/` are made there.
+    /// The replica's run dir: covered by a tmpfs in the replica's mount namespace, in
+    /// which `root/`, `upper/` and `work/` are made.
     pub run_dir: &'a Path,
     pub artifact: &'a Path,
     /// Masked inside the replica.
@@ -229,6 +232,16 @@ pub fn plan(i: &PlanInput<'_>) -> Vec<Op> {
     };
     let mut ops = vec![
         Op::PrivatizeRoot,
+        // The writable layer lives in memory, in this mount namespace only: the run dir
+        // (on the host's disk, where the init records the replica) is hidden here by a
+        // tmpfs that holds `upper/`, `work/` and `root/`, and vanishes with the
+        // namespace. Nothing of it is ever on disk to clean up.
+        Op::Tmpfs {
+            target: i.run_dir.to_path_buf(),
+            mode: 0o700,
+            readonly: false,
+            noexec: false,
+        },
         Op::Overlay {
             target: root.clone(),
             lower,
@@ -332,6 +345,16 @@ pub fn plan(i: &PlanInput<'_>) -> Vec<Op> {
 mod tests {
     use super::*;
 
+    /// The tmpfs over the run dir that holds the overlay's upper layer.
+    fn memory_layer(run: &Path) -> Op {
+        Op::Tmpfs {
+            target: run.to_path_buf(),
+            mode: 0o700,
+            readonly: false,
+            noexec: false,
+        }
+    }
+
     const MOUNTINFO: &str = "\
 22 27 0:21 / /proc rw,relatime - proc proc rw
 23 27 0:22 / /sys rw,relatime - sysfs sysfs rw
@@ -394,8 +417,9 @@ mod tests {
             writable: &[PathBuf::from("/root/.pyenv/shims")],
             image: &image,
         });
+        assert_eq!(ops[1], memory_layer(run), "the writable layer is in memory");
         assert_eq!(
-            ops[1],
+            ops[2],
             Op::Overlay {
                 target: run.join("root"),
                 lower: "/data/images/layers/sha256-base".into(),
@@ -492,8 +516,9 @@ mod tests {
             Some(&Op::PrivatizeRoot),
             "propagation is cut first"
         );
+        assert_eq!(ops[1], memory_layer(run), "the writable layer is in memory");
         assert_eq!(
-            ops[1],
+            ops[2],
             Op::Overlay {
                 target: run.join("root"),
                 lower: "/".into(),

@@ -10,7 +10,7 @@
 //!    │                        every zombie, forwards SIGTERM/SIGINT/SIGHUP to the app,
 //!    │                        reports the app's exit on a pipe, then exits (which kills
 //!    │                        whatever is left in the namespace)
-//!    └─ pid 2: /bin/sh -c "exec COMMAND"   the app: its uid, no capabilities,
+//!    └─ pid 2: COMMAND (or /bin/sh -c "exec COMMAND")   the app: its uid, no capabilities,
 //!                             no_new_privs, seccomp filter, working dir /app
 //! ```
 //!
@@ -33,6 +33,7 @@
 
 use super::{caps, mount_apply, mounts, network, seccomp, SandboxSpec};
 use crate::init::LaunchFile;
+use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -111,11 +112,7 @@ fn cstring(s: impl Into<Vec<u8>>) -> Result<CString, SpawnError> {
 pub fn spawn(launch: &LaunchFile, spec: &SandboxSpec) -> Result<Spawned, SpawnError> {
     let prep = |e: &dyn std::fmt::Display| SpawnError::Prepare(e.to_string());
     let filters = seccomp::build().map_err(|e| prep(&e))?;
-    let argv = [
-        cstring("/bin/sh")?,
-        cstring("-c")?,
-        cstring(crate::shell::line(&launch.command))?,
-    ];
+    let program = Program::of(launch)?;
     let envp: Vec<CString> = launch
         .env
         .iter()
@@ -157,7 +154,7 @@ pub fn spawn(launch: &LaunchFile, spec: &SandboxSpec) -> Result<Spawned, SpawnEr
     let child = Child {
         spec,
         filters: &filters,
-        argv: &argv,
+        program: &program,
         envp: &envp,
         stdin,
         stdout,
@@ -206,11 +203,54 @@ pub fn spawn(launch: &LaunchFile, spec: &SandboxSpec) -> Result<Spawned, SpawnEr
     })
 }
 
+/// What the app child executes, prepared before `clone` (the child only calls
+/// `execve`): the command's own argv, tried at each place its program may be, or the
+/// shell's.
+struct Program {
+    /// Where the program may be, in the order to try (inside the sandbox's root).
+    paths: Vec<CString>,
+    argv: Vec<CString>,
+    /// `/bin/sh -c LINE`: for a command that needs a shell, and for a program without a
+    /// `#!` line (`ENOEXEC`), which a shell runs as a script.
+    shell: [CString; 3],
+    direct: bool,
+}
+
+impl Program {
+    fn of(launch: &LaunchFile) -> Result<Program, SpawnError> {
+        let shell = [
+            cstring(SHELL)?,
+            cstring("-c")?,
+            cstring(crate::shell::line(&launch.command))?,
+        ];
+        let Some(words) = crate::shell::words(&launch.command) else {
+            return Ok(Program {
+                paths: vec![cstring(SHELL)?],
+                argv: shell.to_vec(),
+                shell,
+                direct: false,
+            });
+        };
+        let path = launch.env.get("PATH").map(String::as_str);
+        Ok(Program {
+            paths: crate::shell::candidates(&words[0], path)
+                .into_iter()
+                .map(cstring)
+                .collect::<Result<_, _>>()?,
+            argv: words.into_iter().map(cstring).collect::<Result<_, _>>()?,
+            shell,
+            direct: true,
+        })
+    }
+}
+
+const SHELL: &str = "/bin/sh";
+
 /// What the cloned PID 1 works with.
 struct Child<'a> {
     spec: &'a SandboxSpec,
     filters: &'a [seccompiler::BpfProgram],
-    argv: &'a [CString],
+    program: &'a Program,
     envp: &'a [CString],
     stdin: OwnedFd,
     stdout: OwnedFd,
@@ -298,6 +338,11 @@ impl Child<'_> {
         nix::unistd::sethostname(&self.spec.hostname)
             .map_err(|e| format!("cannot set the hostname: {e}"))?;
         mount_apply::apply(&self.spec.mounts).map_err(|e| e.to_string())?;
+        // Installed once, here, for PID 1 and the app it forks next (loading a filter
+        // costs the kernel a compile and a pass over every syscall number). PID 1 still
+        // holds CAP_SYS_ADMIN, which lets it install one without no_new_privs; what
+        // either process does from here on is allowed by the filter.
+        seccomp::install(self.filters).map_err(|e| e.to_string())?;
         // SAFETY: this process is single-threaded, so the child may run any code.
         #[allow(unsafe_code)]
         match unsafe { nix::unistd::fork() }.map_err(|e| format!("cannot fork the app: {e}"))? {
@@ -306,13 +351,13 @@ impl Child<'_> {
                 caps::drop_to(self.spec.uid, self.spec.gid).map_err(|e| e.to_string())?;
                 // Changing credentials cleared the parent-death signal: set it again.
                 die_with_parent();
-                seccomp::install(self.filters).map_err(|e| e.to_string())?;
                 Ok(child)
             }
         }
     }
 
-    /// The app child: descriptors, privileges, filter, exec. Never returns.
+    /// The app child (under PID 1's seccomp filter): descriptors, privileges, exec.
+    /// Never returns.
     fn exec_app(&self) -> ! {
         let fail = |what: &str| -> ! {
             let msg = format!("wharf sandbox: {what}\n");
@@ -345,11 +390,29 @@ impl Child<'_> {
         if let Err(e) = caps::drop_to(self.spec.uid, self.spec.gid) {
             fail(&e.to_string());
         }
-        if let Err(e) = seccomp::install(self.filters) {
-            fail(&e.to_string());
+        let p = self.program;
+        let mut denied = None;
+        for path in &p.paths {
+            match nix::unistd::execve(path, &p.argv, self.envp) {
+                Err(Errno::ENOENT | Errno::ENOTDIR) => {}
+                Err(Errno::EACCES) => denied = denied.or(Some(path)),
+                Err(Errno::ENOEXEC) if p.direct => {
+                    let Err(e) = nix::unistd::execve(&p.shell[0], &p.shell, self.envp);
+                    fail(&format!("cannot run {SHELL}: {e}"))
+                }
+                Err(e) => fail(&format!("cannot run {}: {e}", path.to_string_lossy())),
+            }
         }
-        let Err(e) = nix::unistd::execve(&self.argv[0], self.argv, self.envp);
-        fail(&format!("cannot run /bin/sh: {e}"))
+        match denied {
+            Some(path) => fail(&format!(
+                "cannot run {}: permission denied",
+                path.to_string_lossy()
+            )),
+            None => fail(&format!(
+                "{}: command not found (looked up in the sandbox's PATH)",
+                p.argv[0].to_string_lossy()
+            )),
+        }
     }
 
     /// Reaps every child until the app is gone; forwards signals to it meanwhile.

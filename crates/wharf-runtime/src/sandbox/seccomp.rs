@@ -9,9 +9,10 @@
 //! with `EPERM`. `clone3` fails with `ENOSYS` (its flags live in memory a filter cannot
 //! read), so libc falls back to `clone`, whose flags are checked.
 //!
-//! Invariants: the filter is compiled before the sandbox forks the app (no allocation
-//! between fork and exec), and installed last, right before `execve`, after
-//! `no_new_privs` (see [`super::caps`]).
+//! Invariants: the filter is compiled before the sandbox's PID 1 is cloned, and PID 1
+//! installs it once its mounts are done, right before it forks the app, which inherits
+//! it (see [`super::pid1`]); nothing either of them does afterwards (privilege drop,
+//! `no_new_privs`, `execve`) is on the deny list.
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
