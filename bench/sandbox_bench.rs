@@ -6,11 +6,12 @@
 //! in release mode). Arguments: `WHARF_BINARY RUNC_BUNDLE [ITERATIONS]`.
 //!
 //! One wharf iteration is exactly what the server does for a replica: `start` (uid,
-//! cgroup with limits, mount plan, launch file, `wharf init` spawned in a new session;
+//! cgroup with limits, mount plan, launch file, the init forked by the launcher, which
+//! makes its own session;
 //! the init joins the cgroup and clones PID 1 into new PID/mount/IPC/UTS namespaces,
 //! which mounts the overlay root, `/app`, `/proc`, `/sys`, `/dev`, `/tmp`, pivots,
-//! forks the app, drops to the app's uid, caps and seccomp and execs
-//! `/bin/sh -c "exec /bin/true"`), then `poll` until the exit is recorded, then
+//! installs the seccomp filter, forks the app, which drops to the app's uid without
+//! capabilities and execs `/bin/true` directly), then `poll` until the exit is recorded, then
 //! `cleanup` (cgroup and run dir removed). The same loop without the sandbox is printed
 //! too, to show what isolation itself costs. One runc iteration is `runc run -b BUNDLE ID`
 //! (create, start, wait, delete).
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use wharf_core::ports::{Launch, Liveness, Runtime};
+use wharf_runtime::launcher::Launcher;
 use wharf_runtime::sandbox::{Sandbox, SandboxConfig};
 use wharf_runtime::{Layout, ProcessRuntime};
 use wharf_types::{AppName, ProcessType};
@@ -101,6 +103,12 @@ fn main() {
         std::process::exit(2);
     };
     let n: usize = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(50);
+    // As in the server: inits are forked by launchers started while single-threaded.
+    let launchers = (Launcher::start(&[]), Launcher::start(&[]));
+    let (Ok(plain_launcher), Ok(sandbox_launcher)) = launchers else {
+        eprintln!("cannot start the launchers");
+        std::process::exit(1)
+    };
     let data = tempfile::Builder::new()
         .prefix("wharf-bench-")
         .tempdir()
@@ -114,8 +122,8 @@ fn main() {
     });
     let init = vec![OsString::from(wharf), OsString::from("init")];
     // The same supervision without the sandbox: what isolation itself costs.
-    let plain = ProcessRuntime::new(layout.clone(), init.clone());
-    let rt = ProcessRuntime::sandboxed(layout, init, sandbox);
+    let plain = ProcessRuntime::new(layout.clone(), init.clone()).with_launcher(plain_launcher);
+    let rt = ProcessRuntime::sandboxed(layout, init, sandbox).with_launcher(sandbox_launcher);
     let launch = Launch {
         app: AppName::new("bench".to_string()).expect("name"),
         process: ProcessType::new("web".to_string()).expect("process"),

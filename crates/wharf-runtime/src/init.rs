@@ -1,6 +1,6 @@
 //! The replica init: `wharf init RUN_DIR`, PID 1 of a replica's world.
 //!
-//! Started by the runtime, it makes itself the leader of a new session, reads
+//! Forked by the server's launcher (or spawned as `wharf init RUN_DIR`), it makes itself the leader of a new session, reads
 //! `launch.json` from its run directory, starts the app (directly, or through
 //! `/bin/sh -c "exec COMMAND"` when the command needs a shell: see [`crate::shell`]),
 //! appends each stdout and stderr line to the app's log file as a JSON record, forwards SIGTERM/SIGINT/SIGHUP to

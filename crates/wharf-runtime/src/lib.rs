@@ -1,8 +1,8 @@
 //! wharf-runtime: the kernel boundary. Starts, watches, signals and cleans up replica
 //! processes; runs builds; writes and reads app logs.
 //!
-//! Every replica runs under a small init (this binary re-executed in its `init` role, see
-//! [`init`]) that is the leader of its own session and process group, owns the app's
+//! Every replica runs under a small init (forked by the server's [`launcher`], or this
+//! binary re-executed in its `init` role; see [`init`]) that is the leader of its own session and process group, owns the app's
 //! stdout/stderr pipes and appends them to the app's log file, and records how the app
 //! exited. The init does not depend on the server: a server crash loses no replica and
 //! no log line, and a restarted server re-adopts replicas from their run directories.
@@ -23,6 +23,7 @@ pub mod enter;
 pub mod fdpass;
 pub mod image;
 pub mod init;
+pub mod launcher;
 pub mod layout;
 pub mod logs;
 mod process;

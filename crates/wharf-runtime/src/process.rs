@@ -2,16 +2,18 @@
 //! or sandboxed when built [`ProcessRuntime::sandboxed`].
 
 use crate::init::{self, ExitFile, InitFile, LaunchFile, EXIT_FILE, INIT_FILE, LAUNCH_FILE};
+use crate::launcher::Launcher;
 use crate::layout::Layout;
 use crate::logs::{self, Source};
 use crate::procfs;
 use crate::sandbox::Sandbox;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use wharf_core::ports::{Handle, Launch, Liveness, OneOff, Runtime, RuntimeError, StopSignal};
 use wharf_core::Exit;
@@ -22,13 +24,20 @@ const ISOLATED_NEEDS_SANDBOX: &str = "network = \"isolated\" needs the sandbox: 
 
 const HANDLE_FILE: &str = "handle.json";
 
-/// Runs each replica as `INIT... RUN_DIR` in a new session.
+/// Runs each replica under its own init: forked by the launcher when given one, else
+/// spawned as `INIT... RUN_DIR`; the init makes its own session.
 pub struct ProcessRuntime {
     layout: Layout,
     init: Vec<OsString>,
     proc_root: PathBuf,
     children: Mutex<HashMap<u32, Child>>,
     sandbox: Option<Sandbox>,
+    /// Forks replica inits instead of spawning the binary (see [`crate::launcher`]);
+    /// set aside for good once it is gone.
+    launcher: Option<Launcher>,
+    launcher_gone: AtomicBool,
+    /// Inits the launcher forked and nobody has seen end yet.
+    forked: Mutex<HashSet<u32>>,
 }
 
 impl ProcessRuntime {
@@ -41,6 +50,18 @@ impl ProcessRuntime {
             proc_root: PathBuf::from("/proc"),
             children: Mutex::new(HashMap::new()),
             sandbox: None,
+            launcher: None,
+            launcher_gone: AtomicBool::new(false),
+            forked: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Starts replica inits through `launcher` (forked, not spawned), falling back to
+    /// spawning `init` if the launcher is gone.
+    pub fn with_launcher(self, launcher: Launcher) -> Self {
+        Self {
+            launcher: Some(launcher),
+            ..self
         }
     }
 
@@ -147,7 +168,33 @@ impl ProcessRuntime {
         })
     }
 
-    /// Spawns the replica's init for `dir` in a new session.
+    /// Starts the replica's init for `dir`: forked by the launcher when there is one,
+    /// else spawned. The child handle comes back when this process is its parent.
+    fn start_init(&self, l: &Launch, dir: &Path) -> Result<(u32, Option<Child>), RuntimeError> {
+        if let Some(launcher) = self
+            .launcher
+            .as_ref()
+            .filter(|_| !self.launcher_gone.load(Ordering::Relaxed))
+        {
+            match launcher.launch(dir) {
+                Ok(pid) => return Ok((pid, None)),
+                Err(e) => {
+                    let gone = matches!(
+                        e.kind(),
+                        std::io::ErrorKind::BrokenPipe
+                            | std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::NotConnected
+                    );
+                    self.launcher_gone.store(gone, Ordering::Relaxed);
+                    tracing::warn!(replica = %l.id, "the replica launcher failed ({e}); spawning the init instead");
+                }
+            }
+        }
+        let child = self.spawn_init(l, dir)?;
+        Ok((child.id(), Some(child)))
+    }
+
+    /// Spawns the replica's init for `dir`.
     fn spawn_init(&self, l: &Launch, dir: &Path) -> Result<Child, RuntimeError> {
         let fail = |message: String| RuntimeError::Start {
             id: l.id.clone(),
@@ -204,6 +251,11 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// What an init that recorded no exit is known to have ended with.
+fn ended_without_record(status: std::process::ExitStatus) -> String {
+    format!("replica init ended without recording an exit ({status})")
+}
+
 fn pid_of(h: &Handle) -> Pid {
     Pid::from_raw(i32::try_from(h.pid).unwrap_or(i32::MAX))
 }
@@ -216,12 +268,11 @@ impl Runtime for ProcessRuntime {
         };
         let dir = self.layout.run_dir(&l.app, &l.id);
         let addr = self.write_launch(l, &dir, false)?;
-        let child = self.spawn_init(l, &dir).inspect_err(|_| {
+        let (pid, child) = self.start_init(l, &dir).inspect_err(|_| {
             if let Some(sb) = &self.sandbox {
                 sb.remove(l.app.as_str(), &l.id, addr);
             }
         })?;
-        let pid = child.id();
         let start_time = procfs::stat(&self.proc_root, pid)
             .map(|(_, t)| t)
             .unwrap_or(0);
@@ -236,8 +287,17 @@ impl Runtime for ProcessRuntime {
             started_at: now_ms(),
             addr,
         };
-        if let Ok(mut children) = self.children.lock() {
-            children.insert(pid, child);
+        match child {
+            Some(child) => {
+                if let Ok(mut children) = self.children.lock() {
+                    children.insert(pid, child);
+                }
+            }
+            None => {
+                if let Ok(mut forked) = self.forked.lock() {
+                    forked.insert(pid);
+                }
+            }
         }
         init::write_json_atomic(&dir.join(HANDLE_FILE), &handle)
             .map_err(|e| fail(e.to_string()))?;
@@ -253,10 +313,7 @@ impl Runtime for ProcessRuntime {
                 Ok(None) => Liveness::Running,
                 Ok(Some(status)) => {
                     children.remove(&h.pid);
-                    Liveness::Exited(self.exit_of(
-                        h,
-                        &format!("replica init ended without recording an exit ({status})"),
-                    ))
+                    Liveness::Exited(self.exit_of(h, &ended_without_record(status)))
                 }
                 Err(e) => {
                     children.remove(&h.pid);
@@ -266,7 +323,19 @@ impl Runtime for ProcessRuntime {
         }
         drop(children);
         if self.alive(h) {
-            Liveness::Running
+            return Liveness::Running;
+        }
+        let forked = self
+            .forked
+            .lock()
+            .map(|mut f| f.remove(&h.pid))
+            .unwrap_or(false);
+        // The launcher reaped it: how it ended is known even if it recorded nothing.
+        let status = forked
+            .then(|| self.launcher.as_ref()?.wait(h.pid).ok().flatten())
+            .flatten();
+        if let Some(status) = status {
+            Liveness::Exited(self.exit_of(h, &ended_without_record(status)))
         } else {
             Liveness::Exited(self.exit_of(h, "replica init is gone (killed or machine restarted)"))
         }
@@ -277,7 +346,12 @@ impl Runtime for ProcessRuntime {
             .children
             .lock()
             .map(|c| c.contains_key(&h.pid))
-            .unwrap_or(false);
+            .unwrap_or(false)
+            || self
+                .forked
+                .lock()
+                .map(|f| f.contains(&h.pid))
+                .unwrap_or(false);
         let res = match sig {
             // SIGTERM goes to the init, which forwards it to the app exactly once.
             StopSignal::Term if is_child || self.alive(h) => {
@@ -297,10 +371,7 @@ impl Runtime for ProcessRuntime {
                 if is_child || self.alive(h) {
                     let _ = signal::kill(pid_of(h), Signal::SIGKILL);
                 }
-                match signal::killpg(pid_of(h), Signal::SIGKILL) {
-                    Err(nix::errno::Errno::ESRCH) if is_child => Ok(()),
-                    other => other,
-                }
+                signal::killpg(pid_of(h), Signal::SIGKILL)
             }
             StopSignal::Kill => Ok(()),
         };

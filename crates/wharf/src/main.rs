@@ -39,6 +39,21 @@ fn main() -> ExitCode {
     {
         return commands::secrets::secret_env(files.as_deref(), claim, command);
     }
+    // The server's replica inits are forked by a launcher, which must be forked while
+    // this process has a single thread: now, before the async runtime, and before the
+    // master key is read into memory (the launcher drops it from its environment).
+    let launcher = match &cli.command {
+        cli::Command::Server { .. } => {
+            match wharf_runtime::launcher::Launcher::start(&["WHARF_MASTER_KEY"]) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!("wharf: cannot start the replica launcher ({e}); replica inits are spawned instead");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     // Taken out of the environment before any thread exists, so no child inherits it.
     let master_key = std::env::var("WHARF_MASTER_KEY").ok();
     std::env::remove_var("WHARF_MASTER_KEY");
@@ -52,7 +67,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(commands::dispatch(cli, master_key)) {
+    match rt.block_on(commands::dispatch(cli, master_key, launcher)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", e.message);

@@ -24,6 +24,8 @@ const API_STOP: Duration = Duration::from_secs(1);
 const TAKEOVER_WARMUP: Duration = Duration::from_secs(5);
 
 pub struct Options {
+    /// Forks replica inits (started by `main` while the process had one thread).
+    pub launcher: Option<wharf_runtime::launcher::Launcher>,
     pub listen: String,
     pub listen_tls: Option<String>,
     /// ACME for the routes' real domain names (with `listen_tls`).
@@ -46,7 +48,7 @@ pub struct Options {
     pub bridge: String,
 }
 
-pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
+pub async fn run(data_dir: &Path, mut opts: Options) -> Result<()> {
     std::fs::create_dir_all(data_dir).map_err(|e| {
         Failure::failed(format!(
             "cannot create the data dir {}: {e}",
@@ -57,11 +59,14 @@ pub async fn run(data_dir: &Path, opts: Options) -> Result<()> {
     let layout = Layout::new(data_dir);
     let exe = std::env::current_exe()
         .map_err(|e| Failure::failed(format!("cannot find the wharf binary: {e}")))?;
-    let runtime = runtime(
+    let mut runtime = runtime(
         &layout,
         &opts,
         vec![exe.clone().into_os_string(), "init".into()],
     )?;
+    if let Some(launcher) = opts.launcher.take() {
+        runtime = runtime.with_launcher(launcher);
+    }
 
     let socket = layout.socket();
     if socket.exists() && !opts.takeover {

@@ -64,7 +64,11 @@ fn init_tracing(server: bool) {
         .try_init();
 }
 
-pub async fn dispatch(cli: Cli, master_key_env: Option<String>) -> Result<ExitCode> {
+pub async fn dispatch(
+    cli: Cli,
+    master_key_env: Option<String>,
+    launcher: Option<wharf_runtime::launcher::Launcher>,
+) -> Result<ExitCode> {
     init_tracing(matches!(cli.command, Command::Server { .. }));
     let c = client(&cli);
     let json = cli.json;
@@ -75,7 +79,7 @@ pub async fn dispatch(cli: Cli, master_key_env: Option<String>) -> Result<ExitCo
             let given = api_cert.zip(api_key);
             let api_tls = (api_tls || given.is_some()).then_some(crate::tls::CertSource { given, names: api_tls_name });
             let acme = acme_directory.map(|directory| wharf_router::AcmeOptions { directory, email: acme_email, ca: acme_ca });
-            let opts = crate::server::Options { listen, listen_tls, acme, api, api_tls, master_key_file, master_key_env, isolation, cgroup_parent, takeover, replica_subnet, bridge };
+            let opts = crate::server::Options { launcher, listen, listen_tls, acme, api, api_tls, master_key_file, master_key_env, isolation, cgroup_parent, takeover, replica_subnet, bridge };
             crate::server::run(&dir, opts).await?;
             Ok(ExitCode::SUCCESS)
         }
