@@ -201,21 +201,23 @@ check_tls() { # port
     { echo "port $1 did not negotiate TLS 1.3 with the bench certificate" >&2; exit 1; }
 }
 
+compare() { # loader wharf_url nginx_url haproxy_url: the three, in turn, then the table
+  local w_rps w_p99 n_rps n_p99 h_rps h_p99
+  read -r w_rps w_p99 < <("$1" "$2")
+  read -r n_rps n_p99 < <("$1" "$3")
+  read -r h_rps h_p99 < <("$1" "$4")
+  table "$w_rps" "$w_p99" "$n_rps" "$n_p99" "$h_rps" "$h_p99"
+}
+
 if part h1; then
   echo "wrk -t$WORKERS -c$CONNS -d${SECS}s, HTTP/1.1 keep-alive, $WORKERS workers each, upstream nginx at $upstream"
-  read -r w_rps w_p99 < <(run "http://127.0.0.1:$router_port/")
-  read -r n_rps n_p99 < <(run "http://127.0.0.1:$nginx_port/")
-  read -r h_rps h_p99 < <(run "http://127.0.0.1:$haproxy_port/")
-  table "$w_rps" "$w_p99" "$n_rps" "$n_p99" "$h_rps" "$h_p99"
+  compare run "http://127.0.0.1:$router_port/" "http://127.0.0.1:$nginx_port/" "http://127.0.0.1:$haproxy_port/"
 fi
 
 if part h2c; then
   echo
   echo "h2load -D $SECS -c $CONNS -m $H2_STREAMS -t $WORKERS, h2c prior knowledge, upstream HTTP/1.1"
-  read -r w_rps w_p99 < <(run_h2 "http://127.0.0.1:$router_port/")
-  read -r n_rps n_p99 < <(run_h2 "http://127.0.0.1:$nginx_h2_port/")
-  read -r h_rps h_p99 < <(run_h2 "http://127.0.0.1:$haproxy_h2_port/")
-  table "$w_rps" "$w_p99" "$n_rps" "$n_p99" "$h_rps" "$h_p99"
+  compare run_h2 "http://127.0.0.1:$router_port/" "http://127.0.0.1:$nginx_h2_port/" "http://127.0.0.1:$haproxy_h2_port/"
 fi
 
 if part tls || part h2tls; then
@@ -225,17 +227,11 @@ fi
 if part tls; then
   echo
   echo "wrk -t$WORKERS -c$CONNS -d${SECS}s, HTTPS (TLS 1.3, SNI localhost) HTTP/1.1 keep-alive, upstream HTTP/1.1"
-  read -r w_rps w_p99 < <(run "https://localhost:$router_tls_port/")
-  read -r n_rps n_p99 < <(run "https://localhost:$nginx_tls_port/")
-  read -r h_rps h_p99 < <(run "https://localhost:$haproxy_tls_port/")
-  table "$w_rps" "$w_p99" "$n_rps" "$n_p99" "$h_rps" "$h_p99"
+  compare run "https://localhost:$router_tls_port/" "https://localhost:$nginx_tls_port/" "https://localhost:$haproxy_tls_port/"
 fi
 
 if part h2tls; then
   echo
   echo "h2load -D $SECS -c $CONNS -m $H2_STREAMS -t $WORKERS, h2 over TLS 1.3 (ALPN), upstream HTTP/1.1"
-  read -r w_rps w_p99 < <(run_h2 "https://localhost:$router_tls_port/")
-  read -r n_rps n_p99 < <(run_h2 "https://localhost:$nginx_tls_port/")
-  read -r h_rps h_p99 < <(run_h2 "https://localhost:$haproxy_tls_port/")
-  table "$w_rps" "$w_p99" "$n_rps" "$n_p99" "$h_rps" "$h_p99"
+  compare run_h2 "https://localhost:$router_tls_port/" "https://localhost:$nginx_tls_port/" "https://localhost:$haproxy_tls_port/"
 fi
