@@ -14,6 +14,7 @@
 
 pub(crate) mod acme;
 mod acme_http;
+mod acme_state;
 pub(crate) mod files;
 pub(crate) mod internal_ca;
 pub(crate) mod resolver;
@@ -24,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::ServerConfig;
+use wharf_types::api::CertificateStatus;
 use wharf_types::route::RouteTable;
 
 pub use acme::AcmeOptions;
@@ -132,6 +134,28 @@ impl Tls {
     /// The internal CA's certificate (PEM), for clients to trust.
     pub fn ca_cert(&self) -> &Path {
         self.resolver.ca.cert_path()
+    }
+
+    /// What is served for each of `hosts` (route hosts, `*.domain` included): the
+    /// certificate's source and expiry, and ACME's progress where ACME manages the host.
+    pub fn certificates(&self, hosts: &[String]) -> Vec<CertificateStatus> {
+        hosts
+            .iter()
+            .map(|host| {
+                let name = normalize_host(host);
+                let (source, key) = self.resolver.source(&name);
+                let not_after = key
+                    .and_then(|key| files::not_after(&key))
+                    .and_then(|s| u64::try_from(s).ok())
+                    .map(|s| s.saturating_mul(1000));
+                CertificateStatus {
+                    host: host.clone(),
+                    source,
+                    not_after,
+                    acme: self.acme.as_ref().and_then(|acme| acme.status(&name)),
+                }
+            })
+            .collect()
     }
 
     /// The key authorization of an ACME HTTP-01 challenge in progress.
