@@ -620,6 +620,9 @@ fn acme_validation_failures_show_in_status_and_back_off() {
 
 #[test]
 fn an_unreachable_acme_directory_shows_in_status() {
+    let work = tempfile::tempdir().expect("tmp");
+    // Any CA to trust (not the system's bundle, which a bare machine may lack).
+    let (ca, _, _) = certificate(work.path(), &["localhost"]);
     let closed = free_port();
     let directory = format!("https://127.0.0.1:{closed}/dir");
     let s = Server::start_with(&[
@@ -627,6 +630,8 @@ fn an_unreachable_acme_directory_shows_in_status() {
         "127.0.0.1:0",
         "--acme-directory",
         &directory,
+        "--acme-ca",
+        ca.to_str().expect("utf-8"),
     ]);
     let host = "shop.acme-down.example";
     let app = TestApp::new("downshop").host(host).write();
