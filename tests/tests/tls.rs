@@ -155,6 +155,7 @@ fn https_with_certificate_files_local_ca_and_https_only() {
     let (ca, cert, key) = certificate(certs.path(), &["shop.example.com"]);
     let app = TestApp::new("shop")
         .host("shop.example.com")
+        .host("www.shop.example.com")
         .extra(&format!(
             "tls = {{ cert = {}, key = {} }}\nhttps_only = true",
             quote(&cert),
@@ -184,6 +185,17 @@ fn https_with_certificate_files_local_ca_and_https_only() {
         files["acme"].is_null(),
         "no ACME without --acme-directory: {files}"
     );
+    assert!(files["files_error"].is_null(), "{files}");
+    let www = certificate_status(&s, "shop", "www.shop.example.com");
+    assert_eq!(www["source"], "local-ca", "{www}");
+    assert!(
+        www["files_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not name www.shop.example.com")),
+        "{www}"
+    );
+    let local = certificate_status(&s, "shop", "shop.localhost");
+    assert!(local["files_error"].is_null(), "by design: {local}");
     let text = s.wharf(&["status", "shop"]).ok("status").stdout.clone();
     assert!(
         text.lines()
@@ -242,6 +254,31 @@ fn https_with_certificate_files_local_ca_and_https_only() {
     out.expect_code(2, "missing certificate file");
     assert!(out.all().contains("route.tls.cert"), "{}", out.all());
     assert!(out.all().contains("missing.pem"), "{}", out.all());
+
+    // A key replaced by one that does not match: status says so, the last good
+    // certificate stays in service; the right key back clears it.
+    let good_key = std::fs::read(&key).expect("key");
+    std::fs::copy(&wrong_key, &key).expect("replace the key");
+    let mut shown = Value::Null;
+    let said = wharf_e2e::wait_until(Duration::from_secs(20), || {
+        shown = certificate_status(&s, "shop", "shop.example.com");
+        shown["files_error"].as_str().is_some_and(|e| {
+            e.contains("does not belong to the certificate")
+                && e.ends_with("the last good certificate stays in service")
+        })
+    });
+    assert!(said, "{}", wharf_e2e::pretty(&shown));
+    assert_eq!(shown["source"], "files", "{shown}");
+    let text = s.wharf(&["status", "shop"]).ok("status").stdout.clone();
+    assert!(text.contains("certificate files error: "), "{text}");
+    let r = https_get(&tls_addr, "shop.example.com", "/", &ca).expect("still served");
+    assert_eq!(r.status, 200, "{r:?}");
+    std::fs::write(&key, good_key).expect("restore the key");
+    let cleared = wharf_e2e::wait_until(Duration::from_secs(20), || {
+        shown = certificate_status(&s, "shop", "shop.example.com");
+        shown["files_error"].is_null()
+    });
+    assert!(cleared, "{}", wharf_e2e::pretty(&shown));
 }
 
 #[test]

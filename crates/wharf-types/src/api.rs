@@ -154,6 +154,11 @@ pub struct CertificateStatus {
     /// When that certificate expires; absent for the local CA's, issued on demand.
     #[serde(default)]
     pub not_after: Option<UnixMillis>,
+    /// What is wrong with the route's certificate files (`[route] tls`) for this host:
+    /// the last load failed (then the last good certificate stays in service), or the
+    /// certificate does not name the host.
+    #[serde(default)]
+    pub files_error: Option<String>,
     /// Set when ACME manages the host (a real domain name without covering certificate
     /// files, on a server with `--acme-directory`).
     #[serde(default)]

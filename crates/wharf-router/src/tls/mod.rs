@@ -86,11 +86,13 @@ struct FileState {
     loaded: HashMap<Pair, Load>,
 }
 
-/// The stamps of a pair's files at the last load attempt, and its last good result.
+/// The stamps of a pair's files at the last load attempt, its last good result, and
+/// why the last attempt failed if it did.
 #[derive(Default)]
 struct Load {
     at: Option<(Option<Stamp>, Option<Stamp>)>,
     good: Option<Loaded>,
+    error: Option<String>,
 }
 
 pub(crate) fn provider() -> rustls::crypto::CryptoProvider {
@@ -152,10 +154,41 @@ impl Tls {
                     host: host.clone(),
                     source,
                     not_after,
+                    files_error: self.files_error(&name),
                     acme: self.acme.as_ref().and_then(|acme| acme.status(&name)),
                 }
             })
             .collect()
+    }
+
+    /// What is wrong with the certificate files of the route(s) of `host`
+    /// (normalized): the last load failed, or the certificate does not name the host
+    /// (not said of `.localhost` names, which the local CA serves by design).
+    fn files_error(&self, host: &str) -> Option<String> {
+        let state = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        state.routes.iter().find_map(|(hosts, pair)| {
+            let pair = pair.as_ref().filter(|_| hosts.iter().any(|h| h == host))?;
+            let load = state.loaded.get(pair)?;
+            match (&load.error, &load.good) {
+                (Some(error), Some(_)) => Some(format!(
+                    "{error}; the last good certificate stays in service"
+                )),
+                (Some(error), None) => Some(format!(
+                    "{error}; the local CA's certificate is served meanwhile"
+                )),
+                // `APP.localhost` is always routed and always the local CA's.
+                (None, Some(good))
+                    if !host.ends_with(".localhost")
+                        && !good.names.iter().any(|n| files::covers(n, host)) =>
+                {
+                    Some(format!(
+                        "{} does not name {host}; the local CA's certificate is served for it",
+                        pair.cert.display()
+                    ))
+                }
+                (None, _) => None,
+            }
+        })
     }
 
     /// The key authorization of an ACME HTTP-01 challenge in progress.
@@ -213,10 +246,12 @@ impl Tls {
                 Ok(loaded) => {
                     tracing::info!(cert = %pair.cert.display(), names = ?loaded.names, "certificate loaded");
                     entry.good = Some(loaded);
+                    entry.error = None;
                     changed = true;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "certificate not loaded; the last good one (if any) stays in use");
+                    entry.error = Some(error.to_string());
                 }
             }
         }

@@ -122,6 +122,9 @@ fn certificates(list: &[CertificateStatus]) {
         .collect();
     table(&["HOST", "CERTIFICATE", "EXPIRES", "ACME"], &rows);
     for c in list {
+        if let Some(error) = &c.files_error {
+            println!("certificate files error: {error}");
+        }
         if let Some((error, at)) = c
             .acme
             .as_ref()
