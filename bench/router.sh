@@ -3,17 +3,22 @@
 # same worker count in front of the same upstream (an nginx answering a fixed body),
 # loaded on loopback in one run: plaintext HTTP/1.1 with keep-alive by wrk, then h2c
 # (HTTP/2 with prior knowledge) by h2load with H2_STREAMS concurrent streams per
-# connection (default 10); upstream connections stay HTTP/1.1 for all three.
+# connection (default 10); then the same two over TLS 1.3 (HTTPS with keep-alive by
+# wrk, h2 by ALPN by h2load), every proxy serving the same certificate and key (an
+# ECDSA P-256 one made here with openssl; wharf's from the route's `tls` files).
+# Upstream connections stay plaintext HTTP/1.1 for all three.
 #
 # Usage: bench/router.sh [SECONDS] [CONNECTIONS]      (installs nginx, haproxy, wrk and
 # h2load (nghttp2-client) with apt-get when missing; builds wharf in release mode, or
-# uses the binary WHARF names)
+# uses the binary WHARF names). PARTS="h1 h2c tls h2tls" (the default) picks the parts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 CONNS=${2:-64}
 WORKERS=2
 H2_STREAMS=${H2_STREAMS:-10}
+PARTS=${PARTS:-h1 h2c tls h2tls}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 need=()
 for p in nginx haproxy wrk; do command -v "$p" >/dev/null || need+=("$p"); done
@@ -38,12 +43,28 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# The certificate all three proxies serve over TLS: names the hosts wrk and h2load
+# connect to (SNI `localhost`, which resolves here) and route by (`upstream.localhost`).
+mkdir -p "$work/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=localhost -addext 'subjectAltName=DNS:localhost,DNS:upstream.localhost' \
+  -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>/dev/null
+cat "$work/tls/cert.pem" "$work/tls/key.pem" >"$work/tls/haproxy.pem"
+
 # The upstream: nginx answering 64 bytes, deployed as a wharf app so that all three
-# proxies reach the very same replica.
+# proxies reach the very same replica. Its route also names `localhost`, so that
+# wharf's TLS listener picks the route's certificate for SNI `localhost`.
 mkdir -p "$work/upstream"
-cat > "$work/upstream/Procfile" <<'PROC'
-web: sh -c 'sed "s/@PORT@/$PORT/" upstream.conf.in > /tmp/upstream.conf && exec nginx -p /tmp -c /tmp/upstream.conf'
-PROC
+cat > "$work/upstream/wharf.toml" <<TOML
+app = "upstream"
+[process.web]
+command = "sh -c 'sed \\"s/@PORT@/\$PORT/\\" upstream.conf.in > /tmp/upstream.conf && exec nginx -p /tmp -c /tmp/upstream.conf'"
+[process.web.readiness]
+tcp = true
+[route]
+hosts = ["upstream.localhost", "localhost"]
+tls = { cert = "$work/tls/cert.pem", key = "$work/tls/key.pem" }
+TOML
 cat > "$work/upstream/upstream.conf.in" <<'CONF'
 daemon off;
 worker_processes 1;
@@ -58,7 +79,9 @@ http {
 }
 CONF
 router_port=$(free_port)
-WHARF_LOG=warn "$WHARF" server --data-dir "$work/data" --listen "127.0.0.1:$router_port" >"$work/wharf.log" 2>&1 &
+router_tls_port=$(free_port)
+WHARF_LOG=warn "$WHARF" server --data-dir "$work/data" --listen "127.0.0.1:$router_port" \
+  --listen-tls "127.0.0.1:$router_tls_port" >"$work/wharf.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do [[ -S $work/data/wharf.sock ]] && break; sleep 0.1; done
 "$WHARF" --data-dir "$work/data" deploy "$work/upstream" --app upstream >/dev/null
@@ -66,6 +89,7 @@ upstream=$("$WHARF" --data-dir "$work/data" ps --json upstream | python3 -c 'imp
 
 nginx_port=$(free_port)
 nginx_h2_port=$(free_port)
+nginx_tls_port=$(free_port)
 cat > "$work/nginx.conf" <<CONF
 daemon off;
 worker_processes $WORKERS;
@@ -87,6 +111,15 @@ http {
     http2_max_concurrent_streams 128;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; }
   }
+  # HTTPS, TLS 1.3 only; h2 or HTTP/1.1 by ALPN
+  server {
+    listen 127.0.0.1:$nginx_tls_port ssl http2;
+    ssl_certificate $work/tls/cert.pem;
+    ssl_certificate_key $work/tls/key.pem;
+    ssl_protocols TLSv1.3;
+    http2_max_concurrent_streams 128;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; }
+  }
 }
 CONF
 nginx -p "$work" -c "$work/nginx.conf" &
@@ -94,6 +127,7 @@ pids+=($!)
 
 haproxy_port=$(free_port)
 haproxy_h2_port=$(free_port)
+haproxy_tls_port=$(free_port)
 cat > "$work/haproxy.cfg" <<CONF
 global
   nbthread $WORKERS
@@ -110,6 +144,9 @@ frontend f
 frontend f2
   bind 127.0.0.1:$haproxy_h2_port proto h2
   default_backend b
+frontend f3
+  bind 127.0.0.1:$haproxy_tls_port ssl crt $work/tls/haproxy.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3
+  default_backend b
 backend b
   http-reuse always
   server s1 $upstream
@@ -118,32 +155,33 @@ haproxy -f "$work/haproxy.cfg" -db &
 pids+=($!)
 sleep 1
 
-run() { # name port -> "rps p99_ms"
+run() { # url -> "rps p99_ms"; fails when any answer was not 2xx/3xx or a socket erred
   local out
-  out=$(wrk -t"$WORKERS" -c"$CONNS" -d"${SECS}s" --latency -H "Host: upstream.localhost" "http://127.0.0.1:$2/")
+  out=$(wrk -t"$WORKERS" -c"$CONNS" -d"${SECS}s" --latency -H "Host: upstream.localhost" "$1")
+  if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
+    echo "$1: $(grep -E 'Non-2xx|Socket errors' <<<"$out")" >&2
+  fi
   local rps p99
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v/=1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v*=1000}; print v}' <<<"$out")
   echo "$rps $p99"
 }
 
-echo "wrk -t$WORKERS -c$CONNS -d${SECS}s, HTTP/1.1 keep-alive, $WORKERS workers each, upstream nginx at $upstream"
-read -r w_rps w_p99 < <(run wharf "$router_port")
-read -r n_rps n_p99 < <(run nginx "$nginx_port")
-read -r h_rps h_p99 < <(run haproxy "$haproxy_port")
-printf '%-8s %12s %10s\n' proxy 'requests/s' 'p99 ms'
-printf '%-8s %12s %10s\n' wharf "$w_rps" "$w_p99" nginx "$n_rps" "$n_p99" haproxy "$h_rps" "$h_p99"
-ratios() {
+table() { # w_rps w_p99 n_rps n_p99 h_rps h_p99
+  printf '%-8s %12s %10s\n' proxy 'requests/s' 'p99 ms'
+  printf '%-8s %12s %10s\n' wharf "$1" "$2" nginx "$3" "$4" haproxy "$5" "$6"
   awk -v w="$1" -v n="$3" -v h="$5" -v wp="$2" -v np="$4" 'BEGIN {
     printf "wharf / nginx requests/s: %.2f (target >= 1.10); wharf / haproxy: %.2f; p99 wharf / nginx: %.2f (target <= 1.00)\n", w/n, w/h, wp/np }'
 }
-ratios "$w_rps" "$w_p99" "$n_rps" "$n_p99" "$h_rps" "$h_p99"
 
-run_h2() { # port -> "rps p99_ms"; p99 from h2load's per-request log
-  local log="$work/h2load-$1.log" out
+run_h2() { # url -> "rps p99_ms"; p99 from h2load's per-request log
+  local log
+  log="$work/h2load-$(tr -c 'a-z0-9' _ <<<"$1").log"
+  local out
   out=$(h2load -D "$SECS" -c "$CONNS" -m "$H2_STREAMS" -t "$WORKERS" \
-    -H ':authority: upstream.localhost' --log-file="$log" "http://127.0.0.1:$1/")
+    -H ':authority: upstream.localhost' --log-file="$log" "$1")
   grep -E '^requests:' <<<"$out" >&2
+  if [[ $1 == https:* ]]; then grep -E '^(TLS Protocol|Cipher|Application protocol):' <<<"$out" | tr '\n' ' ' >&2; echo >&2; fi
   local rps p99
   rps=$(sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p' <<<"$out")
   p99=$(awk -F'\t' '$2 == 200 {print $3}' "$log" | sort -n |
@@ -151,11 +189,49 @@ run_h2() { # port -> "rps p99_ms"; p99 from h2load's per-request log
   echo "$rps $p99"
 }
 
-echo
-echo "h2load -D $SECS -c $CONNS -m $H2_STREAMS -t $WORKERS, h2c prior knowledge, upstream HTTP/1.1"
-read -r w2_rps w2_p99 < <(run_h2 "$router_port")
-read -r n2_rps n2_p99 < <(run_h2 "$nginx_h2_port")
-read -r h2_rps h2_p99 < <(run_h2 "$haproxy_h2_port")
-printf '%-8s %12s %10s\n' proxy 'requests/s' 'p99 ms'
-printf '%-8s %12s %10s\n' wharf "$w2_rps" "$w2_p99" nginx "$n2_rps" "$n2_p99" haproxy "$h2_rps" "$h2_p99"
-ratios "$w2_rps" "$w2_p99" "$n2_rps" "$n2_p99" "$h2_rps" "$h2_p99"
+# Each TLS listener serves the certificate made above, negotiates TLS 1.3 and routes
+# SNI `localhost` + Host `upstream.localhost` to the upstream (200).
+check_tls() { # port
+  local got
+  got=$(curl -sS --cacert "$work/tls/cert.pem" --resolve "localhost:$1:127.0.0.1" -H 'Host: upstream.localhost' \
+    -o /dev/null -w '%{http_code}' "https://localhost:$1/")
+  [[ $got == 200 ]] || { echo "https on port $1 answered $got" >&2; exit 1; }
+  openssl s_client -brief -connect "127.0.0.1:$1" -servername localhost -CAfile "$work/tls/cert.pem" \
+    -verify_return_error </dev/null 2>&1 | grep -qE '^Protocol version: TLSv1.3' ||
+    { echo "port $1 did not negotiate TLS 1.3 with the bench certificate" >&2; exit 1; }
+}
+
+compare() { # loader wharf_url nginx_url haproxy_url: the three, in turn, then the table
+  local w_rps w_p99 n_rps n_p99 h_rps h_p99
+  read -r w_rps w_p99 < <("$1" "$2")
+  read -r n_rps n_p99 < <("$1" "$3")
+  read -r h_rps h_p99 < <("$1" "$4")
+  table "$w_rps" "$w_p99" "$n_rps" "$n_p99" "$h_rps" "$h_p99"
+}
+
+if part h1; then
+  echo "wrk -t$WORKERS -c$CONNS -d${SECS}s, HTTP/1.1 keep-alive, $WORKERS workers each, upstream nginx at $upstream"
+  compare run "http://127.0.0.1:$router_port/" "http://127.0.0.1:$nginx_port/" "http://127.0.0.1:$haproxy_port/"
+fi
+
+if part h2c; then
+  echo
+  echo "h2load -D $SECS -c $CONNS -m $H2_STREAMS -t $WORKERS, h2c prior knowledge, upstream HTTP/1.1"
+  compare run_h2 "http://127.0.0.1:$router_port/" "http://127.0.0.1:$nginx_h2_port/" "http://127.0.0.1:$haproxy_h2_port/"
+fi
+
+if part tls || part h2tls; then
+  for port in "$router_tls_port" "$nginx_tls_port" "$haproxy_tls_port"; do check_tls "$port"; done
+fi
+
+if part tls; then
+  echo
+  echo "wrk -t$WORKERS -c$CONNS -d${SECS}s, HTTPS (TLS 1.3, SNI localhost) HTTP/1.1 keep-alive, upstream HTTP/1.1"
+  compare run "https://localhost:$router_tls_port/" "https://localhost:$nginx_tls_port/" "https://localhost:$haproxy_tls_port/"
+fi
+
+if part h2tls; then
+  echo
+  echo "h2load -D $SECS -c $CONNS -m $H2_STREAMS -t $WORKERS, h2 over TLS 1.3 (ALPN), upstream HTTP/1.1"
+  compare run_h2 "https://localhost:$router_tls_port/" "https://localhost:$nginx_tls_port/" "https://localhost:$haproxy_tls_port/"
+fi

@@ -155,6 +155,7 @@ fn https_with_certificate_files_local_ca_and_https_only() {
     let (ca, cert, key) = certificate(certs.path(), &["shop.example.com"]);
     let app = TestApp::new("shop")
         .host("shop.example.com")
+        .host("www.shop.example.com")
         .extra(&format!(
             "tls = {{ cert = {}, key = {} }}\nhttps_only = true",
             quote(&cert),
@@ -175,6 +176,31 @@ fn https_with_certificate_files_local_ca_and_https_only() {
     assert_eq!(
         r.header("strict-transport-security"),
         Some("max-age=31536000")
+    );
+    // `wharf status` names the source and expiry of each host's certificate.
+    let files = certificate_status(&s, "shop", "shop.example.com");
+    assert_eq!(files["source"], "files", "{files}");
+    assert!(files["not_after"].as_u64() > Some(0), "{files}");
+    assert!(
+        files["acme"].is_null(),
+        "no ACME without --acme-directory: {files}"
+    );
+    assert!(files["files_error"].is_null(), "{files}");
+    let www = certificate_status(&s, "shop", "www.shop.example.com");
+    assert_eq!(www["source"], "local-ca", "{www}");
+    assert!(
+        www["files_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not name www.shop.example.com")),
+        "{www}"
+    );
+    let local = certificate_status(&s, "shop", "shop.localhost");
+    assert!(local["files_error"].is_null(), "by design: {local}");
+    let text = s.wharf(&["status", "shop"]).ok("status").stdout.clone();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("shop.example.com") && l.contains(" files ")),
+        "{text}"
     );
     // APP.localhost over HTTPS: the local CA of server.json.
     let r = https_get(&tls_addr, "shop.localhost", "/", &local_ca).expect("https local");
@@ -228,6 +254,31 @@ fn https_with_certificate_files_local_ca_and_https_only() {
     out.expect_code(2, "missing certificate file");
     assert!(out.all().contains("route.tls.cert"), "{}", out.all());
     assert!(out.all().contains("missing.pem"), "{}", out.all());
+
+    // A key replaced by one that does not match: status says so, the last good
+    // certificate stays in service; the right key back clears it.
+    let good_key = std::fs::read(&key).expect("key");
+    std::fs::copy(&wrong_key, &key).expect("replace the key");
+    let mut shown = Value::Null;
+    let said = wharf_e2e::wait_until(Duration::from_secs(20), || {
+        shown = certificate_status(&s, "shop", "shop.example.com");
+        shown["files_error"].as_str().is_some_and(|e| {
+            e.contains("does not belong to the certificate")
+                && e.ends_with("the last good certificate stays in service")
+        })
+    });
+    assert!(said, "{}", wharf_e2e::pretty(&shown));
+    assert_eq!(shown["source"], "files", "{shown}");
+    let text = s.wharf(&["status", "shop"]).ok("status").stdout.clone();
+    assert!(text.contains("certificate files error: "), "{text}");
+    let r = https_get(&tls_addr, "shop.example.com", "/", &ca).expect("still served");
+    assert_eq!(r.status, 200, "{r:?}");
+    std::fs::write(&key, good_key).expect("restore the key");
+    let cleared = wharf_e2e::wait_until(Duration::from_secs(20), || {
+        shown = certificate_status(&s, "shop", "shop.example.com");
+        shown["files_error"].is_null()
+    });
+    assert!(cleared, "{}", wharf_e2e::pretty(&shown));
 }
 
 #[test]
@@ -274,109 +325,141 @@ fn spawn(program: &str, args: &[&str], env: &[(&str, &str)], log: &Path) -> Spaw
     Spawned(child)
 }
 
+/// Pebble (the ACME API, with its own HTTPS from a test CA) and the DNS server it
+/// resolves every name with, to 127.0.0.1.
+struct Pebble {
+    /// The directory URL for `--acme-directory`.
+    directory: String,
+    /// The CA of pebble's own HTTPS, for `--acme-ca`.
+    ca: PathBuf,
+    management: u16,
+    log: PathBuf,
+    dns_ports: (u16, u16),
+    acme_port: u16,
+    tls_alpn: u16,
+    processes: Vec<Spawned>,
+}
+
+impl Pebble {
+    /// Ports and certificates, before the server that needs the directory URL starts.
+    fn prepare(w: &Path) -> Pebble {
+        let (ca, _, _) = certificate(w, &["localhost", "127.0.0.1"]);
+        let acme_port = free_port();
+        Pebble {
+            directory: format!("https://127.0.0.1:{acme_port}/dir"),
+            ca,
+            management: free_port(),
+            log: w.join("pebble.log"),
+            dns_ports: (free_port(), free_port()),
+            acme_port,
+            tls_alpn: free_port(),
+            processes: Vec::new(),
+        }
+    }
+
+    /// `--acme-directory URL --acme-ca FILE`.
+    fn args(&self) -> [&str; 4] {
+        [
+            "--acme-directory",
+            &self.directory,
+            "--acme-ca",
+            self.ca.to_str().expect("utf-8"),
+        ]
+    }
+
+    /// Starts both; pebble validates HTTP-01 challenges on `http_port` (really: never
+    /// `PEBBLE_VA_ALWAYS_VALID`) and issues certificates valid for `validity` seconds.
+    /// Returns pebble's root (PEM file) that its certificates chain to.
+    fn start(&mut self, w: &Path, http_port: u16, validity: u64) -> PathBuf {
+        // DNS for the validation: every name resolves to 127.0.0.1 (IPv4 only).
+        let dns_addr = format!("127.0.0.1:{}", self.dns_ports.0);
+        self.processes.push(spawn(
+            "pebble-challtestsrv",
+            &[
+                "-dns01",
+                &dns_addr,
+                "-management",
+                &format!("127.0.0.1:{}", self.dns_ports.1),
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+            ],
+            &[],
+            &w.join("challtestsrv.log"),
+        ));
+        let config = serde_json::json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{}", self.acme_port),
+            "managementListenAddress": format!("127.0.0.1:{}", self.management),
+            "certificate": w.join("cert.pem"),
+            "privateKey": w.join("key.pem"),
+            "httpPort": http_port,
+            "tlsPort": self.tls_alpn,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+            "certificateValidityPeriod": validity,
+        }});
+        let config_path = w.join("pebble.json");
+        std::fs::write(&config_path, config.to_string()).expect("pebble config");
+        self.processes.push(spawn(
+            "pebble",
+            &[
+                "-config",
+                config_path.to_str().expect("utf-8"),
+                "-dnsserver",
+                &dns_addr,
+            ],
+            &[("PEBBLE_VA_NOSLEEP", "1")],
+            &self.log,
+        ));
+        let up = wharf_e2e::wait_until(Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", self.acme_port)).is_ok()
+                && TcpStream::connect(("127.0.0.1", self.management)).is_ok()
+        });
+        assert!(up, "pebble did not start:\n{}", self.said());
+        let root = https_get(
+            &format!("127.0.0.1:{}", self.management),
+            "localhost",
+            "/roots/0",
+            &self.ca,
+        )
+        .expect("pebble's root");
+        assert_eq!(root.status, 200, "{root:?}");
+        let path = w.join("pebble-root.pem");
+        std::fs::write(&path, &root.body).expect("write root");
+        path
+    }
+
+    /// Pebble's log so far.
+    fn said(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
 #[test]
 fn acme_certificate_from_pebble_over_http_01() {
     let work = tempfile::tempdir().expect("tmp");
     let w = work.path();
-    // Pebble's own HTTPS (the ACME API) with a test CA that the server is told to trust.
-    let (pebble_ca, pebble_cert, pebble_key) = certificate(w, &["localhost", "127.0.0.1"]);
-    let (acme_port, management, dns, dns_management, tls_alpn) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
-    let directory = format!("https://127.0.0.1:{acme_port}/dir");
-    let ca_arg = pebble_ca.to_str().expect("utf-8").to_owned();
+    let mut pebble = Pebble::prepare(w);
     // A fixed plaintext port: pebble validates there, before and after the restart.
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut s = Server::start_with(&[
-        "--listen",
-        &listen,
-        "--listen-tls",
-        "127.0.0.1:0",
-        "--acme-directory",
-        &directory,
-        "--acme-ca",
-        &ca_arg,
-        "--acme-email",
-        "ops@example.com",
-    ]);
+    let mut args = vec!["--listen", &listen, "--listen-tls", "127.0.0.1:0"];
+    args.extend(pebble.args());
+    args.extend(["--acme-email", "ops@example.com"]);
+    let mut s = Server::start_with(&args);
     let tls_addr = info(&s)["router_tls"]
         .as_str()
         .expect("router_tls")
         .to_owned();
-
-    // DNS for the validation: every name resolves to 127.0.0.1 (IPv4 only).
-    let dns_addr = format!("127.0.0.1:{dns}");
-    let _dns = spawn(
-        "pebble-challtestsrv",
-        &[
-            "-dns01",
-            &dns_addr,
-            "-management",
-            &format!("127.0.0.1:{dns_management}"),
-            "-http01",
-            "",
-            "-https01",
-            "",
-            "-tlsalpn01",
-            "",
-            "-defaultIPv4",
-            "127.0.0.1",
-            "-defaultIPv6",
-            "",
-        ],
-        &[],
-        &w.join("challtestsrv.log"),
-    );
-    // Pebble validates HTTP-01 on the router's plaintext port, for real.
-    let config = serde_json::json!({"pebble": {
-        "listenAddress": format!("127.0.0.1:{acme_port}"),
-        "managementListenAddress": format!("127.0.0.1:{management}"),
-        "certificate": pebble_cert,
-        "privateKey": pebble_key,
-        "httpPort": s.port(),
-        "tlsPort": tls_alpn,
-        "ocspResponderURL": "",
-        "externalAccountBindingRequired": false,
-        // Short-lived certificates, so that the renewal (at two thirds) happens here.
-        "certificateValidityPeriod": 30,
-    }});
-    let config_path = w.join("pebble.json");
-    std::fs::write(&config_path, config.to_string()).expect("pebble config");
-    let pebble_log = w.join("pebble.log");
-    let pebble = spawn(
-        "pebble",
-        &[
-            "-config",
-            config_path.to_str().expect("utf-8"),
-            "-dnsserver",
-            &dns_addr,
-        ],
-        &[("PEBBLE_VA_NOSLEEP", "1")],
-        &pebble_log,
-    );
-    let up = wharf_e2e::wait_until(Duration::from_secs(20), || {
-        TcpStream::connect(("127.0.0.1", acme_port)).is_ok()
-            && TcpStream::connect(("127.0.0.1", management)).is_ok()
-    });
-    assert!(
-        up,
-        "pebble did not start:\n{}",
-        std::fs::read_to_string(&pebble_log).unwrap_or_default()
-    );
-    let root = https_get(
-        &format!("127.0.0.1:{management}"),
-        "localhost",
-        "/roots/0",
-        &pebble_ca,
-    )
-    .expect("pebble's root");
-    assert_eq!(root.status, 200, "{root:?}");
-    let pebble_root = w.join("pebble-root.pem");
-    std::fs::write(&pebble_root, &root.body).expect("write root");
+    // Pebble validates HTTP-01 on the router's plaintext port, for real; short-lived
+    // certificates, so that the renewal (at two thirds) happens here.
+    let pebble_root = pebble.start(w, s.port(), 30);
 
     let host = "shop.acme-e2e.example";
     let app = TestApp::new("acmeshop").host(host).write();
@@ -402,13 +485,13 @@ fn acme_certificate_from_pebble_over_http_01() {
     assert!(
         issued,
         "no certificate from pebble within 90 s (last: {last})\n--- pebble:\n{}\n{}",
-        std::fs::read_to_string(&pebble_log).unwrap_or_default(),
+        pebble.said(),
         s.log_tail(40)
     );
     let first = first.expect("the first certificate");
     let log = String::from_utf8_lossy(&s.log_text()).into_owned();
     assert!(log.contains("ACME certificate issued"), "{log}");
-    let pebble_said = std::fs::read_to_string(&pebble_log).unwrap_or_default();
+    let pebble_said = pebble.said();
     assert!(
         !pebble_said.contains("ALWAYS_VALID"),
         "the challenge must really be validated"
@@ -420,6 +503,15 @@ fn acme_certificate_from_pebble_over_http_01() {
         )) && pebble_said.contains("set VALID by completed challenge"),
         "pebble validated the HTTP-01 challenge on the router's port:\n{pebble_said}"
     );
+    // `wharf status` says where each host's certificate comes from.
+    let cert = certificate_status(&s, "acmeshop", host);
+    assert_eq!(cert["source"], "acme", "{}", wharf_e2e::pretty(&cert));
+    assert!(cert["not_after"].as_u64().is_some(), "{cert}");
+    assert_eq!(cert["acme"]["failures"], 0, "{cert}");
+    assert!(cert["acme"]["next_attempt_at"].as_u64().is_some(), "{cert}");
+    let local = certificate_status(&s, "acmeshop", "acmeshop.localhost");
+    assert_eq!(local["source"], "local-ca", "{local}");
+    assert!(local["acme"].is_null(), "no ACME for .localhost: {local}");
 
     // Account and certificate keys are private.
     let acme_dir = s.data_dir().join("tls/acme");
@@ -458,9 +550,137 @@ fn acme_certificate_from_pebble_over_http_01() {
     assert!(
         renewed,
         "the certificate was not renewed\n--- pebble:\n{}\n{}",
-        std::fs::read_to_string(&pebble_log).unwrap_or_default(),
+        pebble.said(),
         s.log_tail(60)
     );
     assert_eq!(s.pid(), pid, "renewed without a restart");
-    drop(pebble);
+}
+
+/// The `certificates` entry of `host` in `wharf status --json APP`.
+fn certificate_status(s: &Server, app: &str, host: &str) -> Value {
+    let status = s.wharf(&["status", "--json", app]).ok("status").json();
+    status["certificates"]
+        .as_array()
+        .and_then(|list| list.iter().find(|c| c["host"] == host))
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "no certificate entry for {host}: {}",
+                wharf_e2e::pretty(&status)
+            )
+        })
+}
+
+/// Waits until ACME failed `n` times in a row for `host`; its status entry then.
+fn acme_failed(s: &Server, app: &str, host: &str, n: u64, within: Duration) -> Value {
+    let mut last = Value::Null;
+    let failed = wharf_e2e::wait_until(within, || {
+        last = certificate_status(s, app, host);
+        last["acme"]["failures"].as_u64() >= Some(n)
+    });
+    assert!(
+        failed,
+        "ACME did not fail {n} times for {host}: {}\n{}",
+        wharf_e2e::pretty(&last),
+        s.log_tail(30)
+    );
+    last
+}
+
+#[test]
+fn acme_validation_failures_show_in_status_and_back_off() {
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    let mut pebble = Pebble::prepare(w);
+    let mut args = vec!["--listen-tls", "127.0.0.1:0"];
+    args.extend(pebble.args());
+    let s = Server::start_with(&args);
+    // Pebble validates on a port where nothing listens: as when port 80 does not reach
+    // the router.
+    let closed = free_port();
+    pebble.start(w, closed, 300);
+
+    let host = "shop.acme-fails.example";
+    let app = TestApp::new("failshop").host(host).write();
+    s.deploy(app.path()).ok("deploy");
+    let cert = acme_failed(&s, "failshop", host, 1, Duration::from_secs(60));
+    assert_eq!(cert["source"], "local-ca", "served meanwhile: {cert}");
+    let acme = &cert["acme"];
+    let error = acme["last_error"].as_str().expect("last_error");
+    assert!(
+        error.starts_with(&format!("ACME HTTP-01 validation for {host} failed: ")),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!(":{closed}")),
+        "pebble's words: {error}"
+    );
+    assert!(
+        error.ends_with(&format!(
+            "check that DNS for {host} points to this machine and that port 80 reaches wharf's router (--listen)"
+        )),
+        "{error}"
+    );
+    let (at, next) = (
+        acme["last_error_at"].as_u64().expect("last_error_at"),
+        acme["next_attempt_at"].as_u64().expect("next_attempt_at"),
+    );
+    assert_eq!(next - at, 10_000, "first retry after 10 s: {acme}");
+    assert!(
+        pebble.said().contains(&format!(
+            "Attempting to validate w/ HTTP: http://{host}:{closed}/.well-known/acme-challenge/"
+        )),
+        "{}",
+        pebble.said()
+    );
+    // The text form says it too.
+    let text = s.wharf(&["status", "failshop"]).ok("status").stdout.clone();
+    assert!(text.contains("failed 1x, next try in"), "{text}");
+    assert!(text.contains("acme error ("), "{text}");
+    assert!(text.contains(error), "{text}");
+
+    // The second attempt comes after the first retry delay, the third after twice it.
+    let cert = acme_failed(&s, "failshop", host, 2, Duration::from_secs(60));
+    let acme = &cert["acme"];
+    let second = acme["last_error_at"].as_u64().expect("last_error_at");
+    assert!(
+        second >= next,
+        "not before the retry time: {second} < {next}"
+    );
+    assert_eq!(
+        acme["next_attempt_at"].as_u64().expect("next") - second,
+        20_000,
+        "doubled: {acme}"
+    );
+    assert_eq!(acme["failures"], 2, "no hot loop: {acme}");
+}
+
+#[test]
+fn an_unreachable_acme_directory_shows_in_status() {
+    let work = tempfile::tempdir().expect("tmp");
+    // Any CA to trust (not the system's bundle, which a bare machine may lack).
+    let (ca, _, _) = certificate(work.path(), &["localhost"]);
+    let closed = free_port();
+    let directory = format!("https://127.0.0.1:{closed}/dir");
+    let s = Server::start_with(&[
+        "--listen-tls",
+        "127.0.0.1:0",
+        "--acme-directory",
+        &directory,
+        "--acme-ca",
+        ca.to_str().expect("utf-8"),
+    ]);
+    let host = "shop.acme-down.example";
+    let app = TestApp::new("downshop").host(host).write();
+    s.deploy(app.path()).ok("deploy");
+    let cert = acme_failed(&s, "downshop", host, 1, Duration::from_secs(30));
+    let error = cert["acme"]["last_error"].as_str().expect("last_error");
+    assert!(
+        error.starts_with(&format!(
+            "cannot reach the ACME server {directory} for {host}: cannot connect to 127.0.0.1:{closed}"
+        )),
+        "{error}"
+    );
+    assert!(error.contains("check --acme-directory"), "{error}");
+    assert_eq!(cert["source"], "local-ca", "{cert}");
 }

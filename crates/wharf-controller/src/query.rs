@@ -63,6 +63,7 @@ impl Controller {
             .as_ref()
             .map(|r| r.route.clone())
             .unwrap_or_default();
+        let certificates = inner.routes.certificates(&hosts);
         Ok(AppStatus {
             name: app.to_string(),
             release: rec.target,
@@ -85,6 +86,7 @@ impl Controller {
                 .unwrap_or_default(),
             canary: rec.rollout.as_ref().and_then(|r| r.canary.clone()),
             warm: rec.warm.clone(),
+            certificates,
         })
     }
 

@@ -240,4 +240,9 @@ pub trait RouteSink: Send + Sync {
     fn https_port(&self) -> Option<u16> {
         None
     }
+    /// What the HTTPS listener serves for each of `hosts` (source, expiry, ACME's
+    /// progress); empty without one.
+    fn certificates(&self, _hosts: &[String]) -> Vec<wharf_types::api::CertificateStatus> {
+        Vec::new()
+    }
 }

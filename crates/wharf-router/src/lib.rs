@@ -298,4 +298,9 @@ impl wharf_core::ports::RouteSink for Router {
     fn https_port(&self) -> Option<u16> {
         self.https.as_ref().map(|h| h.port)
     }
+    fn certificates(&self, hosts: &[String]) -> Vec<wharf_types::api::CertificateStatus> {
+        self.https
+            .as_ref()
+            .map_or_else(Vec::new, |h| h.tls.certificates(hosts))
+    }
 }

@@ -139,6 +139,70 @@ pub struct AppStatus {
     /// Blue-green: the previous set kept warm for an instant rollback.
     #[serde(default)]
     pub warm: Option<crate::release::Warm>,
+    /// The certificate the router's TLS listener serves for each host (empty without
+    /// `--listen-tls`).
+    #[serde(default)]
+    pub certificates: Vec<CertificateStatus>,
+}
+
+/// The certificate served over HTTPS for one of an app's hosts, and ACME's progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    pub host: String,
+    /// Where the certificate served right now comes from.
+    pub source: CertificateSource,
+    /// When that certificate expires; absent for the local CA's, issued on demand.
+    #[serde(default)]
+    pub not_after: Option<UnixMillis>,
+    /// What is wrong with the route's certificate files (`[route] tls`) for this host:
+    /// the last load failed (then the last good certificate stays in service), or the
+    /// certificate does not name the host.
+    #[serde(default)]
+    pub files_error: Option<String>,
+    /// Set when ACME manages the host (a real domain name without covering certificate
+    /// files, on a server with `--acme-directory`).
+    #[serde(default)]
+    pub acme: Option<AcmeStatus>,
+}
+
+/// Where a served certificate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertificateSource {
+    /// The route's certificate files (`[route] tls`).
+    Files,
+    /// Issued by the ACME server (`--acme-directory`).
+    Acme,
+    /// Issued on demand by the router's local CA (`DATA/tls/router-ca.pem`).
+    LocalCa,
+}
+
+impl std::fmt::Display for CertificateSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CertificateSource::Files => "files",
+            CertificateSource::Acme => "ACME",
+            CertificateSource::LocalCa => "local CA",
+        })
+    }
+}
+
+/// ACME's state for one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeStatus {
+    /// An order is in progress right now.
+    pub ordering: bool,
+    /// When the next order starts: the renewal time of the certificate in service, or
+    /// the retry after a failure; absent while ordering.
+    #[serde(default)]
+    pub next_attempt_at: Option<UnixMillis>,
+    /// Orders failed in a row since the last certificate.
+    pub failures: u32,
+    /// The last failure since then: what went wrong and what to check.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub last_error_at: Option<UnixMillis>,
 }
 
 /// A release in the ledger.

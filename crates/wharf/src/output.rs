@@ -31,10 +31,22 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
 
 /// "3s", "5m", "2h", "4d" since `then_ms`.
 pub fn age(then_ms: u64) -> String {
-    let now = std::time::SystemTime::now()
+    span(now_ms().saturating_sub(then_ms) / 1000)
+}
+
+/// How long until `at_ms` ("0s" when past), in the units of [`age`].
+pub fn until(at_ms: u64) -> String {
+    span(at_ms.saturating_sub(now_ms()) / 1000)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let s = now.saturating_sub(then_ms) / 1000;
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Seconds as "42s", "5m", "3h" or "12d".
+fn span(s: u64) -> String {
     match s {
         0..=59 => format!("{s}s"),
         60..=3599 => format!("{}m", s / 60),

@@ -10,7 +10,10 @@
 //! Invariants:
 //! - Serving never waits for ACME: a name without its certificate yet is served with
 //!   the local CA's, and a failure only logs (WARN) and retries with backoff (10 s
-//!   doubling to 1 h), never touching what is served.
+//!   doubling to 1 h, see [`acme_state`](super::acme_state)), never touching what is
+//!   served. The last failure, explained, and the next attempt are kept per name for
+//!   `wharf status` ([`Acme::status`]).
+//! - Decisions take the time from a `Clock` (`wharf_core`); only the waiting sleeps.
 //! - State lives in `DATA/tls/acme/`: `account.json` (the account key; 0600) and
 //!   `NAME/key.pem` (0600) + `NAME/cert.pem`, the key written before the certificate so
 //!   a certificate on disk always has its key. Loaded back at start: no re-issuing on
@@ -19,24 +22,24 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
+    NewOrder, Order, OrderStatus, RetryPolicy,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
+use wharf_core::clock::{Clock, SystemClock};
+use wharf_types::api::AcmeStatus;
 
+use super::acme_state::{problem_text, Failure, NameState};
 use super::files::{self, Loaded};
 use super::internal_ca::write;
 use super::resolver::Resolver;
 use crate::error::TlsError;
 
-/// First retry after a failed order; doubles up to [`RETRY_MAX`].
-const RETRY_MIN: Duration = Duration::from_secs(10);
-const RETRY_MAX: Duration = Duration::from_secs(3600);
 /// How often the manager wakes to check renewals when nothing else wakes it.
 const CHECK_EVERY: Duration = Duration::from_secs(3600);
 /// Upper bound on the CA validating the challenges, and on issuing the certificate.
@@ -91,12 +94,6 @@ impl Drop for Published<'_> {
     }
 }
 
-/// When a certificate valid from `not_before` to `not_after` (Unix seconds) is renewed:
-/// two thirds into its lifetime.
-pub(crate) fn renew_at(not_before: i64, not_after: i64) -> i64 {
-    not_before + (not_after - not_before).max(0) * 2 / 3
-}
-
 /// Whether `host` (normalized) is a name ACME can get a certificate for by HTTP-01:
 /// a real DNS name, not a wildcard, an IP or a `.localhost` name.
 pub(crate) fn eligible(host: &str) -> bool {
@@ -116,8 +113,9 @@ pub(crate) struct Acme {
     pub(crate) challenges: Arc<Challenges>,
     resolver: Arc<Resolver>,
     wanted: watch::Sender<BTreeSet<String>>,
-    /// Validity (not_before, not_after) of the certificate in service per name.
-    issued: RwLock<HashMap<String, (i64, i64)>>,
+    /// Certificate in service and order history, per name.
+    names: RwLock<HashMap<String, NameState>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Acme {
@@ -137,7 +135,8 @@ impl Acme {
             challenges: Arc::new(Challenges::default()),
             resolver,
             wanted: watch::Sender::new(BTreeSet::new()),
-            issued: RwLock::new(HashMap::new()),
+            names: RwLock::new(HashMap::new()),
+            clock: Arc::new(SystemClock),
         };
         if let Ok(entries) = std::fs::read_dir(&acme.dir) {
             for entry in entries.flatten() {
@@ -168,62 +167,69 @@ impl Acme {
 
     fn install(&self, name: &str, loaded: &Loaded) {
         self.resolver.set_acme(name, loaded.key.clone());
-        self.issued
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_owned(), (loaded.not_before, loaded.not_after));
+        self.update(name, |state| {
+            state.issued(loaded.not_before, loaded.not_after)
+        });
     }
 
-    /// Unix second at which `name` needs a (new) certificate: now when it has none.
-    fn due(&self, name: &str) -> i64 {
-        self.issued
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .map_or(0, |&(from, to)| renew_at(from, to))
+    /// Changes the state of `name` (made on first use).
+    fn update<T>(&self, name: &str, change: impl FnOnce(&mut NameState) -> T) -> T {
+        let mut names = self.names.write().unwrap_or_else(|e| e.into_inner());
+        change(names.entry(name.to_owned()).or_default())
+    }
+
+    /// ACME's progress for `name`, when it is one the routes want a certificate for.
+    pub(crate) fn status(&self, name: &str) -> Option<AcmeStatus> {
+        if !self.wanted.borrow().contains(name) {
+            return None;
+        }
+        let names = self.names.read().unwrap_or_else(|e| e.into_inner());
+        Some(names.get(name).cloned().unwrap_or_default().status())
     }
 
     /// Orders and renews certificates until the task is dropped.
     pub(crate) async fn run(self: Arc<Self>) {
         let mut wanted = self.wanted.subscribe();
         let mut account: Option<Account> = None;
-        // name -> (next attempt, current backoff) after a failure
-        let mut retry: HashMap<String, (Instant, Duration)> = HashMap::new();
         loop {
             let names = wanted.borrow_and_update().clone();
-            retry.retain(|name, _| names.contains(name));
-            let mut wait = CHECK_EVERY;
-            for name in &names {
-                let now = super::unix_now() as i64;
-                let due = self.due(name);
-                if due > now {
-                    wait = wait.min(Duration::from_secs((due - now) as u64));
-                    continue;
-                }
-                if let Some((at, _)) = retry.get(name) {
-                    if let Some(left) = at.checked_duration_since(Instant::now()) {
-                        wait = wait.min(left);
-                        continue;
+            {
+                let mut states = self.names.write().unwrap_or_else(|e| e.into_inner());
+                for (name, state) in states.iter_mut() {
+                    if !names.contains(name) {
+                        state.forget_failures();
                     }
                 }
-                match self.issue(&mut account, name).await {
+            }
+            let mut wait = CHECK_EVERY;
+            for name in &names {
+                let now = self.clock.now();
+                let next = self.update(name, |state| state.next_at());
+                if next > now {
+                    wait = wait.min(Duration::from_millis(next - now));
+                    continue;
+                }
+                self.update(name, |state| state.ordering = true);
+                let result = self.issue(&mut account, name).await;
+                let now = self.clock.now();
+                let next = match result {
                     Ok(loaded) => {
                         tracing::info!(%name, not_after = loaded.not_after, "ACME certificate issued");
                         self.install(name, &loaded);
-                        retry.remove(name);
-                        let left = renew_at(loaded.not_before, loaded.not_after)
-                            - super::unix_now() as i64;
-                        wait = wait.min(Duration::from_secs(left.max(1) as u64));
+                        self.update(name, |state| state.next_at())
                     }
-                    Err(error) => {
-                        let delay = retry
-                            .get(name)
-                            .map_or(RETRY_MIN, |(_, d)| (*d * 2).min(RETRY_MAX));
-                        tracing::warn!(%name, %error, retry_in_s = delay.as_secs(), "ACME certificate not issued; serving the local CA's certificate meanwhile");
-                        retry.insert(name.clone(), (Instant::now() + delay, delay));
-                        wait = wait.min(delay);
+                    Err(failure) => {
+                        if matches!(failure, Failure::Unreachable { .. }) {
+                            // The next attempt sets the account up again.
+                            account = None;
+                        }
+                        let at = self.update(name, |state| state.failed(now, &failure, name));
+                        let error = failure.explain(name);
+                        tracing::warn!(%name, %error, retry_in_s = at.saturating_sub(now) / 1000, "ACME certificate not issued; serving the local CA's certificate meanwhile");
+                        at
                     }
-                }
+                };
+                wait = wait.min(Duration::from_millis(next.saturating_sub(now).max(1000)));
             }
             tokio::select! {
                 changed = wanted.changed() => if changed.is_err() { return },
@@ -280,70 +286,111 @@ impl Acme {
 
     /// One order for `name`: challenges answered over HTTP-01, key and CSR made here,
     /// certificate and key saved.
-    async fn issue(&self, account: &mut Option<Account>, name: &str) -> Result<Loaded, TlsError> {
+    async fn issue(&self, account: &mut Option<Account>, name: &str) -> Result<Loaded, Failure> {
+        let directory = self.options.directory.as_str();
+        let acme = |e: instant_acme::Error| Failure::from_acme(e, directory);
+        let other = |e: TlsError| match e {
+            TlsError::AcmeProtocol(e) => Failure::from_acme(e, directory),
+            e => Failure::Other(e.to_string()),
+        };
         let acct = match account {
             Some(acct) => acct.clone(),
             None => {
-                let acct = self.account().await?;
+                let acct = self.account().await.map_err(other)?;
                 *account = Some(acct.clone());
                 acct
             }
         };
         let identifiers = [Identifier::Dns(name.to_owned())];
-        let mut order = acct.new_order(&NewOrder::new(&identifiers)).await?;
+        let mut order = acct
+            .new_order(&NewOrder::new(&identifiers))
+            .await
+            .map_err(acme)?;
         let mut published = Published {
             challenges: &self.challenges,
             tokens: Vec::new(),
         };
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
-            let mut authorization = authorization?;
+            let mut authorization = authorization.map_err(acme)?;
             match authorization.status {
                 AuthorizationStatus::Pending => {}
                 AuthorizationStatus::Valid => continue,
-                other => return Err(TlsError::Acme(format!("authorization is {other:?}"))),
+                other => {
+                    return Err(Failure::Validation(format!(
+                        "the CA says the authorization is {other:?}"
+                    )))
+                }
             }
             let mut challenge = authorization
                 .challenge(ChallengeType::Http01)
-                .ok_or_else(|| TlsError::Acme("the CA offers no http-01 challenge".into()))?;
+                .ok_or_else(|| Failure::Refused("the CA offers no http-01 challenge".into()))?;
             let token = challenge.token.clone();
             self.challenges.set(
                 &token,
                 Some(challenge.key_authorization().as_str().to_owned()),
             );
             published.tokens.push(token);
-            challenge.set_ready().await?;
+            challenge.set_ready().await.map_err(acme)?;
         }
         let retries = RetryPolicy::new().timeout(ORDER_TIMEOUT);
-        let status = order.poll_ready(&retries).await?;
+        let status = order
+            .poll_ready(&retries)
+            .await
+            .map_err(|e| Failure::from_validation(e, directory))?;
         drop(published);
         if status != OrderStatus::Ready {
-            return Err(TlsError::Acme(format!(
-                "order is {status:?}: the CA could not fetch http://{name}/.well-known/acme-challenge/...; check that {name} resolves to this machine and that port 80 reaches the router's --listen"
-            )));
+            return Err(Failure::Validation(why_invalid(&mut order, status).await));
         }
-        let key = rcgen::KeyPair::generate()?;
-        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()])?;
+        let key = rcgen::KeyPair::generate().map_err(|e| other(e.into()))?;
+        let mut params =
+            rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(|e| other(e.into()))?;
         params.distinguished_name = rcgen::DistinguishedName::new();
-        let csr = params.serialize_request(&key)?;
-        order.finalize_csr(csr.der()).await?;
-        let chain_pem = order.poll_certificate(&retries).await?;
+        let csr = params
+            .serialize_request(&key)
+            .map_err(|e| other(e.into()))?;
+        order.finalize_csr(csr.der()).await.map_err(acme)?;
+        let chain_pem = order.poll_certificate(&retries).await.map_err(acme)?;
 
         let dir = self.dir.join(name);
         let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
         let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError::Acme(format!("the CA sent an unreadable chain: {e:?}")))?;
+            .map_err(|e| Failure::Other(format!("the CA sent an unreadable chain: {e:?}")))?;
         if chain.is_empty() {
-            return Err(TlsError::Acme("the CA sent no certificate".into()));
+            return Err(Failure::Other("the CA sent no certificate".into()));
         }
         let private = PrivateKeyDer::try_from(key.serialize_der())
-            .map_err(|e| TlsError::Acme(format!("the new key: {e}")))?;
-        let loaded = files::certified(chain, private, &cert_path, &key_path)?;
-        create_dir(&dir)?;
-        write(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
-        write(&cert_path, chain_pem.as_bytes(), 0o644)?;
+            .map_err(|e| Failure::Other(format!("the new key: {e}")))?;
+        let loaded = files::certified(chain, private, &cert_path, &key_path).map_err(other)?;
+        create_dir(&dir).map_err(other)?;
+        write(&key_path, key.serialize_pem().as_bytes(), 0o600).map_err(other)?;
+        write(&cert_path, chain_pem.as_bytes(), 0o644).map_err(other)?;
         Ok(loaded)
+    }
+}
+
+/// Why an order ended `status` instead of ready: the CA's words on the failed
+/// challenges (fetched again), else on the order.
+async fn why_invalid(order: &mut Order, status: OrderStatus) -> String {
+    let mut reasons = Vec::new();
+    let mut authorizations = order.authorizations();
+    while let Some(Ok(authorization)) = authorizations.next().await {
+        for challenge in &authorization.challenges {
+            if let Some(problem) = &challenge.error {
+                reasons.push(problem_text(problem));
+            }
+        }
+    }
+    if reasons.is_empty() {
+        if let Some(problem) = &order.state().error {
+            reasons.push(problem_text(problem));
+        }
+    }
+    if reasons.is_empty() {
+        format!("the order is {status:?}")
+    } else {
+        reasons.join("; ")
     }
 }
 
@@ -364,15 +411,6 @@ struct Stored {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn renewal_is_two_thirds_into_the_lifetime() {
-        // 90 days from t=0: renewed at day 60.
-        assert_eq!(renew_at(0, 90 * 86_400), 60 * 86_400);
-        assert_eq!(renew_at(1_000, 1_300), 1_200);
-        // A certificate already past its end (or inverted) is due at its start.
-        assert_eq!(renew_at(500, 400), 500);
-    }
 
     #[test]
     fn only_real_names_are_ordered() {

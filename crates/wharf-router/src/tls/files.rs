@@ -115,6 +115,13 @@ pub(crate) fn certified(
     })
 }
 
+/// When the leaf of a certificate in service expires (Unix seconds).
+pub(crate) fn not_after(key: &CertifiedKey) -> Option<i64> {
+    leaf_info(key.end_entity_cert().ok()?)
+        .ok()
+        .map(|(_, _, to)| to)
+}
+
 /// DNS names and validity (Unix seconds) of a certificate.
 fn leaf_info(der: &CertificateDer<'_>) -> Result<(Vec<String>, i64, i64), String> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};

@@ -14,6 +14,7 @@
 
 pub(crate) mod acme;
 mod acme_http;
+mod acme_state;
 pub(crate) mod files;
 pub(crate) mod internal_ca;
 pub(crate) mod resolver;
@@ -24,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::ServerConfig;
+use wharf_types::api::CertificateStatus;
 use wharf_types::route::RouteTable;
 
 pub use acme::AcmeOptions;
@@ -84,11 +86,13 @@ struct FileState {
     loaded: HashMap<Pair, Load>,
 }
 
-/// The stamps of a pair's files at the last load attempt, and its last good result.
+/// The stamps of a pair's files at the last load attempt, its last good result, and
+/// why the last attempt failed if it did.
 #[derive(Default)]
 struct Load {
     at: Option<(Option<Stamp>, Option<Stamp>)>,
     good: Option<Loaded>,
+    error: Option<String>,
 }
 
 pub(crate) fn provider() -> rustls::crypto::CryptoProvider {
@@ -132,6 +136,59 @@ impl Tls {
     /// The internal CA's certificate (PEM), for clients to trust.
     pub fn ca_cert(&self) -> &Path {
         self.resolver.ca.cert_path()
+    }
+
+    /// What is served for each of `hosts` (route hosts, `*.domain` included): the
+    /// certificate's source and expiry, and ACME's progress where ACME manages the host.
+    pub fn certificates(&self, hosts: &[String]) -> Vec<CertificateStatus> {
+        hosts
+            .iter()
+            .map(|host| {
+                let name = normalize_host(host);
+                let (source, key) = self.resolver.source(&name);
+                let not_after = key
+                    .and_then(|key| files::not_after(&key))
+                    .and_then(|s| u64::try_from(s).ok())
+                    .map(|s| s.saturating_mul(1000));
+                CertificateStatus {
+                    host: host.clone(),
+                    source,
+                    not_after,
+                    files_error: self.files_error(&name),
+                    acme: self.acme.as_ref().and_then(|acme| acme.status(&name)),
+                }
+            })
+            .collect()
+    }
+
+    /// What is wrong with the certificate files of the route(s) of `host`
+    /// (normalized): the last load failed, or the certificate does not name the host
+    /// (not said of `.localhost` names, which the local CA serves by design).
+    fn files_error(&self, host: &str) -> Option<String> {
+        let state = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        state.routes.iter().find_map(|(hosts, pair)| {
+            let pair = pair.as_ref().filter(|_| hosts.iter().any(|h| h == host))?;
+            let load = state.loaded.get(pair)?;
+            match (&load.error, &load.good) {
+                (Some(error), Some(_)) => Some(format!(
+                    "{error}; the last good certificate stays in service"
+                )),
+                (Some(error), None) => Some(format!(
+                    "{error}; the local CA's certificate is served meanwhile"
+                )),
+                // `APP.localhost` is always routed and always the local CA's.
+                (None, Some(good))
+                    if !host.ends_with(".localhost")
+                        && !good.names.iter().any(|n| files::covers(n, host)) =>
+                {
+                    Some(format!(
+                        "{} does not name {host}; the local CA's certificate is served for it",
+                        pair.cert.display()
+                    ))
+                }
+                (None, _) => None,
+            }
+        })
     }
 
     /// The key authorization of an ACME HTTP-01 challenge in progress.
@@ -189,10 +246,12 @@ impl Tls {
                 Ok(loaded) => {
                     tracing::info!(cert = %pair.cert.display(), names = ?loaded.names, "certificate loaded");
                     entry.good = Some(loaded);
+                    entry.error = None;
                     changed = true;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "certificate not loaded; the last good one (if any) stays in use");
+                    entry.error = Some(error.to_string());
                 }
             }
         }

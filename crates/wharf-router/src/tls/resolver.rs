@@ -13,6 +13,8 @@ use std::sync::{Arc, RwLock};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+use wharf_types::api::CertificateSource;
+
 use super::internal_ca::InternalCa;
 use crate::headers::normalize_host;
 
@@ -81,6 +83,24 @@ impl Resolver {
     pub(crate) fn set_acme(&self, name: &str, key: Arc<CertifiedKey>) {
         let mut acme = self.acme.write().unwrap_or_else(|e| e.into_inner());
         acme.insert(name.to_owned(), key);
+    }
+
+    /// Where the certificate for SNI `name` (normalized) comes from, and the certificate
+    /// when it is already made: what [`Resolver::pick`] would choose, without issuing.
+    pub(crate) fn source(&self, name: &str) -> (CertificateSource, Option<Arc<CertifiedKey>>) {
+        let snapshot = self
+            .snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(key) = Snapshot::find(name, &snapshot.exact, &snapshot.wildcard) {
+            return (CertificateSource::Files, Some(key.clone()));
+        }
+        let acme = self.acme.read().unwrap_or_else(|e| e.into_inner());
+        match acme.get(name) {
+            Some(key) => (CertificateSource::Acme, Some(key.clone())),
+            None => (CertificateSource::LocalCa, None),
+        }
     }
 
     /// The certificate for SNI `name` (`None`: no SNI).

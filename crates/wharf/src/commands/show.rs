@@ -1,10 +1,10 @@
 //! Read-only commands: apps, status, ps, releases, config.
 
 use crate::client::{Client, Result};
-use crate::output::{self, age, table};
+use crate::output::{self, age, table, until};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use wharf_types::api::{AppStatus, ReleaseInfo, ReplicaInfo};
+use wharf_types::api::{AppStatus, CertificateSource, CertificateStatus, ReleaseInfo, ReplicaInfo};
 use wharf_types::AppName;
 
 pub async fn apps(c: &Client, json: bool) -> Result<ExitCode> {
@@ -86,7 +86,53 @@ pub async fn status(c: &Client, app: &AppName, json: bool) -> Result<ExitCode> {
         })
         .collect();
     table(&["PROCESS", "READY", "RUNNING", "COMMAND"], &rows);
+    certificates(&s.certificates);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The HTTPS certificate of each host, then the ACME errors in full.
+fn certificates(list: &[CertificateStatus]) {
+    if list.is_empty() {
+        return;
+    }
+    println!();
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|c| {
+            let acme = match &c.acme {
+                None => "-".to_owned(),
+                Some(a) if a.ordering => "ordering now".to_owned(),
+                Some(a) => {
+                    let next = a.next_attempt_at.map_or("-".into(), until);
+                    match a.failures {
+                        0 if c.source == CertificateSource::Acme => format!("renews in {next}"),
+                        0 => format!("ordering in {next}"),
+                        n => format!("failed {n}x, next try in {next}"),
+                    }
+                }
+            };
+            vec![
+                c.host.clone(),
+                c.source.to_string(),
+                c.not_after
+                    .map_or("-".into(), |t| format!("in {}", until(t))),
+                acme,
+            ]
+        })
+        .collect();
+    table(&["HOST", "CERTIFICATE", "EXPIRES", "ACME"], &rows);
+    for c in list {
+        if let Some(error) = &c.files_error {
+            println!("certificate files error: {error}");
+        }
+        if let Some((error, at)) = c
+            .acme
+            .as_ref()
+            .and_then(|a| a.last_error.as_ref().zip(a.last_error_at))
+        {
+            println!("acme error ({} ago): {error}", age(at));
+        }
+    }
 }
 
 pub async fn ps(c: &Client, app: Option<&AppName>, json: bool) -> Result<ExitCode> {
