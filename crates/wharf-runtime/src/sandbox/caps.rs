@@ -6,7 +6,8 @@
 //! CAP_SETGID, the uid last; changing every uid away from 0 clears the permitted and
 //! effective sets, and the explicit `capset` afterwards also clears the inheritable set,
 //! so nothing can come back through `execve`. `no_new_privs` keeps set-uid binaries from
-//! regaining anything and allows the unprivileged seccomp filter.
+//! regaining anything. (The seccomp filter is already in place: PID 1 loads it while it
+//! still has CAP_SYS_ADMIN, before it forks the app; see `super::pid1`.)
 //!
 //! Invariant: every function here makes raw syscalls only (no allocation), so it is safe
 //! between `fork` and `exec`.

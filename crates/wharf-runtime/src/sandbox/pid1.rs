@@ -6,12 +6,13 @@
 //! wharf init RUN_DIR          host namespaces, in the replica's cgroup; pumps the logs,
 //! │                           writes exit.json (see crate::init)
 //! └─ pid 1 (clone)            new PID, mount, IPC, UTS (and network) namespaces; root until the app
-//!    │                        is forked, then the app's uid without capabilities; reaps
+//!    │                        is forked (the seccomp filter loaded just before, for both),
+//!    │                        then the app's uid without capabilities; reaps
 //!    │                        every zombie, forwards SIGTERM/SIGINT/SIGHUP to the app,
 //!    │                        reports the app's exit on a pipe, then exits (which kills
 //!    │                        whatever is left in the namespace)
 //!    └─ pid 2: COMMAND (or /bin/sh -c "exec COMMAND")   the app: its uid, no capabilities,
-//!                             no_new_privs, seccomp filter, working dir /app
+//!                             no_new_privs, seccomp filter (PID 1's), working dir /app
 //! ```
 //!
 //! The init itself cannot be PID 1 of the new namespace (a process cannot move into a
