@@ -4,8 +4,9 @@
 //! The router owns the route table currently in force (published by the control plane
 //! as a [`RouteTable`] snapshot), the host lookup built from it, the per-replica
 //! in-flight counters used both for least-outstanding-requests balancing and for
-//! draining, the pool of keep-alive connections to replicas, and the downstream
-//! listeners with their graceful shutdown, and the certificates of HTTPS ([`Tls`]).
+//! draining, the pools of keep-alive connections to replicas (`upstream`), and the
+//! downstream listeners with their graceful shutdown, and the certificates of HTTPS
+//! ([`Tls`]).
 //!
 //! Routing: the host is the authority of an absolute-form target, else `Host`, with
 //! port, case and a trailing dot ignored; an exact host beats a `*.domain` wildcard,
@@ -61,6 +62,7 @@ mod stats;
 mod table;
 pub mod tls;
 mod upgrade;
+mod upstream;
 
 pub use error::TlsError;
 pub use tls::{AcmeOptions, Tls, TlsOptions};
@@ -98,8 +100,8 @@ pub struct RouterConfig {
     pub idle_timeout: Duration,
     /// Largest request body accepted (413 above), in bytes.
     pub max_body: u64,
-    /// Threads serving each listener, each with its own single-threaded runtime,
-    /// accept loop and upstream connection pools (see `server`); 0 counts as 1.
+    /// Threads serving each listener, each with its own single-threaded runtime and
+    /// upstream connection pool (see `server`); 0 counts as 1.
     /// Default: the number of CPUs.
     pub workers: usize,
 }

@@ -2,12 +2,13 @@
 //! (once more to another replica when `retry` allows), and turn the answer into the
 //! client's response.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::request::Parts;
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri};
+use http::uri::{Authority, PathAndQuery};
+use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 
@@ -17,12 +18,12 @@ use crate::headers::{
     forward_request, route_host, strip_hop_by_hop, valid_traceparent, TRACEPARENT, X_REQUEST_ID,
 };
 use crate::inflight::InflightGuard;
-use crate::limits::Clients;
 use crate::request_body::{RequestBody, Shared};
 use crate::retry::{may_retry, Failure};
 use crate::server::Conn;
 use crate::table::Pick;
 use crate::upgrade;
+use crate::upstream::{Lease, Upstream};
 use crate::Router;
 
 /// HSTS added to the HTTPS answers of an `https_only` route (one year).
@@ -61,7 +62,7 @@ struct Context<'a> {
 /// Proxy one request that came on `conn`; always produces a response.
 pub(crate) async fn handle(
     router: &Router,
-    clients: &Clients,
+    upstream: &Upstream,
     request: Request<Incoming>,
     conn: Conn,
 ) -> Response<ProxyBody> {
@@ -87,7 +88,7 @@ pub(crate) async fn handle(
     };
     let forwarded = match challenge {
         Some(answer) => Ok(answer),
-        None => forward(router, clients, &mut parts, body, &context, &mut target).await,
+        None => forward(router, upstream, &mut parts, body, &context, &mut target).await,
     };
     let mut response = match forwarded {
         Ok(response) => response,
@@ -150,7 +151,7 @@ pub(crate) async fn handle(
 
 async fn forward(
     router: &Router,
-    clients: &Clients,
+    upstream: &Upstream,
     parts: &mut Parts,
     body: Incoming,
     context: &Context<'_>,
@@ -203,20 +204,20 @@ async fn forward(
     let body = Shared::new(body, limits.max_body, limits.idle);
     loop {
         let last = target.retries > 0 || !pick.others;
-        let request = upstream_request(parts, &pick.authority, body.attempt(), !last);
-        let answer =
-            tokio::time::timeout(limits.response, clients.request(limits.connect, request)).await;
+        let request = upstream_request(parts, pick.addr, body.attempt(), !last);
+        let sent = upstream.send(pick.addr, limits.connect, request);
+        let answer = tokio::time::timeout(limits.response, sent).await;
         let source = match answer {
-            Ok(Ok(mut response)) => {
+            Ok(Ok((mut response, lease))) => {
                 if let (StatusCode::SWITCHING_PROTOCOLS, Some(client)) =
                     (response.status(), client_upgrade)
                 {
                     let replica = hyper::upgrade::on(&mut response);
-                    upgrade::splice(client, replica, pick.guard);
+                    upgrade::splice(client, replica, pick.guard, lease);
                     let (parts, _) = response.into_parts();
                     return Ok(Response::from_parts(parts, ProxyBody::empty()));
                 }
-                return Ok(downstream(response, pick.guard, limits.idle));
+                return Ok(downstream(response, pick.guard, lease, limits.idle));
             }
             Ok(Err(source)) => Some(source),
             Err(_elapsed) => None,
@@ -285,34 +286,36 @@ fn https_location(host: &str, port: u16, uri: &Uri) -> String {
     }
 }
 
-/// The request for replica `authority`. Takes the headers out of `parts` unless they
-/// must stay for a retry.
+/// The request for the replica at `addr`: origin-form target (authority-form for
+/// CONNECT), `Host` the replica's address when the client sent none. Takes the headers
+/// out of `parts` unless they must stay for a retry.
 fn upstream_request(
     parts: &mut Parts,
-    authority: &Authority,
+    addr: SocketAddr,
     body: RequestBody,
     keep_headers: bool,
 ) -> Request<RequestBody> {
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(authority.clone());
-    uri.path_and_query = Some(
-        parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
-    // Cannot fail: scheme, authority and path are all set. A default URI would only
-    // make the client answer an error, which becomes a 502.
-    *request.uri_mut() = Uri::from_parts(uri).unwrap_or_default();
+    *request.uri_mut() = if parts.method == Method::CONNECT {
+        // Cannot fail: a socket address is an authority.
+        Authority::try_from(addr.to_string()).map_or_else(|_| Uri::default(), Uri::from)
+    } else {
+        match parts.uri.path_and_query() {
+            Some(path) if path.as_str().starts_with('/') => Uri::from(path.clone()),
+            _ => Uri::from_static("/"),
+        }
+    };
     *request.headers_mut() = if keep_headers {
         parts.headers.clone()
     } else {
         std::mem::take(&mut parts.headers)
     };
+    if !request.headers().contains_key(http::header::HOST) {
+        if let Ok(host) = http::HeaderValue::try_from(addr.to_string()) {
+            request.headers_mut().insert(http::header::HOST, host);
+        }
+    }
     request
 }
 
@@ -320,9 +323,10 @@ fn upstream_request(
 fn downstream(
     response: Response<Incoming>,
     guard: InflightGuard,
+    lease: Lease,
     idle: std::time::Duration,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, ProxyBody::upstream(body, guard, idle))
+    Response::from_parts(parts, ProxyBody::upstream(body, guard, lease, idle))
 }

@@ -4,7 +4,7 @@
 //!
 //! Workers, share-nothing like nginx's: a listener is served by
 //! [`RouterConfig::workers`](crate::RouterConfig::workers) OS threads, each running a
-//! single-threaded tokio runtime with its own upstream clients (`limits::Clients`). A
+//! single-threaded tokio runtime with its own upstream client (`upstream::Upstream`). A
 //! connection, its requests and the upstream connections they use all stay on one
 //! thread: no work stealing, no cross-thread wake-ups, uncontended connection pools.
 //! What the workers share is the [`Router`] (route table, in-flight counters, stats).
@@ -37,9 +37,9 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::limits::Clients;
 use crate::proxy;
 use crate::tls::Tls;
+use crate::upstream::Upstream;
 use crate::Router;
 
 /// Pause after a failed accept (say, out of file descriptors) before the next one.
@@ -58,8 +58,8 @@ pub(crate) struct Conn {
 /// would contend for).
 pub(crate) struct Local {
     pub(crate) router: Arc<Router>,
-    /// This worker's upstream clients and their connection pools.
-    pub(crate) clients: Clients,
+    /// This worker's upstream client and its connection pool.
+    pub(crate) upstream: Upstream,
 }
 
 /// One worker thread: the connections the acceptor hands it.
@@ -213,7 +213,7 @@ impl Worker {
         } = self;
         let local = Arc::new(Local {
             router,
-            clients: Clients::default(),
+            upstream: Upstream::default(),
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new()).keep_alive(true);
@@ -313,7 +313,7 @@ async fn connection<I>(
     let service = service_fn(move |request| {
         let local = local.clone();
         async move {
-            Ok::<_, Infallible>(proxy::handle(&local.router, &local.clients, request, conn).await)
+            Ok::<_, Infallible>(proxy::handle(&local.router, &local.upstream, request, conn).await)
         }
     });
     let serving = builder.serve_connection_with_upgrades(io, service);
