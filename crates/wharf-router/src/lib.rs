@@ -76,7 +76,8 @@ use wharf_types::route::RouteTable;
 use crate::error::ProxyError;
 use crate::headers::RequestIds;
 use crate::inflight::Counters;
-use crate::table::{Pick, RouteEntry, Table};
+use crate::limits::Limits;
+use crate::table::{Pick, Table};
 
 /// Settings of a [`Router`].
 #[derive(Debug, Clone)]
@@ -254,14 +255,14 @@ impl Router {
     }
 
     /// Choose a backend for `host` (already normalized) and `path`, skipping replica
-    /// `exclude`. The pick, and the increment of its in-flight counter, happen under
+    /// `exclude`; with the route's app and limits. The pick, and the increment of its in-flight counter, happen under
     /// the read lock so that `publish` waits for them.
     fn route(
         &self,
         host: &str,
         path: &str,
         exclude: Option<&str>,
-    ) -> Result<(Arc<RouteEntry>, Pick), ProxyError> {
+    ) -> Result<(Arc<str>, Limits, Pick), ProxyError> {
         let table = self.table.read().unwrap_or_else(|e| e.into_inner());
         let route = table.find(host, path).ok_or_else(|| {
             if table.serves(host) {
@@ -273,7 +274,7 @@ impl Router {
         let pick = route
             .pick(exclude, &self.outlier)
             .ok_or_else(|| ProxyError::NoReadyReplica(route.app.clone()))?;
-        Ok((route.clone(), pick))
+        Ok((route.app.clone(), route.limits, pick))
     }
 }
 

@@ -37,6 +37,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::headers::RequestIds;
 use crate::proxy;
 use crate::tls::Tls;
 use crate::upstream::Upstream;
@@ -60,6 +61,8 @@ pub(crate) struct Local {
     pub(crate) router: Arc<Router>,
     /// This worker's upstream client and its connection pool.
     pub(crate) upstream: Upstream,
+    /// This worker's request id generator.
+    pub(crate) ids: RequestIds,
 }
 
 /// One worker thread: the connections the acceptor hands it.
@@ -212,6 +215,7 @@ impl Worker {
             stop,
         } = self;
         let local = Arc::new(Local {
+            ids: router.ids.worker(),
             router,
             upstream: Upstream::default(),
         });
@@ -312,9 +316,7 @@ async fn connection<I>(
 {
     let service = service_fn(move |request| {
         let local = local.clone();
-        async move {
-            Ok::<_, Infallible>(proxy::handle(&local.router, &local.upstream, request, conn).await)
-        }
+        async move { Ok::<_, Infallible>(proxy::handle(&local, request, conn).await) }
     });
     let serving = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(serving);

@@ -132,7 +132,8 @@ impl Upstream {
         loop {
             let (mut sender, reused) = match self.checkout(addr) {
                 Some(sender) => (sender, true),
-                None => (self.connect(addr, connect).await?, false),
+                // Boxed: the rare path should not make every request's future larger.
+                None => (Box::pin(self.connect(addr, connect)).await?, false),
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
