@@ -224,6 +224,19 @@ impl Worker {
         builder.http2().timer(TokioTimer::new());
         // Each connection task holds a receiver: `closed()` once they all ended.
         let (alive, _) = watch::channel(());
+        // The listener's stop signal reaches this worker's connections through a channel
+        // of their own: a connection polls it at every wake-up, and polling a channel
+        // shared by every worker takes a lock both cores write. The relay holds the
+        // listener's receiver for as long as this worker takes or has connections.
+        let (relay, stop_here) = watch::channel(false);
+        tokio::spawn(async move {
+            let mut stop = stop;
+            tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => drop(relay.send(true)),
+                () = relay.closed() => {}
+            }
+        });
+        let stop = stop_here;
         while let Some(stream) = streams.recv().await {
             let counted = Live(live.clone());
             let stream = match TcpStream::from_std(stream) {
@@ -321,6 +334,7 @@ async fn connection<I>(
     let serving = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(serving);
     let result = tokio::select! {
+        biased;
         result = serving.as_mut() => result,
         () = async { drop(stop.wait_for(|stop| *stop).await) } => {
             serving.as_mut().graceful_shutdown();
