@@ -1,6 +1,7 @@
 //! The response body the proxy hands to hyper: either a replica's streamed body, which
-//! keeps the replica counted in flight until it ends and is cut off when the replica
-//! pauses longer than the route's idle timeout, or a short local answer.
+//! keeps the replica counted in flight until it ends, gives its upstream connection
+//! back to the pool when it ended cleanly, and is cut off when the replica pauses
+//! longer than the route's idle timeout, or a short local answer.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,12 +14,15 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use crate::error::BodyError;
 use crate::idle::IdleTimer;
 use crate::inflight::InflightGuard;
+use crate::upstream::Lease;
 
 #[derive(Debug)]
 pub(crate) struct ProxyBody {
     kind: Kind,
     /// Released when the upstream body ends, fails, or this body is dropped.
     guard: Option<InflightGuard>,
+    /// The upstream connection, back to the pool at a clean end, else dropped (closed).
+    lease: Option<Lease>,
     /// Counts the bytes sent; written to the access log when this body is dropped.
     log: Option<Box<crate::access::Entry>>,
 }
@@ -31,11 +35,22 @@ enum Kind {
 }
 
 impl ProxyBody {
-    pub(crate) fn upstream(body: Incoming, guard: InflightGuard, idle: Duration) -> Self {
-        let guard = (!body.is_end_stream()).then_some(guard);
+    pub(crate) fn upstream(
+        body: Incoming,
+        guard: InflightGuard,
+        lease: Lease,
+        idle: Duration,
+    ) -> Self {
+        let (guard, lease) = if body.is_end_stream() {
+            lease.release();
+            (None, None)
+        } else {
+            (Some(guard), Some(lease))
+        };
         ProxyBody {
             kind: Kind::Upstream(body, IdleTimer::new(idle)),
             guard,
+            lease,
             log: None,
         }
     }
@@ -45,6 +60,7 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Local(None),
             guard: None,
+            lease: None,
             log: None,
         }
     }
@@ -53,6 +69,7 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Local(Some(text.into())),
             guard: None,
+            lease: None,
             log: None,
         }
     }
@@ -93,8 +110,13 @@ impl Body for ProxyBody {
                         Poll::Ready(frame.map(|f| f.map_err(|e| BodyError::Upstream(Arc::new(e)))))
                     }
                 };
-                if matches!(polled, Poll::Ready(None | Some(Err(_)))) || body.is_end_stream() {
+                let failed = matches!(polled, Poll::Ready(Some(Err(_))));
+                if failed || matches!(polled, Poll::Ready(None)) || body.is_end_stream() {
                     this.guard = None;
+                    // Cleanly ended: reusable; failed: dropped, so the connection closes.
+                    if let Some(lease) = this.lease.take().filter(|_| !failed) {
+                        lease.release();
+                    }
                 }
                 polled
             }

@@ -38,7 +38,7 @@ pub(crate) enum ProxyError {
     Upstream {
         replica: Arc<str>,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::upstream::UpstreamError,
     },
 }
 

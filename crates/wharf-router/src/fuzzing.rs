@@ -46,7 +46,7 @@ pub fn request_head(bytes: &[u8]) -> Option<Head> {
         request = request.header(name, value);
     }
     let (mut parts, ()) = request.body(()).ok()?.into_parts();
-    let host = route_host(&parts).into_owned();
+    let host = route_host(&parts.uri, parts.headers.get(http::header::HOST)).into_owned();
     let path = parts.uri.path().to_owned();
     let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
     let proto = HeaderValue::from_static("http");

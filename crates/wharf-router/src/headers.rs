@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::request::Parts;
+use http::Uri;
 
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -49,15 +49,11 @@ pub(crate) fn normalize_host(host: &str) -> Cow<'_, str> {
 }
 
 /// The normalized host a request is routed by: the authority of an absolute-form
-/// target (RFC 9112 §3.2.2), else the `Host` header; empty when there is neither.
-pub(crate) fn route_host(parts: &Parts) -> Cow<'_, str> {
-    let raw = match parts.uri.authority() {
+/// target `uri` (RFC 9112 §3.2.2), else the `Host` header; empty when there is neither.
+pub(crate) fn route_host<'a>(uri: &'a Uri, host: Option<&'a HeaderValue>) -> Cow<'a, str> {
+    let raw = match uri.authority() {
         Some(authority) => authority.as_str(),
-        None => parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or(""),
+        None => host.and_then(|h| h.to_str().ok()).unwrap_or(""),
     };
     normalize_host(raw)
 }
@@ -135,18 +131,37 @@ pub(crate) fn valid_traceparent(v: &HeaderValue) -> bool {
 }
 
 /// Generates request ids: 32 hex digits, unique within the process, unpredictable
-/// without the process-random key.
+/// without the process-random key. Each router worker takes its own generator
+/// ([`RequestIds::worker`]): same key, its own range of the counter, so workers never
+/// write a shared counter.
 #[derive(Debug)]
 pub(crate) struct RequestIds {
     key: RandomState,
     counter: AtomicU64,
+    /// Ranges of the counter handed to workers so far.
+    ranges: AtomicU64,
 }
+
+/// Bits of the counter a worker's generator counts through before reaching the next
+/// worker's range.
+const RANGE_BITS: u32 = 48;
 
 impl RequestIds {
     pub(crate) fn new() -> Self {
         RequestIds {
             key: RandomState::new(),
             counter: AtomicU64::new(0),
+            ranges: AtomicU64::new(1),
+        }
+    }
+
+    /// A generator for one worker: same key, a counter range of its own.
+    pub(crate) fn worker(&self) -> Self {
+        let range = self.ranges.fetch_add(1, Ordering::Relaxed);
+        RequestIds {
+            key: self.key.clone(),
+            counter: AtomicU64::new(range << RANGE_BITS),
+            ranges: AtomicU64::new(0),
         }
     }
 
@@ -161,26 +176,33 @@ impl RequestIds {
     /// A `traceparent` starting a new trace (sampled), for requests that carry none.
     pub(crate) fn traceparent(&self) -> HeaderValue {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let (a, b, c) = (
-            self.key.hash_one((n, 2u8)),
-            self.key.hash_one((n, 3u8)),
-            self.key.hash_one((n, 4u8)),
-        );
-        let mut tp = String::with_capacity(55);
-        let _ = write!(tp, "00-{a:016x}{b:016x}-{:016x}-01", c | 1); // writing to a String cannot fail
-        HeaderValue::try_from(tp).unwrap_or_else(|_| {
-            HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-01")
-        })
+        let mut tp = *b"00-................................-................-01";
+        hex(&mut tp[3..19], self.key.hash_one((n, 2u8)));
+        hex(&mut tp[19..35], self.key.hash_one((n, 3u8)));
+        hex(&mut tp[36..52], self.key.hash_one((n, 4u8)) | 1);
+        header_value(&tp)
     }
 
     fn next(&self) -> HeaderValue {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let high = self.key.hash_one((n, 0u8));
-        let low = self.key.hash_one((n, 1u8));
-        let mut id = String::with_capacity(32);
-        let _ = write!(id, "{high:016x}{low:016x}"); // writing to a String cannot fail
-        HeaderValue::try_from(id).unwrap_or_else(|_| HeaderValue::from_static("-"))
+        let mut id = [0u8; 32];
+        hex(&mut id[..16], self.key.hash_one((n, 0u8)));
+        hex(&mut id[16..], self.key.hash_one((n, 1u8)));
+        header_value(&id)
     }
+}
+
+/// `v` as 16 lowercase hex digits into `out`.
+fn hex(out: &mut [u8], v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in out.iter_mut().take(16).enumerate() {
+        *b = DIGITS[(v >> (60 - 4 * i)) as usize & 0xf];
+    }
+}
+
+/// Hex digits and dashes are always a valid header value.
+fn header_value(text: &[u8]) -> HeaderValue {
+    HeaderValue::from_bytes(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 #[cfg(test)]
@@ -282,5 +304,13 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_REQUEST_ID, HeaderValue::from_static("abc"));
         assert_eq!(ids.of(&h), "abc");
+        // Workers count in ranges of their own: no id twice across them.
+        let (w1, w2) = (ids.worker(), ids.worker());
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..100 {
+            for w in [&ids, &w1, &w2] {
+                assert!(seen.insert(w.of(&HeaderMap::new())), "distinct");
+            }
+        }
     }
 }

@@ -4,8 +4,9 @@
 //! The router owns the route table currently in force (published by the control plane
 //! as a [`RouteTable`] snapshot), the host lookup built from it, the per-replica
 //! in-flight counters used both for least-outstanding-requests balancing and for
-//! draining, the pool of keep-alive connections to replicas, and the downstream
-//! listeners with their graceful shutdown, and the certificates of HTTPS ([`Tls`]).
+//! draining, the pools of keep-alive connections to replicas (`upstream`), and the
+//! downstream listeners with their graceful shutdown, and the certificates of HTTPS
+//! ([`Tls`]).
 //!
 //! Routing: the host is the authority of an absolute-form target, else `Host`, with
 //! port, case and a trailing dot ignored; an exact host beats a `*.domain` wildcard,
@@ -61,6 +62,7 @@ mod stats;
 mod table;
 pub mod tls;
 mod upgrade;
+mod upstream;
 
 pub use error::TlsError;
 pub use tls::{AcmeOptions, Tls, TlsOptions};
@@ -74,7 +76,8 @@ use wharf_types::route::RouteTable;
 use crate::error::ProxyError;
 use crate::headers::RequestIds;
 use crate::inflight::Counters;
-use crate::table::{Pick, RouteEntry, Table};
+use crate::limits::Limits;
+use crate::table::{Pick, Table};
 
 /// Settings of a [`Router`].
 #[derive(Debug, Clone)]
@@ -98,8 +101,8 @@ pub struct RouterConfig {
     pub idle_timeout: Duration,
     /// Largest request body accepted (413 above), in bytes.
     pub max_body: u64,
-    /// Threads serving each listener, each with its own single-threaded runtime,
-    /// accept loop and upstream connection pools (see `server`); 0 counts as 1.
+    /// Threads serving each listener, each with its own single-threaded runtime and
+    /// upstream connection pool (see `server`); 0 counts as 1.
     /// Default: the number of CPUs.
     pub workers: usize,
 }
@@ -252,14 +255,14 @@ impl Router {
     }
 
     /// Choose a backend for `host` (already normalized) and `path`, skipping replica
-    /// `exclude`. The pick, and the increment of its in-flight counter, happen under
+    /// `exclude`; with the route's app and limits. The pick, and the increment of its in-flight counter, happen under
     /// the read lock so that `publish` waits for them.
     fn route(
         &self,
         host: &str,
         path: &str,
         exclude: Option<&str>,
-    ) -> Result<(Arc<RouteEntry>, Pick), ProxyError> {
+    ) -> Result<(Arc<str>, Limits, Pick), ProxyError> {
         let table = self.table.read().unwrap_or_else(|e| e.into_inner());
         let route = table.find(host, path).ok_or_else(|| {
             if table.serves(host) {
@@ -271,7 +274,7 @@ impl Router {
         let pick = route
             .pick(exclude, &self.outlier)
             .ok_or_else(|| ProxyError::NoReadyReplica(route.app.clone()))?;
-        Ok((route.clone(), pick))
+        Ok((route.app.clone(), route.limits, pick))
     }
 }
 

@@ -1,6 +1,5 @@
 //! Per-route timeouts and body limit: the route's `[route]` settings over the router's
-//! defaults, and the upstream clients, one per connect timeout (and per worker thread:
-//! see `server`).
+//! defaults. The upstream client (`upstream`) takes the connect timeout per request.
 //!
 //! - `connect`: establishing the TCP connection to a replica (then the request goes
 //!   once to another replica; with none left, 504).
@@ -13,23 +12,11 @@
 //! - `max_body`: request bodies above it get 413, at once when `Content-Length` says
 //!   so, else as soon as the streamed body crosses it (the upstream request is aborted).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use wharf_types::route_options::RouteOptions;
 
-use crate::request_body::RequestBody;
 use crate::RouterConfig;
-
-/// How long an idle upstream keep-alive connection stays in the pool.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The client that talks to replicas.
-pub(crate) type Upstream = Client<HttpConnector, RequestBody>;
 
 /// One route's effective limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,36 +36,6 @@ impl Limits {
             idle: ms(options.idle_timeout_ms, defaults.idle_timeout),
             max_body: options.max_body.unwrap_or(defaults.max_body),
         }
-    }
-}
-
-/// Upstream clients by connect timeout. A replica belongs to one route, so a worker's
-/// pooled connections to it all live in the one client of that route's timeout. Each
-/// worker has its own, so the lock is uncontended.
-#[derive(Debug, Default)]
-pub(crate) struct Clients {
-    by_connect: Mutex<HashMap<Duration, Upstream>>,
-}
-
-impl Clients {
-    /// Sends `request` with the client of connect timeout `connect`.
-    pub(crate) fn request(
-        &self,
-        connect: Duration,
-        request: http::Request<RequestBody>,
-    ) -> hyper_util::client::legacy::ResponseFuture {
-        let mut by = self.by_connect.lock().unwrap_or_else(|e| e.into_inner());
-        by.entry(connect)
-            .or_insert_with(|| {
-                let mut connector = HttpConnector::new();
-                connector.set_connect_timeout(Some(connect));
-                connector.set_nodelay(true);
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-                    .pool_timer(TokioTimer::new())
-                    .build(connector)
-            })
-            .request(request)
     }
 }
 

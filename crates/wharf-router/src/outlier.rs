@@ -33,7 +33,11 @@ pub(crate) struct Health {
 
 impl Health {
     pub(crate) fn ejected(&self, policy: &Policy) -> bool {
-        self.ejected_until.load(Ordering::Relaxed) > policy.now_ms()
+        // 0: never ejected (almost always), and no clock read for it.
+        match self.ejected_until.load(Ordering::Relaxed) {
+            0 => false,
+            until => until > policy.now_ms(),
+        }
     }
 
     /// Records one request's outcome; returns true when this failure ejected it.

@@ -2,12 +2,13 @@
 //! (once more to another replica when `retry` allows), and turn the answer into the
 //! client's response.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::request::Parts;
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri};
+use http::uri::{Authority, PathAndQuery};
+use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 
@@ -17,18 +18,20 @@ use crate::headers::{
     forward_request, route_host, strip_hop_by_hop, valid_traceparent, TRACEPARENT, X_REQUEST_ID,
 };
 use crate::inflight::InflightGuard;
-use crate::limits::Clients;
 use crate::request_body::{RequestBody, Shared};
 use crate::retry::{may_retry, Failure};
-use crate::server::Conn;
+use crate::server::{Conn, Local};
 use crate::table::Pick;
 use crate::upgrade;
+use crate::upstream::Lease;
 use crate::Router;
 
 /// HSTS added to the HTTPS answers of an `https_only` route (one year).
 const HSTS: http::HeaderValue = http::HeaderValue::from_static("max-age=31536000");
 
-/// Where a request went, for its log line.
+/// Where a request went, for its log line, its counters and passive health. Filled
+/// by moving the pick's references in (not cloning them: each clone is an atomic
+/// write on a cache line every worker shares).
 #[derive(Default)]
 struct Target {
     app: Option<Arc<str>>,
@@ -41,12 +44,29 @@ struct Target {
     hsts: bool,
 }
 
+/// What the request loop keeps of a [`Pick`] once `Target` has the rest.
+struct Chosen {
+    addr: SocketAddr,
+    others: bool,
+    guard: InflightGuard,
+}
+
 impl Target {
-    fn set(&mut self, pick: &Pick) {
-        self.replica = Some(pick.replica.clone());
+    fn set(&mut self, pick: Pick) -> Chosen {
+        self.replica = Some(pick.replica);
         self.release = Some(pick.release);
-        self.stats = Some(pick.stats.clone());
-        self.slot = Some(pick.slot.clone());
+        self.stats = Some(pick.stats);
+        self.slot = Some(pick.slot);
+        Chosen {
+            addr: pick.addr,
+            others: pick.others,
+            guard: pick.guard,
+        }
+    }
+
+    /// The chosen replica's id (set once a backend was picked).
+    fn replica(&self) -> Arc<str> {
+        self.replica.clone().unwrap_or_else(|| Arc::from(""))
     }
 }
 
@@ -60,34 +80,36 @@ struct Context<'a> {
 
 /// Proxy one request that came on `conn`; always produces a response.
 pub(crate) async fn handle(
-    router: &Router,
-    clients: &Clients,
+    local: &Local,
     request: Request<Incoming>,
     conn: Conn,
 ) -> Response<ProxyBody> {
+    let router = &*local.router;
     let start = Instant::now();
     let (mut parts, body) = request.into_parts();
     let version = parts.version;
-    let request_id = router.ids.of(&parts.headers);
-    let (method, path, host) = (
-        parts.method.clone(),
-        parts.uri.path().to_string(),
-        route_host(&parts).into_owned(),
-    );
+    let request_id = local.ids.of(&parts.headers);
+    // Cheap clones (reference-counted bytes) that the host and path borrow from while
+    // `parts` is rewritten.
+    let uri = parts.uri.clone();
+    let host_header = parts.headers.get(http::header::HOST).cloned();
+    let host = route_host(&uri, host_header.as_ref());
+    let path = uri.path();
+    let method = parts.method.clone();
     let mut target = Target::default();
     let context = Context {
         conn,
         request_id: &request_id,
         host: &host,
-        path: &path,
+        path,
     };
     let challenge = match conn.secure {
-        false => acme_challenge(router, &path),
+        false => acme_challenge(router, path),
         true => None,
     };
     let forwarded = match challenge {
         Some(answer) => Ok(answer),
-        None => forward(router, clients, &mut parts, body, &context, &mut target).await,
+        None => forward(local, &mut parts, body, &context, &mut target).await,
     };
     let mut response = match forwarded {
         Ok(response) => response,
@@ -107,12 +129,12 @@ pub(crate) async fn handle(
             .headers_mut()
             .insert(http::header::STRICT_TRANSPORT_SECURITY, HSTS);
     }
+    let status = response.status().as_u16();
     if let Some(stats) = &target.stats {
-        stats.record(response.status().as_u16(), start.elapsed());
+        stats.record(status, start.elapsed());
     }
     if let Some(slot) = &target.slot {
-        let ok = response.status().as_u16() < 500;
-        if slot.health.record(ok, &router.outlier) {
+        if slot.health.record(status < 500, &router.outlier) {
             tracing::warn!(
                 replica = target.replica.as_deref().unwrap_or(""),
                 "replica ejected after {} consecutive failures",
@@ -120,14 +142,13 @@ pub(crate) async fn handle(
             );
         }
     }
-    let status = response.status().as_u16();
     // The line is built only when some subscriber wants it.
     if tracing::enabled!(target: crate::access::TARGET, tracing::Level::INFO) {
         response.body_mut().log(crate::access::Entry {
             started: start,
             method,
-            path,
-            host,
+            path: path.to_owned(),
+            host: host.into_owned(),
             app: target.app,
             release: target.release,
             replica: target.replica,
@@ -149,13 +170,13 @@ pub(crate) async fn handle(
 }
 
 async fn forward(
-    router: &Router,
-    clients: &Clients,
+    local: &Local,
     parts: &mut Parts,
     body: Incoming,
     context: &Context<'_>,
     target: &mut Target,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let router = &*local.router;
     if !context.conn.secure {
         if let Some(port) = router.https_only_port(context.host, context.path) {
             return Err(ProxyError::HttpsOnly(https_location(
@@ -165,11 +186,10 @@ async fn forward(
             )));
         }
     }
-    let (mut route, mut pick) = router.route(context.host, context.path, None)?;
-    target.app = Some(route.app.clone());
-    target.set(&pick);
+    let (app, limits, pick) = router.route(context.host, context.path, None)?;
     target.hsts = context.conn.secure && pick.https_only;
-    let limits = route.limits;
+    target.app = Some(app);
+    let mut chosen = target.set(pick);
     if body.size_hint().lower() > limits.max_body {
         return Err(ProxyError::PayloadTooLarge(limits.max_body));
     }
@@ -194,7 +214,7 @@ async fn forward(
         .get(TRACEPARENT)
         .is_some_and(valid_traceparent)
     {
-        parts.headers.insert(TRACEPARENT, router.ids.traceparent());
+        parts.headers.insert(TRACEPARENT, local.ids.traceparent());
     }
     if let Some(value) = upgrade {
         upgrade::restore(&mut parts.headers, value);
@@ -202,21 +222,21 @@ async fn forward(
 
     let body = Shared::new(body, limits.max_body, limits.idle);
     loop {
-        let last = target.retries > 0 || !pick.others;
-        let request = upstream_request(parts, &pick.authority, body.attempt(), !last);
-        let answer =
-            tokio::time::timeout(limits.response, clients.request(limits.connect, request)).await;
+        let last = target.retries > 0 || !chosen.others;
+        let request = upstream_request(parts, chosen.addr, body.attempt(), !last);
+        let sent = local.upstream.send(chosen.addr, limits.connect, request);
+        let answer = tokio::time::timeout(limits.response, sent).await;
         let source = match answer {
-            Ok(Ok(mut response)) => {
+            Ok(Ok((mut response, lease))) => {
                 if let (StatusCode::SWITCHING_PROTOCOLS, Some(client)) =
                     (response.status(), client_upgrade)
                 {
                     let replica = hyper::upgrade::on(&mut response);
-                    upgrade::splice(client, replica, pick.guard);
+                    upgrade::splice(client, replica, chosen.guard, lease);
                     let (parts, _) = response.into_parts();
                     return Ok(Response::from_parts(parts, ProxyBody::empty()));
                 }
-                return Ok(downstream(response, pick.guard, limits.idle));
+                return Ok(downstream(response, chosen.guard, lease, limits.idle));
             }
             Ok(Err(source)) => Some(source),
             Err(_elapsed) => None,
@@ -229,12 +249,12 @@ async fn forward(
         }
         let Some(source) = source else {
             return Err(ProxyError::Timeout {
-                replica: pick.replica,
+                replica: target.replica(),
                 timeout: limits.response,
             });
         };
         let failure = Failure::of(&source);
-        let failed = pick.replica.clone();
+        let failed = target.replica();
         if last || !may_retry(&parts.method, failure, body.replayable()) {
             return Err(match failure {
                 Failure::Connect { timed_out: true } => ProxyError::ConnectTimeout {
@@ -247,19 +267,22 @@ async fn forward(
                 },
             });
         }
-        drop(pick.guard);
-        pick.slot.health.record(false, &router.outlier);
+        drop(chosen.guard);
+        if let Some(slot) = &target.slot {
+            slot.health.record(false, &router.outlier);
+        }
         tracing::warn!(replica = %failed, error = %source, reason = failure.reason(), "retrying on another replica");
-        router.retries.count(&route.app, failure);
+        if let Some(app) = &target.app {
+            router.retries.count(app, failure);
+        }
         target.retries += 1;
-        let Ok(next) = router.route(context.host, context.path, Some(&failed)) else {
+        let Ok((_, _, next)) = router.route(context.host, context.path, Some(&failed)) else {
             return Err(ProxyError::Upstream {
                 replica: failed,
                 source,
             });
         };
-        (route, pick) = next;
-        target.set(&pick);
+        chosen = target.set(next);
     }
 }
 
@@ -285,34 +308,36 @@ fn https_location(host: &str, port: u16, uri: &Uri) -> String {
     }
 }
 
-/// The request for replica `authority`. Takes the headers out of `parts` unless they
-/// must stay for a retry.
+/// The request for the replica at `addr`: origin-form target (authority-form for
+/// CONNECT), `Host` the replica's address when the client sent none. Takes the headers
+/// out of `parts` unless they must stay for a retry.
 fn upstream_request(
     parts: &mut Parts,
-    authority: &Authority,
+    addr: SocketAddr,
     body: RequestBody,
     keep_headers: bool,
 ) -> Request<RequestBody> {
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(authority.clone());
-    uri.path_and_query = Some(
-        parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
-    // Cannot fail: scheme, authority and path are all set. A default URI would only
-    // make the client answer an error, which becomes a 502.
-    *request.uri_mut() = Uri::from_parts(uri).unwrap_or_default();
+    *request.uri_mut() = if parts.method == Method::CONNECT {
+        // Cannot fail: a socket address is an authority.
+        Authority::try_from(addr.to_string()).map_or_else(|_| Uri::default(), Uri::from)
+    } else {
+        match parts.uri.path_and_query() {
+            Some(path) if path.as_str().starts_with('/') => Uri::from(path.clone()),
+            _ => Uri::from_static("/"),
+        }
+    };
     *request.headers_mut() = if keep_headers {
         parts.headers.clone()
     } else {
         std::mem::take(&mut parts.headers)
     };
+    if !request.headers().contains_key(http::header::HOST) {
+        if let Ok(host) = http::HeaderValue::try_from(addr.to_string()) {
+            request.headers_mut().insert(http::header::HOST, host);
+        }
+    }
     request
 }
 
@@ -320,9 +345,10 @@ fn upstream_request(
 fn downstream(
     response: Response<Incoming>,
     guard: InflightGuard,
+    lease: Lease,
     idle: std::time::Duration,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, ProxyBody::upstream(body, guard, idle))
+    Response::from_parts(parts, ProxyBody::upstream(body, guard, lease, idle))
 }

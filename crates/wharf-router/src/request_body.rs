@@ -72,6 +72,17 @@ impl Shared {
         }
     }
 
+    /// No body (tests of the upstream client).
+    #[cfg(test)]
+    pub(crate) fn empty() -> Self {
+        Shared {
+            state: None,
+            hint: SizeHint::with_exact(0),
+            max_body: 0,
+            idle: Duration::from_secs(1),
+        }
+    }
+
     /// An attempt: the body from its start.
     pub(crate) fn attempt(&self) -> RequestBody {
         RequestBody {

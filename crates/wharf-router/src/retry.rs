@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex};
 
 use http::Method;
 
+use crate::upstream::UpstreamError;
+
 /// How an upstream request failed, as far as retrying goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Failure {
@@ -31,11 +33,21 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
-    /// Classifies an error of hyper-util's client.
-    pub(crate) fn of(error: &hyper_util::client::legacy::Error) -> Failure {
-        let mut reset = false;
-        let mut timed_out = false;
-        let mut source = error.source();
+    /// Classifies an error of the upstream client.
+    pub(crate) fn of(error: &UpstreamError) -> Failure {
+        let exchange = match error {
+            UpstreamError::Connect { timed_out, .. } => {
+                return Failure::Connect {
+                    timed_out: *timed_out,
+                }
+            }
+            UpstreamError::Exchange(exchange) => exchange,
+        };
+        if exchange.is_user() {
+            return Failure::Other;
+        }
+        let mut reset = exchange.is_incomplete_message() || exchange.is_canceled();
+        let mut source = exchange.source();
         while let Some(e) = source {
             if let Some(h) = e.downcast_ref::<hyper::Error>() {
                 if h.is_user() {
@@ -45,7 +57,6 @@ impl Failure {
             }
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
                 use std::io::ErrorKind::*;
-                timed_out |= io.kind() == TimedOut;
                 reset |= matches!(
                     io.kind(),
                     ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
@@ -53,9 +64,7 @@ impl Failure {
             }
             source = e.source();
         }
-        if error.is_connect() {
-            Failure::Connect { timed_out }
-        } else if reset {
+        if reset {
             Failure::Reset
         } else {
             Failure::Other

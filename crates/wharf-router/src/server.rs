@@ -4,7 +4,7 @@
 //!
 //! Workers, share-nothing like nginx's: a listener is served by
 //! [`RouterConfig::workers`](crate::RouterConfig::workers) OS threads, each running a
-//! single-threaded tokio runtime with its own upstream clients (`limits::Clients`). A
+//! single-threaded tokio runtime with its own upstream client (`upstream::Upstream`). A
 //! connection, its requests and the upstream connections they use all stay on one
 //! thread: no work stealing, no cross-thread wake-ups, uncontended connection pools.
 //! What the workers share is the [`Router`] (route table, in-flight counters, stats).
@@ -37,9 +37,10 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::limits::Clients;
+use crate::headers::RequestIds;
 use crate::proxy;
 use crate::tls::Tls;
+use crate::upstream::Upstream;
 use crate::Router;
 
 /// Pause after a failed accept (say, out of file descriptors) before the next one.
@@ -58,8 +59,10 @@ pub(crate) struct Conn {
 /// would contend for).
 pub(crate) struct Local {
     pub(crate) router: Arc<Router>,
-    /// This worker's upstream clients and their connection pools.
-    pub(crate) clients: Clients,
+    /// This worker's upstream client and its connection pool.
+    pub(crate) upstream: Upstream,
+    /// This worker's request id generator.
+    pub(crate) ids: RequestIds,
 }
 
 /// One worker thread: the connections the acceptor hands it.
@@ -212,14 +215,28 @@ impl Worker {
             stop,
         } = self;
         let local = Arc::new(Local {
+            ids: router.ids.worker(),
             router,
-            clients: Clients::default(),
+            upstream: Upstream::default(),
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new()).keep_alive(true);
         builder.http2().timer(TokioTimer::new());
         // Each connection task holds a receiver: `closed()` once they all ended.
         let (alive, _) = watch::channel(());
+        // The listener's stop signal reaches this worker's connections through a channel
+        // of their own: a connection polls it at every wake-up, and polling a channel
+        // shared by every worker takes a lock both cores write. The relay holds the
+        // listener's receiver for as long as this worker takes or has connections.
+        let (relay, stop_here) = watch::channel(false);
+        tokio::spawn(async move {
+            let mut stop = stop;
+            tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => drop(relay.send(true)),
+                () = relay.closed() => {}
+            }
+        });
+        let stop = stop_here;
         while let Some(stream) = streams.recv().await {
             let counted = Live(live.clone());
             let stream = match TcpStream::from_std(stream) {
@@ -312,13 +329,12 @@ async fn connection<I>(
 {
     let service = service_fn(move |request| {
         let local = local.clone();
-        async move {
-            Ok::<_, Infallible>(proxy::handle(&local.router, &local.clients, request, conn).await)
-        }
+        async move { Ok::<_, Infallible>(proxy::handle(&local, request, conn).await) }
     });
     let serving = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(serving);
     let result = tokio::select! {
+        biased;
         result = serving.as_mut() => result,
         () = async { drop(stop.wait_for(|stop| *stop).await) } => {
             serving.as_mut().graceful_shutdown();

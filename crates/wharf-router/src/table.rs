@@ -5,10 +5,10 @@
 //! plain round-robin (`[route] balance = "round-robin"`); both within the release the
 //! route's weights choose, skipping ejected replicas while others remain.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use http::uri::Authority;
 use wharf_types::route::{Route, RouteTable};
 use wharf_types::route_options::Balance;
 
@@ -44,7 +44,7 @@ pub(crate) struct RouteEntry {
 struct BackendEntry {
     replica: Arc<str>,
     release: u32,
-    authority: Authority,
+    addr: SocketAddr,
     slot: Arc<Slot>,
     stats: Arc<ReleaseCounters>,
 }
@@ -53,7 +53,7 @@ struct BackendEntry {
 #[derive(Debug)]
 pub(crate) struct Pick {
     pub(crate) replica: Arc<str>,
-    pub(crate) authority: Authority,
+    pub(crate) addr: SocketAddr,
     /// Whether the route has another backend to retry on.
     pub(crate) others: bool,
     pub(crate) guard: InflightGuard,
@@ -116,23 +116,16 @@ impl RouteEntry {
         let backends = route
             .backends
             .into_iter()
-            .filter_map(|backend| {
-                let authority = match Authority::try_from(backend.addr.to_string()) {
-                    Ok(authority) => authority,
-                    Err(error) => {
-                        tracing::warn!(replica = backend.replica, %error, "bad backend address");
-                        return None;
-                    }
-                };
+            .map(|backend| {
                 let replica: Arc<str> = Arc::from(backend.replica);
                 let slot = env.counters.slot(&replica);
-                Some(BackendEntry {
+                BackendEntry {
                     replica,
                     release: backend.release,
-                    authority,
+                    addr: backend.addr,
                     slot,
                     stats: env.stats.counters(&app, backend.release),
-                })
+                }
             })
             .collect();
         let limits = Limits::resolve(&route.options, env.defaults);
@@ -195,7 +188,7 @@ impl RouteEntry {
             .or_else(|| choose(&usable))?;
         Some(Pick {
             replica: chosen.replica.clone(),
-            authority: chosen.authority.clone(),
+            addr: chosen.addr,
             others: self.backends.len() > 1,
             guard: InflightGuard::new(chosen.slot.clone()),
             release: chosen.release,

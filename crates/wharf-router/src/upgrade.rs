@@ -10,6 +10,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use crate::inflight::InflightGuard;
+use crate::upstream::Lease;
 
 /// The `Upgrade` value of a request that asks for one (`Connection: upgrade`).
 pub(crate) fn requested(headers: &HeaderMap) -> Option<HeaderValue> {
@@ -32,10 +33,11 @@ pub(crate) fn restore(headers: &mut HeaderMap, upgrade: HeaderValue) {
     headers.insert(header::UPGRADE, upgrade);
 }
 
-/// Splices the two upgraded connections in the background.
-pub(crate) fn splice(client: OnUpgrade, replica: OnUpgrade, guard: InflightGuard) {
+/// Splices the two upgraded connections in the background. The replica's connection
+/// is never pooled again: its lease is held until the tunnel closes, then dropped.
+pub(crate) fn splice(client: OnUpgrade, replica: OnUpgrade, guard: InflightGuard, lease: Lease) {
     tokio::spawn(async move {
-        let _guard = guard;
+        let _held = (guard, lease);
         let (client, replica) = match tokio::try_join!(client, replica) {
             Ok(both) => both,
             Err(error) => {
