@@ -102,6 +102,24 @@ fn a_replica_sees_and_touches_only_its_own_world() {
     assert_ne!(code, 0, "{out}");
     let (code, out) = sh(&s, "box-a.localhost", &format!("echo x > /var/tmp/{probe} && cat /var/tmp/{probe} && touch /tmp/{probe} /dev/shm/{probe} && echo > /dev/null"));
     assert_eq!(code, 0, "the replica's own writable places: {out}");
+    // Its /dev: working device nodes of its own, and no way to make more.
+    let (code, out) = sh(
+        &s,
+        "box-a.localhost",
+        "head -c 8 /dev/zero | wc -c; head -c 8 /dev/urandom | wc -c; (echo x > /dev/full) 2>/dev/null || echo full; echo $(ls /dev); mknod /tmp/mem c 1 1 2>/dev/null || echo no-mknod",
+    );
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..3], ["8", "8", "full"], "{out}");
+    for node in [
+        "null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "ptmx", "stdout",
+    ] {
+        assert!(
+            lines[3].split(' ').any(|n| n == node),
+            "/dev/{node} missing: {out}"
+        );
+    }
+    assert_eq!(lines[4], "no-mknod", "{out}");
     for p in ["/etc", "/usr/bin", "/", "/var/tmp", "/tmp", "/dev/shm"] {
         let host = std::path::Path::new(p).join(&probe);
         assert!(

@@ -7,6 +7,7 @@
 
 use super::mounts::Op;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +177,35 @@ fn apply_one(op: &Op) -> Result<(), MountError> {
                 NONE,
             )
             .map_err(sys(format!("mount /sys at {}", target.display())))
+        }
+        Op::Devices { target } => {
+            mkdir(target)?;
+            mount(
+                Some("tmpfs"),
+                target,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                Some("mode=755"),
+            )
+            .map_err(sys(format!("mount a tmpfs at {}", target.display())))?;
+            for (name, major, minor) in super::mounts::DEVICES {
+                let node = target.join(name);
+                let what = format!("make the device {}", node.display());
+                mknod(
+                    &node,
+                    SFlag::S_IFCHR,
+                    Mode::from_bits_truncate(0o666),
+                    makedev(major, minor),
+                )
+                .map_err(sys(&what))?;
+                // mknod applies the umask; the nodes are for everyone, as on the host.
+                std::fs::set_permissions(
+                    &node,
+                    <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o666),
+                )
+                .map_err(io(what))?;
+            }
+            Ok(())
         }
         Op::Devpts { target } => {
             mkdir(target)?;

@@ -9,8 +9,8 @@
 //! `/srv`...) are bound read-only at their place. The data dir is masked by an empty
 //! read-only tmpfs (no replica sees another app's artifacts, logs or run dirs). The
 //! release artifact is bound read-only at `/app`, the working dir. `/tmp` and `/dev/shm`
-//! are private tmpfs, and so is `/run/secrets` (secrets delivered as files); `/dev` is a tmpfs with `null`, `zero`, `full`, `random`,
-//! `urandom`, `tty` bound from the host and a private `devpts`; `/proc` is fresh (the
+//! are private tmpfs, and so is `/run/secrets` (secrets delivered as files); `/dev` is a tmpfs with its own `null`, `zero`, `full`,
+//! `random`, `urandom` and `tty` nodes and a private `devpts`; `/proc` is fresh (the
 //! replica's PID namespace); `/sys` is read-only. Directories on the app's `PATH` that
 //! the app's uid could not traverse (pyenv under `/root`) get `o+x` in the overlay only.
 //! Finally `pivot_root` makes the overlay `/` and detaches the host's tree.
@@ -58,6 +58,12 @@ pub enum Op {
         target: PathBuf,
     },
     Devpts {
+        target: PathBuf,
+    },
+    /// The replica's `/dev`: a tmpfs (no set-uid, no exec) holding the character
+    /// devices of [`DEVICES`], made with `mknod` (the app, without `CAP_MKNOD`, cannot
+    /// make more).
+    Devices {
         target: PathBuf,
     },
     Symlink {
@@ -219,8 +225,16 @@ pub const APP_HOME: &str = "/tmp";
 /// Where the artifact appears inside the replica (and its working dir).
 pub const APP_DIR: &str = "/app";
 
-/// Device nodes bound from the host into the replica's `/dev`.
-pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+/// The character devices in a replica's `/dev`: name, major and minor number (Linux's
+/// fixed numbers for these), all read-write for everyone as on the host.
+pub const DEVICES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
 
 /// The steps that build a replica's root, in order.
 pub fn plan(i: &PlanInput<'_>) -> Vec<Op> {
@@ -275,17 +289,9 @@ pub fn plan(i: &PlanInput<'_>) -> Vec<Op> {
         target: inside(Path::new("/sys")),
     });
     let dev = inside(Path::new("/dev"));
-    ops.push(Op::Tmpfs {
+    ops.push(Op::Devices {
         target: dev.clone(),
-        mode: 0o755,
-        readonly: false,
-        noexec: true,
     });
-    ops.extend(DEVICES.iter().map(|d| Op::Bind {
-        source: Path::new("/dev").join(d),
-        target: dev.join(d),
-        readonly: false,
-    }));
     ops.push(Op::Devpts {
         target: dev.join("pts"),
     });
@@ -564,25 +570,24 @@ mod tests {
             let t = root.join(p);
             assert!(
                 ops.iter().any(|o| match o {
-                    Op::Proc { target } | Op::Sysfs { target } | Op::Devpts { target } =>
-                        *target == t,
+                    Op::Proc { target }
+                    | Op::Sysfs { target }
+                    | Op::Devpts { target }
+                    | Op::Devices { target } => *target == t,
                     Op::Tmpfs { target, .. } => *target == t,
                     _ => false,
                 }),
                 "{p} is mounted"
             );
         }
-        for d in DEVICES {
-            assert!(ops.contains(&Op::Bind {
-                source: Path::new("/dev").join(d),
-                target: root.join("dev").join(d),
-                readonly: false,
-            }));
-        }
-        let dev = pos(&|o| matches!(o, Op::Tmpfs { target, .. } if *target == root.join("dev")));
-        let null =
-            pos(&|o| matches!(o, Op::Bind { target, .. } if *target == root.join("dev/null")));
-        assert!(dev < null, "/dev exists before its nodes are bound");
+        assert!(
+            !ops.iter()
+                .any(|o| matches!(o, Op::Bind { source, .. } if source.starts_with("/dev"))),
+            "no host device is bound: the replica's are its own nodes"
+        );
+        let dev = pos(&|o| matches!(o, Op::Devices { target } if *target == root.join("dev")));
+        let pts = pos(&|o| matches!(o, Op::Devpts { target } if *target == root.join("dev/pts")));
+        assert!(dev < pts, "/dev exists before devpts is mounted in it");
         let tmp = pos(&|o| matches!(o, Op::Tmpfs { target, .. } if *target == root.join("tmp")));
         let exe = pos(&|o| {
             matches!(o, Op::Bind { target, readonly: true, .. }
