@@ -10,13 +10,16 @@
 #
 # Usage: bench/router.sh [SECONDS] [CONNECTIONS]      (installs nginx, haproxy, wrk and
 # h2load (nghttp2-client) with apt-get when missing; builds wharf in release mode, or
-# uses the binary WHARF names). PARTS="h1 h2c tls h2tls" (the default) picks the parts.
+# uses the binary WHARF names). PARTS="h1 h2c tls h2tls" (the default) picks the parts;
+# ROUNDS (default 3) runs the three proxies that many times in turn per part and prints
+# medians, since one run of each on a shared machine says little.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 CONNS=${2:-64}
 WORKERS=2
 H2_STREAMS=${H2_STREAMS:-10}
+ROUNDS=${ROUNDS:-3}   # rounds of the three proxies in turn; the table shows medians
 PARTS=${PARTS:-h1 h2c tls h2tls}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
@@ -201,12 +204,30 @@ check_tls() { # port
     { echo "port $1 did not negotiate TLS 1.3 with the bench certificate" >&2; exit 1; }
 }
 
-compare() { # loader wharf_url nginx_url haproxy_url: the three, in turn, then the table
-  local w_rps w_p99 n_rps n_p99 h_rps h_p99
-  read -r w_rps w_p99 < <("$1" "$2")
-  read -r n_rps n_p99 < <("$1" "$3")
-  read -r h_rps h_p99 < <("$1" "$4")
-  table "$w_rps" "$w_p99" "$n_rps" "$n_p99" "$h_rps" "$h_p99"
+median() { tr ' ' '\n' | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+
+# loader wharf_url nginx_url haproxy_url: ROUNDS rounds of the three in turn (so a
+# change of the machine's load hits all three alike), each round's ratios, then the
+# table of medians and the median of the rounds' ratios.
+compare() {
+  local w_rps w_p99 n_rps n_p99 h_rps h_p99 r
+  local W=() WP=() N=() NP=() H=() HP=() RATIO=() P99RATIO=()
+  for ((r = 1; r <= ROUNDS; r++)); do
+    read -r w_rps w_p99 < <("$1" "$2")
+    read -r n_rps n_p99 < <("$1" "$3")
+    read -r h_rps h_p99 < <("$1" "$4")
+    W+=("$w_rps") WP+=("$w_p99") N+=("$n_rps") NP+=("$n_p99") H+=("$h_rps") HP+=("$h_p99")
+    RATIO+=("$(awk -v w="$w_rps" -v n="$n_rps" 'BEGIN {printf "%.3f", w/n}')")
+    P99RATIO+=("$(awk -v w="$w_p99" -v n="$n_p99" 'BEGIN {printf "%.3f", w/n}')")
+    if ((ROUNDS > 1)); then
+      echo "round $r: wharf $w_rps req/s p99 $w_p99 ms, nginx $n_rps p99 $n_p99, haproxy $h_rps p99 $h_p99; wharf/nginx ${RATIO[-1]}, p99 ${P99RATIO[-1]}"
+    fi
+  done
+  table "$(median <<<"${W[*]}")" "$(median <<<"${WP[*]}")" "$(median <<<"${N[*]}")" \
+    "$(median <<<"${NP[*]}")" "$(median <<<"${H[*]}")" "$(median <<<"${HP[*]}")"
+  if ((ROUNDS > 1)); then
+    echo "median of the $ROUNDS rounds' ratios: wharf / nginx requests/s $(median <<<"${RATIO[*]}"), p99 $(median <<<"${P99RATIO[*]}")"
+  fi
 }
 
 if part h1; then
