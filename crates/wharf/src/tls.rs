@@ -8,8 +8,6 @@
 use crate::client::{Failure, Result};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -107,18 +105,8 @@ fn generated(data_dir: &Path, names: &[String]) -> Result<(PathBuf, PathBuf)> {
 }
 
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let what = format!("cannot write {}", path.display());
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| fail(&what, e))?;
-    f.write_all(bytes).map_err(|e| fail(&what, e))?;
-    f.sync_all().map_err(|e| fail(&what, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| fail(&what, e))
+    wharf_router::tls::write_file(path, bytes, mode)
+        .map_err(|e| fail(&format!("cannot write {}", path.display()), e))
 }
 
 /// A client config trusting only the CA certificates in `ca` (PEM).

@@ -133,19 +133,24 @@ impl InternalCa {
 
 /// Writes `bytes` to `path` through a temporary file created with `mode`.
 pub(crate) fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let fail = |source| TlsError::Write {
+    write_file(path, bytes, mode).map_err(|source| TlsError::Write {
         path: path.to_path_buf(),
         source,
-    };
+    })
+}
+
+/// Writes a key or certificate file atomically (a new temp file with `mode`, synced,
+/// then renamed over `path`): a reader never sees half a key, and a key is never
+/// readable by others, even for a moment.
+pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
-        .open(&tmp)
-        .map_err(fail)?;
-    file.write_all(bytes).map_err(fail)?;
-    file.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }

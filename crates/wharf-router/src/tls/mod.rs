@@ -29,6 +29,7 @@ use wharf_types::api::CertificateStatus;
 use wharf_types::route::RouteTable;
 
 pub use acme::AcmeOptions;
+pub use internal_ca::write_file;
 
 use crate::error::TlsError;
 use crate::headers::normalize_host;
