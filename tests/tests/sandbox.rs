@@ -296,11 +296,30 @@ fn cpu_units_shape_the_cpu_share_of_busy_replicas() {
     s.deploy(heavy.path()).ok("deploy heavy");
     // More busy threads than cores, in both, so that both always want more CPU.
     let burn = "/burn?ms=4000&threads=4";
-    let router = s.router().to_string();
-    let r2 = router.clone();
-    let l = std::thread::spawn(move || wharf_e2e::http_get(&router, "light.localhost", burn, &[]));
-    let h = std::thread::spawn(move || wharf_e2e::http_get(&r2, "heavy.localhost", burn, &[]));
-    let (l, h) = (burnt_ms(l.join().unwrap()), burnt_ms(h.join().unwrap()));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let measure = || {
+        let router = s.router().to_string();
+        let r2 = router.clone();
+        let l =
+            std::thread::spawn(move || wharf_e2e::http_get(&router, "light.localhost", burn, &[]));
+        let h = std::thread::spawn(move || wharf_e2e::http_get(&r2, "heavy.localhost", burn, &[]));
+        (burnt_ms(l.join().unwrap()), burnt_ms(h.join().unwrap()))
+    };
+    // Shares divide what the two replicas get between them; when something else on the
+    // machine took most of the CPU meanwhile, the window says little: measure again
+    // (at most three times, then judge the last window anyway).
+    let (mut l, mut h) = measure();
+    for _ in 0..2 {
+        if l + h >= 0.6 * cores * 4000.0 {
+            break;
+        }
+        eprintln!(
+            "cpu: the machine was busy (the replicas got {:.0} of {:.0} ms); measuring again",
+            l + h,
+            cores * 4000.0
+        );
+        (l, h) = measure();
+    }
     let ratio = h / l;
     eprintln!("cpu: light {l} ms, heavy {h} ms, ratio {ratio:.2} (configured 3.0)");
     assert!(
