@@ -49,9 +49,14 @@ fn wait_exit(rt: &ProcessRuntime, h: &Handle) -> wharf_core::Exit {
 
 /// Session id of `pid`, from its stat line (the field after the process group).
 fn session_of(pid: u32) -> Option<u32> {
+    stat_field(pid, 3)
+}
+
+/// Field `n` after the command name of `/proc/PID/stat` (0 = state, 1 = parent, 3 = session).
+fn stat_field(pid: u32, n: usize) -> Option<u32> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &text[text.rfind(')')? + 1..];
-    rest.split_whitespace().nth(3)?.parse().ok()
+    rest.split_whitespace().nth(n)?.parse().ok()
 }
 
 /// Kills the launcher (by its pid, which this test started) if a check fails midway.
@@ -94,13 +99,11 @@ fn main() {
         Some(h.pid),
         "the init makes its own session"
     );
-    let parent = std::fs::read_to_string(format!("/proc/{}/stat", h.pid))
-        .ok()
-        .and_then(|t| {
-            let rest = t[t.rfind(')')? + 1..].to_string();
-            rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-        });
-    assert_eq!(parent, Some(launcher_pid), "forked by the launcher");
+    assert_eq!(
+        stat_field(h.pid, 1),
+        Some(launcher_pid),
+        "forked by the launcher"
+    );
     let exit = wait_exit(&rt, &h);
     assert_eq!(exit.code, Some(3), "{}", exit.reason);
     rt.cleanup(&h);
