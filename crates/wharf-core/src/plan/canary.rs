@@ -20,6 +20,11 @@ pub struct Window {
 /// a regression worth a rollback.
 pub const P99_NOISE_FLOOR_MS: u64 = 50;
 
+/// Fewer requests than this in a window and its "p99" is simply its slowest request: one
+/// request that waited for a busy CPU would roll a good canary back. Latency is judged
+/// only on windows with at least this many requests (for the comparison, on both sides).
+pub const P99_MIN_REQUESTS: u64 = 100;
+
 /// The outcome of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -46,6 +51,9 @@ pub fn analyse(spec: &CanarySpec, w: &Window, now: UnixMillis) -> (Verdict, Anal
     };
     let verdict = judge(spec, &a);
     a.verdict = match &verdict {
+        Verdict::Pass if a.canary_requests < P99_MIN_REQUESTS => {
+            format!("pass (p99 not judged under {P99_MIN_REQUESTS} requests)")
+        }
         Verdict::Pass => "pass".to_string(),
         Verdict::Fail(why) => format!("fail: {why}"),
         Verdict::Wait(why) => format!("wait: {why}"),
@@ -78,11 +86,17 @@ fn judge(spec: &CanarySpec, a: &Analysis) -> Verdict {
             ));
         }
     }
+    if a.canary_requests < P99_MIN_REQUESTS {
+        return Verdict::Pass;
+    }
     let max_p99 = spec.max_p99.as_millis() as u64;
     if p99 > max_p99 {
         return Verdict::Fail(format!("p99 {p99} ms > {max_p99} ms"));
     }
-    if let Some(base) = a.baseline_p99_ms {
+    if let Some(base) = a
+        .baseline_p99_ms
+        .filter(|_| a.baseline_requests >= P99_MIN_REQUESTS)
+    {
         // Latency buckets are coarse: a canary in the baseline's own bucket passes, and
         // so does one under the noise floor.
         if p99 > base.max(P99_NOISE_FLOOR_MS) && p99 as f64 > base as f64 * spec.max_p99_ratio {

@@ -242,8 +242,8 @@ fn canary_traffic_follows_the_step() {
 fn canary_step_is_judged_only_after_its_interval() {
     let mut d = at_step(0, 10, 0);
     d.window = Some(Window {
-        canary: stats(2, 50, 0, 3),
-        baseline: Some(stats(1, 450, 0, 3)),
+        canary: stats(2, 100, 0, 3),
+        baseline: Some(stats(1, 900, 0, 3)),
     });
     assert!(plan(std::slice::from_ref(&d), &world_both(), T0 + 9_999).is_empty());
     let a = plan(std::slice::from_ref(&d), &world_both(), T0 + 10_000);
@@ -382,6 +382,38 @@ fn analysis_thresholds() {
         judge(stats(2, 100, 0, 3), Some(stats(1, 0, 0, 0))),
         Verdict::Pass
     );
+}
+
+/// Under 100 requests a window's p99 is its slowest request: latency is not judged there
+/// (the CI failure this mends: one 250 ms request among 8 rolled a good canary back).
+#[test]
+fn p99_needs_a_hundred_requests_to_be_judged() {
+    let spec = CanarySpec {
+        min_requests: 3,
+        ..CanarySpec::default()
+    };
+    let w = |canary, baseline| Window {
+        canary,
+        baseline: Some(baseline),
+    };
+    // 8 canary requests in the 250 ms bucket against a 100 ms baseline: not judged
+    let (v, a) = analyse(&spec, &w(stats(2, 8, 0, 7), stats(1, 400, 0, 6)), T0);
+    assert_eq!(v, Verdict::Pass);
+    assert_eq!(a.verdict, "pass (p99 not judged under 100 requests)");
+    // nor over the absolute limit
+    let (v, _) = analyse(&spec, &w(stats(2, 99, 0, 9), stats(1, 400, 0, 3)), T0);
+    assert_eq!(v, Verdict::Pass);
+    // a small window still fails on errors
+    let (v, _) = analyse(&spec, &w(stats(2, 8, 1, 3), stats(1, 400, 0, 3)), T0);
+    assert!(matches!(v, Verdict::Fail(m) if m.contains("success rate")));
+    // 100 canary requests: judged, against the absolute limit even with a small baseline
+    let (v, _) = analyse(&spec, &w(stats(2, 100, 0, 9), stats(1, 8, 0, 3)), T0);
+    assert!(matches!(v, Verdict::Fail(m) if m.contains("> 500 ms")));
+    // but the ratio needs 100 baseline requests too
+    let (v, a) = analyse(&spec, &w(stats(2, 100, 0, 7), stats(1, 99, 0, 6)), T0);
+    assert_eq!((v, a.verdict.as_str()), (Verdict::Pass, "pass"));
+    let (v, _) = analyse(&spec, &w(stats(2, 100, 0, 7), stats(1, 100, 0, 6)), T0);
+    assert!(matches!(v, Verdict::Fail(m) if m.contains("baseline")));
 }
 
 #[test]
