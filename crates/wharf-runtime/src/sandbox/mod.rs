@@ -19,6 +19,7 @@
 //! and address) is removed on cleanup, and leaves (and links) whose replica has no run
 //! dir any more are swept at discovery.
 
+pub mod bpf;
 pub mod caps;
 pub mod cgroup;
 pub mod cgroup_detect;

@@ -1,5 +1,6 @@
-//! The default seccomp filter of replicas, built with `seccompiler` (Firecracker's
-//! pure-Rust BPF compiler).
+//! The default seccomp filter of replicas: compiled into one classic-BPF program that
+//! finds a syscall by binary search ([`super::bpf`]), installed with `seccompiler`
+//! (Firecracker's pure-Rust seccomp crate).
 //!
 //! A deny list in the spirit of Docker's default profile: everything is allowed except
 //! syscalls that manage the machine rather than run an app — mounting, pivoting roots,
@@ -7,17 +8,17 @@
 //! kernel keyring, rebooting, swap, joining namespaces, creating user namespaces (via
 //! `unshare`, or `clone` with `CLONE_NEWUSER`), setting clocks, raw I/O ports. They fail
 //! with `EPERM`. `clone3` fails with `ENOSYS` (its flags live in memory a filter cannot
-//! read), so libc falls back to `clone`, whose flags are checked.
+//! read), so libc falls back to `clone`, whose flags are checked. On x86_64 the x32 ABI
+//! (same architecture, numbers with bit 30 set) is denied whole, so the list cannot be
+//! walked around through it; other ABIs (i386) kill the process.
 //!
 //! Invariants: the filter is compiled before the sandbox's PID 1 is cloned, and PID 1
 //! installs it once its mounts are done, right before it forks the app, which inherits
 //! it (see [`super::pid1`]); nothing either of them does afterwards (privilege drop,
 //! `no_new_privs`, `execve`) is on the deny list.
 
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
-};
+use super::bpf::{self, Action, Policy, Rule};
+use seccompiler::BpfProgram;
 use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error)]
@@ -86,50 +87,45 @@ pub fn denied() -> Vec<(&'static str, i64)> {
     v
 }
 
-fn arch() -> Result<TargetArch, SeccompError> {
-    TargetArch::try_from(std::env::consts::ARCH)
-        .map_err(|_| SeccompError::Arch(std::env::consts::ARCH.to_string()))
+/// The `AUDIT_ARCH_*` value of this build's architecture, and whether it has the x32 ABI.
+fn arch() -> Result<(u32, bool), SeccompError> {
+    match std::env::consts::ARCH {
+        "x86_64" => Ok((0xC000_003E, true)),
+        "aarch64" => Ok((0xC000_00B7, false)),
+        other => Err(SeccompError::Arch(other.to_string())),
+    }
 }
 
-/// The filters to install, in order: the `EPERM` deny list, then `clone3` -> `ENOSYS`.
+/// The filter to install: the deny list (`EPERM`), `clone` with `CLONE_NEWUSER`
+/// (`EPERM`), `clone3` (`ENOSYS`), and on x86_64 every x32 syscall (`EPERM`), compiled
+/// by [`super::bpf`] into one program.
 pub fn build() -> Result<Vec<BpfProgram>, SeccompError> {
-    let arch = arch()?;
-    let b = |e: seccompiler::BackendError| SeccompError::Build(e.to_string());
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = denied()
-        .into_iter()
-        .map(|(_, nr)| (nr, Vec::new()))
-        .collect();
-    let new_user_ns =
-        u64::try_from(libc::CLONE_NEWUSER).map_err(|e| SeccompError::Build(e.to_string()))?;
+    let (audit_arch, has_x32) = arch()?;
+    let nr = |n: i64| u32::try_from(n).map_err(|e| SeccompError::Build(e.to_string()));
+    let eperm = Action::Errno(libc::EPERM as u16);
+    let mut rules = BTreeMap::new();
+    for (_, n) in denied() {
+        rules.insert(nr(n)?, Rule::Always(eperm));
+    }
     rules.insert(
-        libc::SYS_clone,
-        vec![SeccompRule::new(vec![SeccompCondition::new(
-            0,
-            SeccompCmpArgLen::Qword,
-            SeccompCmpOp::MaskedEq(new_user_ns),
-            new_user_ns,
-        )
-        .map_err(b)?])
-        .map_err(b)?],
+        nr(libc::SYS_clone)?,
+        Rule::AnyBit {
+            arg: 0,
+            mask: libc::CLONE_NEWUSER as u32,
+            then: eperm,
+        },
     );
-    let deny = SeccompFilter::new(
+    rules.insert(
+        nr(libc::SYS_clone3)?,
+        Rule::Always(Action::Errno(libc::ENOSYS as u16)),
+    );
+    let policy = Policy {
+        arch: audit_arch,
+        x32: has_x32.then_some(eperm),
         rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        arch,
-    )
-    .map_err(b)?;
-    let clone3 = SeccompFilter::new(
-        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        arch,
-    )
-    .map_err(b)?;
-    [deny, clone3]
-        .into_iter()
-        .map(|f| BpfProgram::try_from(f).map_err(b))
-        .collect()
+    };
+    let program = bpf::compile(&policy).map_err(|e| SeccompError::Build(e.to_string()))?;
+    Ok(vec![program])
 }
 
 /// Installs `filters` on the calling thread. Needs `no_new_privs` (or CAP_SYS_ADMIN).
@@ -186,15 +182,40 @@ mod tests {
         }
     }
 
+    /// The compiled program, run by `bpf::run` for every syscall number: the deny list,
+    /// `clone` by its flags, `clone3`, x32 and foreign ABIs.
     #[test]
-    fn compiles_two_programs() {
+    fn the_program_answers_every_syscall_as_listed() {
         let progs = build().unwrap();
-        assert_eq!(progs.len(), 2);
-        assert!(
-            progs[0].len() > denied().len(),
-            "one jump per denied syscall at least"
+        assert_eq!(progs.len(), 1, "one program: one load per replica");
+        let (audit, x32) = arch().unwrap();
+        let run = |nr: u32, flags: u64| bpf::run(&progs[0], audit, nr, [flags, 0, 0, 0, 0, 0]);
+        let eperm = Some(libc::SECCOMP_RET_ERRNO | libc::EPERM as u32);
+        let allow = Some(libc::SECCOMP_RET_ALLOW);
+        let denied: Vec<u32> = denied().iter().map(|(_, n)| *n as u32).collect();
+        for nr in 0..1024u32 {
+            let want = if denied.contains(&nr) {
+                eperm
+            } else if nr == libc::SYS_clone3 as u32 {
+                Some(libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32)
+            } else {
+                allow
+            };
+            assert_eq!(run(nr, 0), want, "syscall {nr}");
+        }
+        let clone = libc::SYS_clone as u32;
+        let newuser = libc::CLONE_NEWUSER as u64;
+        assert_eq!(run(clone, libc::SIGCHLD as u64), allow);
+        assert_eq!(run(clone, newuser | libc::SIGCHLD as u64), eperm);
+        if x32 {
+            let mount = libc::SYS_mount as u32 | bpf::X32_SYSCALL_BIT;
+            assert_eq!(run(mount, 0), eperm, "no way around the list through x32");
+            assert_eq!(run(bpf::X32_SYSCALL_BIT, 0), eperm);
+        }
+        assert_eq!(
+            bpf::run(&progs[0], audit ^ 1, 0, [0; 6]),
+            Some(libc::SECCOMP_RET_KILL_PROCESS)
         );
-        assert!(!progs[1].is_empty());
     }
 
     /// Runs `sh -c SCRIPT` with the filter installed (no root needed: no_new_privs
