@@ -11,7 +11,8 @@
 //! the init joins the cgroup and clones PID 1 into new PID/mount/IPC/UTS namespaces,
 //! which mounts the overlay root, `/app`, `/proc`, `/sys`, `/dev`, `/tmp`, pivots,
 //! installs the seccomp filter, forks the app, which drops to the app's uid without
-//! capabilities and execs `/bin/true` directly), then `poll` until the exit is recorded, then
+//! capabilities and execs `/bin/true` directly), then waits for the init's end (on a pidfd, as
+//! `runc run` waits for its child) and `poll`s the recorded exit, then
 //! `cleanup` (cgroup and run dir removed). The same loop without the sandbox is printed
 //! too, to show what isolation itself costs. One runc iteration is `runc run -b BUNDLE ID`
 //! (create, start, wait, delete).
@@ -52,7 +53,9 @@ fn wharf_once(rt: &ProcessRuntime, launch: &Launch) -> Phases {
     let started = t.elapsed();
     loop {
         match rt.poll(&h) {
-            Liveness::Running => std::thread::sleep(Duration::from_micros(200)),
+            Liveness::Running => {
+                rt.wait_exit(&h, Duration::from_secs(5));
+            }
             Liveness::Exited(e) => {
                 assert_eq!(e.code, Some(0), "/bin/true failed: {}", e.reason);
                 break;

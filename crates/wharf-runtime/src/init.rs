@@ -1,11 +1,12 @@
 //! The replica init: `wharf init RUN_DIR`, PID 1 of a replica's world.
 //!
-//! Forked by the server's launcher (or spawned as `wharf init RUN_DIR`), it makes itself the leader of a new session, reads
-//! `launch.json` from its run directory, starts the app (directly, or through
-//! `/bin/sh -c "exec COMMAND"` when the command needs a shell: see [`crate::shell`]),
-//! appends each stdout and stderr line to the app's log file as a JSON record, forwards SIGTERM/SIGINT/SIGHUP to
-//! the app, and when the app exits records how in `exit.json` and exits itself. It never
-//! talks to the server, so it outlives a server crash.
+//! Forked by the server's launcher (or spawned as `wharf init RUN_DIR`), it makes itself
+//! the leader of a new session, reads `launch.json` from its run directory, starts the
+//! app (directly, or through `/bin/sh -c "exec COMMAND"` when the command needs a shell:
+//! see [`crate::shell`]), appends each stdout and stderr line to the app's log file as a
+//! JSON record and forwards SIGTERM/SIGINT/SIGHUP to the app (all in one thread: see
+//! [`crate::supervise`]), and when the app exits records how in `exit.json` and exits
+//! itself. It never talks to the server, so it outlives a server crash.
 //!
 //! When the launch file carries a [`SandboxSpec`], the init first joins the replica's
 //! cgroup, then starts the app in its namespaces under a tiny PID 1 (see
@@ -20,18 +21,18 @@
 use crate::logs::{self, Source};
 use crate::sandbox::pid1::{self, AppStatus};
 use crate::sandbox::SandboxSpec;
+use crate::supervise::Ended;
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Mutex;
+use std::time::SystemTime;
 
 /// What the init needs to start the app; written by the runtime into the run directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -120,6 +121,19 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Writes a run-dir record that is written once and read only when complete: a new file
+/// with one `write` (no temp file and rename, which cost a journaled directory change on
+/// every replica start). Each reader treats a file it cannot parse as missing, which is
+/// what a writer that died half-way leaves, as the rename scheme would; and each record is
+/// read only after its writer finished: `launch.json` before the init starts, `init.json`
+/// and `handle.json` once the init runs, `exit.json` once it ended.
+pub fn write_json_once<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    std::fs::write(
+        path,
+        serde_json::to_vec(value).map_err(std::io::Error::other)?,
+    )
+}
+
 /// Writes `value` as JSON to `path` atomically (temp file + rename).
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
@@ -155,7 +169,7 @@ pub fn run(run_dir: &Path) -> i32 {
         None
     } else {
         match logs::open_append(&launch.log) {
-            Ok(f) => Some(Arc::new(Mutex::new(f))),
+            Ok(f) => Some(Mutex::new(f)),
             Err(e) => {
                 eprintln!("wharf init: cannot open log {}: {e}", launch.log.display());
                 return 2;
@@ -173,7 +187,7 @@ pub fn run(run_dir: &Path) -> i32 {
         start_time,
         started_at_ms: now_ms(),
     };
-    if let Err(e) = write_json_atomic(&run_dir.join(INIT_FILE), &ident) {
+    if let Err(e) = write_json_once(&run_dir.join(INIT_FILE), &ident) {
         note(&format!("cannot record the init's identity: {e}"));
     }
 
@@ -203,7 +217,7 @@ pub fn run(run_dir: &Path) -> i32 {
                 at_ms: now_ms(),
                 oom_killed: false,
             };
-            let _ = write_json_atomic(&run_dir.join(EXIT_FILE), &exit);
+            let _ = write_json_once(&run_dir.join(EXIT_FILE), &exit);
             return if launch.attached { 127 } else { 1 };
         }
     };
@@ -213,62 +227,26 @@ pub fn run(run_dir: &Path) -> i32 {
         stderr,
         mut status_pipe,
     } = started;
-    // Each pump says on `done` when its stream ended.
-    let (done_tx, done) = std::sync::mpsc::channel::<()>();
-    let streams = match (&log, stdout, stderr) {
-        (Some(log), Some(out), Some(err)) => vec![(out, "stdout", log), (err, "stderr", log)],
+    let outputs = match (&log, stdout, stderr) {
+        (Some(_), Some(out), Some(err)) => vec![(out, "stdout"), (err, "stderr")],
         _ => Vec::new(),
     };
-    let pumps: Vec<_> = streams
-        .into_iter()
-        .map(|(stream, name, log)| {
-            let log = Arc::clone(log);
-            let source = launch.source.clone();
-            let done_tx = done_tx.clone();
-            std::thread::spawn(move || {
-                pump(stream, &log, &source, name);
-                let _ = done_tx.send(());
-            })
-        })
-        .collect();
-    drop(done_tx);
-
-    let mut status = loop {
-        match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, code)) => {
-                break ExitFile {
-                    code: Some(code),
-                    signal: None,
-                    at_ms: now_ms(),
-                    oom_killed: false,
-                }
-            }
-            Ok(WaitStatus::Signaled(_, sig, _)) => {
-                break ExitFile {
-                    code: None,
-                    signal: Some(sig as i32),
-                    at_ms: now_ms(),
-                    oom_killed: false,
-                }
-            }
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => {
-                let sig = PENDING_SIGNAL.swap(0, Ordering::SeqCst);
-                if let Ok(sig) = Signal::try_from(sig) {
-                    let _ = signal::kill(pid, sig);
-                }
-            }
-            Err(e) => {
-                note(&format!("lost track of the app process: {e}"));
-                break ExitFile {
-                    code: None,
-                    signal: None,
-                    at_ms: now_ms(),
-                    oom_killed: false,
-                };
-            }
+    let ended = crate::supervise::supervise(pid, outputs, &PENDING_SIGNAL, &mut |stream, line| {
+        if let Some(log) = &log {
+            write_line(log, &launch.source, stream, line);
         }
+    });
+    let mut status = ExitFile {
+        code: None,
+        signal: None,
+        at_ms: now_ms(),
+        oom_killed: false,
     };
+    match ended {
+        Ended::Exited(code) => status.code = Some(code),
+        Ended::Signaled(sig) => status.signal = Some(sig),
+        Ended::Lost(e) => note(&format!("lost track of the app process: {e}")),
+    }
     // A sandboxed app's own status comes from its PID 1 (which exits right after it).
     if let Some(pipe) = status_pipe.as_mut() {
         match AppStatus::read(pipe) {
@@ -286,16 +264,7 @@ pub fn run(run_dir: &Path) -> i32 {
     if let Some(spec) = &launch.sandbox {
         status.oom_killed = spec.cgroup.oom_kills() > 0;
     }
-    // Let the readers drain what the app wrote last, but not forever: a grandchild may
-    // still hold the pipes open.
-    let deadline = Instant::now() + Duration::from_secs(1);
-    for _ in 0..pumps.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if done.recv_timeout(left).is_err() {
-            break;
-        }
-    }
-    if let Err(e) = write_json_atomic(&run_dir.join(EXIT_FILE), &status) {
+    if let Err(e) = write_json_once(&run_dir.join(EXIT_FILE), &status) {
         eprintln!("wharf init: cannot record the exit: {e}");
     }
     if launch.attached {
@@ -323,8 +292,8 @@ struct Started {
     /// The app itself, or the sandbox's PID 1.
     pid: Pid,
     /// The app's output, unless it is attached to the init's own.
-    stdout: Option<Box<dyn Read + Send>>,
-    stderr: Option<Box<dyn Read + Send>>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
     /// Sandboxed: where PID 1 reports the app's exit.
     status_pipe: Option<File>,
 }
@@ -339,8 +308,8 @@ fn start_app(launch: &LaunchFile) -> Result<Started, String> {
         let s = pid1::spawn(launch, spec).map_err(|e| e.to_string())?;
         return Ok(Started {
             pid: s.pid,
-            stdout: s.stdout.map(|f| Box::new(f) as Box<dyn Read + Send>),
-            stderr: s.stderr.map(|f| Box::new(f) as Box<dyn Read + Send>),
+            stdout: s.stdout.map(OwnedFd::from),
+            stderr: s.stderr.map(OwnedFd::from),
             status_pipe: Some(s.status),
         });
     }
@@ -364,8 +333,8 @@ fn start_app(launch: &LaunchFile) -> Result<Started, String> {
     }
     Ok(Started {
         pid: Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX)),
-        stdout: stdout.map(|s| Box::new(s) as Box<dyn Read + Send>),
-        stderr: stderr.map(|s| Box::new(s) as Box<dyn Read + Send>),
+        stdout: stdout.map(OwnedFd::from),
+        stderr: stderr.map(OwnedFd::from),
         status_pipe: None,
     })
 }
@@ -407,21 +376,5 @@ fn write_line(log: &Mutex<File>, source: &Source, stream: &str, line: &str) {
     let rec = logs::record(source, stream, line);
     if let Ok(mut f) = log.lock() {
         let _ = logs::append(&mut f, &rec);
-    }
-}
-
-fn pump(stream: Box<dyn Read + Send>, log: &Mutex<File>, source: &Source, name: &str) {
-    let mut reader = BufReader::with_capacity(64 * 1024, stream);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match reader
-            .by_ref()
-            .take(logs::MAX_LINE as u64)
-            .read_until(b'\n', &mut buf)
-        {
-            Ok(0) | Err(_) => return,
-            Ok(_) => write_line(log, source, name, &String::from_utf8_lossy(&buf)),
-        }
     }
 }

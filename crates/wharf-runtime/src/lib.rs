@@ -30,6 +30,7 @@ mod process;
 pub mod procfs;
 pub mod sandbox;
 pub mod shell;
+pub mod supervise;
 
 pub use layout::Layout;
 pub use process::ProcessRuntime;

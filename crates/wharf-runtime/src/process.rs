@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 use wharf_core::ports::{Handle, Launch, Liveness, OneOff, Runtime, RuntimeError, StopSignal};
 use wharf_core::Exit;
 use wharf_types::{AppName, Network};
@@ -102,6 +103,25 @@ impl ProcessRuntime {
     fn alive(&self, h: &Handle) -> bool {
         procfs::is_same_live_process(&self.proc_root, h.pid, h.start_time)
     }
+
+    /// Blocks until the init of `h` has ended or `timeout` passed; true when it ended
+    /// (then [`Runtime::poll`] reports the exit). Woken by the kernel (a pidfd), not by
+    /// polling, for callers that wait on one replica, as `runc run` waits on its child.
+    pub fn wait_exit(&self, h: &Handle, timeout: Duration) -> bool {
+        if !self.alive(h) {
+            return true;
+        }
+        match procfs::pidfd(h.pid) {
+            // The pid might have been reused between the check and the open: the
+            // descriptor is only good if it still names the replica's init.
+            Ok(fd) if self.alive(h) => procfs::wait_pidfd(&fd, timeout).unwrap_or(false),
+            Ok(_) => true,
+            Err(_) => {
+                std::thread::sleep(timeout.min(Duration::from_millis(1)));
+                !self.alive(h)
+            }
+        }
+    }
 }
 
 impl ProcessRuntime {
@@ -151,7 +171,7 @@ impl ProcessRuntime {
             attached,
             writable_dir: l.writable_dir,
         };
-        if let Err(e) = init::write_json_atomic(&dir.join(LAUNCH_FILE), &launch) {
+        if let Err(e) = init::write_json_once(&dir.join(LAUNCH_FILE), &launch) {
             if let Some(sb) = &self.sandbox {
                 sb.remove(l.app.as_str(), &l.id, addr);
             }
@@ -299,8 +319,7 @@ impl Runtime for ProcessRuntime {
                 }
             }
         }
-        init::write_json_atomic(&dir.join(HANDLE_FILE), &handle)
-            .map_err(|e| fail(e.to_string()))?;
+        init::write_json_once(&dir.join(HANDLE_FILE), &handle).map_err(|e| fail(e.to_string()))?;
         Ok(handle)
     }
     fn poll(&self, h: &Handle) -> Liveness {

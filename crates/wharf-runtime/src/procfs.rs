@@ -57,6 +57,42 @@ pub fn is_same_live_process(proc_root: &Path, pid: u32, start_time: u64) -> bool
     matches!(stat(proc_root, pid), Some((state, start)) if start == start_time && state != 'Z' && state != 'X')
 }
 
+/// A descriptor that becomes readable when process `pid` ends (`pidfd_open(2)`, Linux
+/// 5.3+); the caller checks that `pid` is still the process it means after opening it.
+pub fn pidfd(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
+    // SAFETY: pidfd_open takes a pid and flags, no pointers.
+    #[allow(unsafe_code)]
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(std::io::Error::other)?;
+    // SAFETY: the kernel just returned this descriptor, owned by nothing else.
+    #[allow(unsafe_code)]
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Waits up to `timeout` for the process behind `fd` (a [`pidfd`]) to end; true once
+/// it has (a zombie has ended).
+pub fn wait_pidfd(
+    fd: &std::os::fd::OwnedFd,
+    timeout: std::time::Duration,
+) -> std::io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    loop {
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) => return Ok(n > 0),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Children of `pid` (of any of its threads), from `/proc/PID/task/*/children`.
 pub fn children(proc_root: &Path, pid: u32) -> Vec<u32> {
     let Ok(tasks) = std::fs::read_dir(proc_root.join(pid.to_string()).join("task")) else {

@@ -25,6 +25,7 @@ pub mod cgroup;
 pub mod cgroup_detect;
 pub mod cgroup_v1;
 pub mod cgroup_v2;
+pub mod host_mounts;
 pub mod mount_apply;
 pub mod mounts;
 pub mod netlink;
@@ -123,6 +124,10 @@ pub struct Sandbox {
     uids: uids::Uids,
     proc_root: PathBuf,
     network: network::Network,
+    host_mounts: host_mounts::HostMounts,
+    /// The platform's own binary (replicas run it: `wharf secret-env`), and whether it
+    /// is on the host's root filesystem.
+    exe: Option<(PathBuf, bool)>,
 }
 
 /// A short name for the data dir, so servers with different data dirs keep apart.
@@ -157,8 +162,19 @@ impl Sandbox {
         let tree = Tree::new(&detected, &cfg.cgroup_parent, &instance_name(layout.root()));
         tree.prepare()?;
         let network = network::Network::new(cfg.network.clone())?;
+        let exe = std::env::current_exe().ok().map(|exe| {
+            use std::os::unix::fs::MetadataExt;
+            let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+            let on_root_fs = dev(&exe).is_some() && dev(&exe) == dev(Path::new("/"));
+            (exe, on_root_fs)
+        });
         Ok(Sandbox {
+            exe,
             network,
+            host_mounts: host_mounts::HostMounts::new(
+                proc_root.join("self/mountinfo"),
+                layout.root(),
+            ),
             layout: layout.clone(),
             uids: uids::Uids::new(layout.root().join("uids.json"), cfg.uid_base, cfg.uid_count),
             cfg,
@@ -207,26 +223,27 @@ impl Sandbox {
         let leaf = self
             .tree
             .create(&leaf_name(l.app.as_str(), &l.id), &limits)?;
-        let mountinfo =
-            std::fs::read_to_string(self.proc_root.join("self/mountinfo")).map_err(|source| {
-                SandboxError::Read {
-                    path: self.proc_root.join("self/mountinfo"),
-                    source,
-                }
+        let host = self
+            .host_mounts
+            .current()
+            .map_err(|source| SandboxError::Read {
+                path: self.proc_root.join("self/mountinfo"),
+                source,
             })?;
-        let host = mounts::parse_mountinfo(&mountinfo);
-        let data_dir = self
-            .layout
-            .root()
-            .canonicalize()
-            .unwrap_or_else(|_| self.layout.root().to_path_buf());
-        let extra = mounts::extra_host_mounts(&host, &data_dir);
         let mode_of = |p: &Path| std::fs::metadata(p).ok().map(|m| m.permissions().mode());
         // The platform's own binary runs inside replicas (`wharf secret-env`): it must be
-        // there wherever it was installed, even under /tmp, and reachable by the app's uid.
-        let exposed: Vec<PathBuf> = std::env::current_exe().ok().into_iter().collect();
+        // there wherever it was installed, even under /tmp (bound in unless the overlay
+        // shows it anyway), and reachable by the app's uid.
+        let exposed: Vec<PathBuf> = self
+            .exe
+            .iter()
+            .filter(|(exe, on_root)| {
+                !l.image.is_empty() || mounts::needs_binding(exe, *on_root, &host.data_dir)
+            })
+            .map(|(exe, _)| exe.clone())
+            .collect();
         let mut search = l.env.get("PATH").cloned().unwrap_or_default();
-        for dir in exposed.iter().filter_map(|e| e.parent()) {
+        for dir in self.exe.iter().filter_map(|(e, _)| e.parent()) {
             search.push(':');
             search.push_str(&dir.to_string_lossy());
         }
@@ -246,8 +263,8 @@ impl Sandbox {
         let plan = mounts::plan(&mounts::PlanInput {
             run_dir,
             artifact: &l.dir,
-            data_dir: &data_dir,
-            host_mounts: &extra,
+            data_dir: &host.data_dir,
+            host_mounts: &host.extra,
             traverse: &traverse,
             exposed: &exposed,
             writable_app: l.writable_dir,

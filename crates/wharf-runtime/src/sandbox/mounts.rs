@@ -153,6 +153,14 @@ pub fn extra_host_mounts(host: &[HostMount], data_dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Whether a host file at `path` must be bound into replicas to be seen there: unless it
+/// is on the host's root filesystem (`on_root_fs`, which the overlay shows) outside the
+/// trees a replica gets its own version of and outside the data dir (masked). Binding a
+/// file that shows anyway costs every replica a mount and its unmount.
+pub fn needs_binding(path: &Path, on_root_fs: bool, data_dir: &Path) -> bool {
+    !on_root_fs || PRIVATE_TREES.iter().any(|t| path.starts_with(t)) || path.starts_with(data_dir)
+}
+
 /// Directories on `path_var` below one of `traverse` (private tool managers such as
 /// pyenv or nvm under `/root`): a build may need to write there (pyenv rehashes its
 /// shims after `pip install`), which the overlay allows without touching the host.
@@ -350,6 +358,30 @@ pub fn plan(i: &PlanInput<'_>) -> Vec<Op> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_is_bound_in_only_where_the_overlay_would_not_show_it() {
+        let data = Path::new("/var/lib/wharf");
+        assert!(!needs_binding(Path::new("/usr/bin/wharf"), true, data));
+        assert!(!needs_binding(
+            Path::new("/work/target/release/wharf"),
+            true,
+            data
+        ));
+        assert!(
+            needs_binding(Path::new("/usr/bin/wharf"), false, data),
+            "another fs"
+        );
+        assert!(
+            needs_binding(Path::new("/tmp/x/wharf"), true, data),
+            "own /tmp"
+        );
+        assert!(needs_binding(Path::new("/run/wharf/wharf"), true, data));
+        assert!(
+            needs_binding(Path::new("/var/lib/wharf/bin/wharf"), true, data),
+            "masked"
+        );
+    }
 
     /// The tmpfs over the run dir that holds the overlay's upper layer.
     fn memory_layer(run: &Path) -> Op {

@@ -16,8 +16,7 @@
 //! ```
 //!
 //! The init itself cannot be PID 1 of the new namespace (a process cannot move into a
-//! PID namespace, and the log pumps are threads, which a process whose children go to
-//! another PID namespace may not create), so the namespace gets this tiny PID 1 instead:
+//! PID namespace), so the namespace gets this tiny PID 1 instead:
 //! a copy of the init made with `clone(2)` that never executes anything else. It dies
 //! with the init (`PR_SET_PDEATHSIG`), and with it the whole namespace.
 //!

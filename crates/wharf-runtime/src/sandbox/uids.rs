@@ -28,7 +28,9 @@ pub struct Uids {
     path: PathBuf,
     base: u32,
     count: u32,
-    lock: Mutex<()>,
+    /// Uids already read or allocated, which never change: a replica start of a known
+    /// app reads no file. Held while the file is read and rewritten.
+    known: Mutex<BTreeMap<String, u32>>,
 }
 
 impl Uids {
@@ -37,7 +39,7 @@ impl Uids {
             path,
             base,
             count,
-            lock: Mutex::new(()),
+            known: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -57,9 +59,13 @@ impl Uids {
 
     /// The uid of `app`, allocating the lowest free one the first time.
     pub fn uid_of(&self, app: &str) -> Result<u32, UidError> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&uid) = known.get(app) {
+            return Ok(uid);
+        }
         let mut map = self.load()?;
         if let Some(&uid) = map.get(app) {
+            known.insert(app.to_string(), uid);
             return Ok(uid);
         }
         let taken: std::collections::BTreeSet<u32> = map.values().copied().collect();
@@ -77,6 +83,7 @@ impl Uids {
             source,
         };
         crate::init::write_json_atomic(&self.path, &map).map_err(err)?;
+        known.insert(app.to_string(), uid);
         Ok(uid)
     }
 }
