@@ -6,7 +6,7 @@
 //! in release mode). Arguments: `WHARF_BINARY RUNC_BUNDLE [ITERATIONS]`.
 //!
 //! One wharf iteration is exactly what the server does for a replica: `start` (uid,
-//! cgroup with limits, mount plan, launch file, the init forked by the launcher, which
+//! cgroup with limits, mount plan, launch file in the run directory on a tmpfs, the init forked by the launcher, which
 //! makes its own session;
 //! the init joins the cgroup and clones PID 1 into new PID/mount/IPC/UTS namespaces,
 //! which mounts the overlay root, `/app`, `/proc`, `/sys`, `/dev`, `/tmp`, pivots,
@@ -116,7 +116,17 @@ fn main() {
         .prefix("wharf-bench-")
         .tempdir()
         .expect("temp dir");
-    let layout = Layout::new(data.path());
+    // As in the server: run directories on a tmpfs.
+    let instance = wharf_runtime::sandbox::instance_name(data.path());
+    let run_state = wharf_runtime::run_state::instance_dir(
+        Path::new(wharf_runtime::run_state::ROOT),
+        &instance,
+    )
+    .unwrap_or_else(|e| {
+        eprintln!("cannot keep run directories in memory: {e}");
+        std::process::exit(1)
+    });
+    let layout = Layout::new(data.path()).with_run_state(&run_state);
     let artifact: PathBuf = data.path().join("artifacts/sha256-bench");
     std::fs::create_dir_all(&artifact).expect("artifact dir");
     let sandbox = Sandbox::new(&layout, SandboxConfig::default()).unwrap_or_else(|e| {
@@ -125,7 +135,9 @@ fn main() {
     });
     let init = vec![OsString::from(wharf), OsString::from("init")];
     // The same supervision without the sandbox: what isolation itself costs.
-    let plain = ProcessRuntime::new(layout.clone(), init.clone()).with_launcher(plain_launcher);
+    // (As in a server without isolation, its run directories are in the data dir.)
+    let plain = ProcessRuntime::new(Layout::new(data.path()), init.clone())
+        .with_launcher(plain_launcher);
     let rt = ProcessRuntime::sandboxed(layout, init, sandbox).with_launcher(sandbox_launcher);
     let launch = Launch {
         app: AppName::new("bench".to_string()).expect("name"),
@@ -157,6 +169,7 @@ fn main() {
     if let Some(sb) = rt.sandbox() {
         sb.retire();
     }
+    wharf_runtime::run_state::release(&run_state);
     let wm = median(&mut w.iter().map(Phases::total).collect::<Vec<_>>());
     let rm = median(&mut r);
     println!("iterations: {n} each, alternating");

@@ -413,6 +413,8 @@ impl Server {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         if let Some(instance) = crate::isolation::instance_from_log(&log) {
             crate::isolation::remove_instance_cgroups(&instance);
+            // And their run directories, kept in memory outside the data dir.
+            let _ = std::fs::remove_dir_all(Path::new("/run/wharf").join(&instance));
         }
     }
 }

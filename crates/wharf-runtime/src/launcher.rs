@@ -23,8 +23,9 @@
 //! Invariants: [`Launcher::start`] is called before the process starts a thread (the
 //! launcher and every init it forks may then allocate freely); the launcher never
 //! starts a thread and holds no descriptor but its socket and the standard streams; a
-//! status it collected is kept until asked for (the init's pid stays reserved while it
-//! is a zombie, so a status is never mixed up with a later process's). An init
+//! status it collected is kept until asked for, or until a new init gets the same pid
+//! (so a status is never mixed up with a later process's), or until [`KEPT`] newer ones
+//! were collected (the runtime asks only about inits that recorded no exit). An init
 //! forked here is what an exec'd one is: the same `init::run`, stdin and stdout on
 //! `/dev/null`, stderr in `RUN_DIR/init.err`, a session of its own. A launcher that is
 //! gone makes [`Launcher::launch`] fail, and the runtime falls back to spawning.
@@ -168,7 +169,7 @@ fn serve(sock: &OwnedFd) -> ! {
     crate::sandbox::pid1::die_with_parent();
     let fd = sock.as_raw_fd();
     let mut buf = vec![0u8; MAX_REQUEST];
-    let mut ended: HashMap<i32, i32> = HashMap::new();
+    let mut ended = Ended::default();
     loop {
         let n = match socket::recv(fd, &mut buf, MsgFlags::empty()) {
             Ok(0) => std::process::exit(0),
@@ -184,14 +185,18 @@ fn serve(sock: &OwnedFd) -> ! {
             #[allow(unsafe_code)]
             match unsafe { nix::unistd::fork() } {
                 Ok(ForkResult::Child) => std::process::exit(become_init(sock, &run_dir)),
-                Ok(ForkResult::Parent { child }) => format!("ok {child}"),
+                Ok(ForkResult::Parent { child }) => {
+                    // A status kept for an earlier init with this pid is stale now.
+                    ended.remove(child.as_raw());
+                    format!("ok {child}")
+                }
                 Err(e) => format!("err cannot fork a replica init: {e}"),
             }
         } else if let Some(pid) = request
             .strip_prefix(b"wait ")
             .and_then(|p| std::str::from_utf8(p).ok()?.parse::<i32>().ok())
         {
-            match ended.remove(&pid) {
+            match ended.remove(pid) {
                 Some(raw) => format!("status {raw}"),
                 None => "none".to_string(),
             }
@@ -204,8 +209,39 @@ fn serve(sock: &OwnedFd) -> ! {
     }
 }
 
+/// Statuses kept for inits nobody asked about.
+pub const KEPT: usize = 4096;
+
+/// Statuses of ended inits by pid, the oldest dropped past [`KEPT`].
+#[derive(Default)]
+struct Ended {
+    status: HashMap<i32, i32>,
+    order: std::collections::VecDeque<i32>,
+}
+
+impl Ended {
+    fn insert(&mut self, pid: i32, raw: i32) {
+        if self.status.insert(pid, raw).is_none() {
+            self.order.push_back(pid);
+        }
+        while self.status.len() > KEPT {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.status.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+    fn remove(&mut self, pid: i32) -> Option<i32> {
+        let raw = self.status.remove(&pid)?;
+        self.order.retain(|p| *p != pid);
+        Some(raw)
+    }
+}
+
 /// Collects the raw wait status of every child that ended.
-fn reap(ended: &mut HashMap<i32, i32>) {
+fn reap(ended: &mut Ended) {
     loop {
         let mut raw = 0;
         // SAFETY: waitpid(2) writes the status into `raw`, which lives for the call.
@@ -249,7 +285,24 @@ fn become_init(sock: &OwnedFd, run_dir: &Path) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::decode_reply;
+    use super::{decode_reply, Ended, KEPT};
+
+    #[test]
+    fn statuses_are_kept_until_asked_replaced_or_too_old() {
+        let mut e = Ended::default();
+        e.insert(10, 9);
+        assert_eq!(e.remove(10), Some(9));
+        assert_eq!(e.remove(10), None, "handed over once");
+        for pid in 0..(KEPT as i32 + 5) {
+            e.insert(pid, pid);
+        }
+        assert_eq!(e.status.len(), KEPT);
+        assert_eq!(e.remove(0), None, "the oldest went first");
+        assert_eq!(e.remove(5), Some(5));
+        e.insert(7, 1);
+        assert_eq!(e.remove(7), Some(1), "a newer status of a reused pid wins");
+        assert_eq!(e.status.len(), e.order.len());
+    }
 
     #[test]
     fn replies_decode_to_a_pid_or_a_clear_error() {

@@ -7,11 +7,28 @@ use wharf_types::AppName;
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: PathBuf,
+    /// Where run directories live when not under `root` (see [`crate::run_state`]).
+    run_state: Option<PathBuf>,
 }
 
 impl Layout {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            run_state: None,
+        }
+    }
+    /// Keeps run directories (replicas' and one-offs') under `dir` instead of the data
+    /// dir: a tmpfs (see [`crate::run_state`]).
+    pub fn with_run_state(self, dir: impl Into<PathBuf>) -> Self {
+        Self {
+            run_state: Some(dir.into()),
+            ..self
+        }
+    }
+    /// Where run directories live: the run-state dir, or the data dir.
+    pub fn run_state(&self) -> &Path {
+        self.run_state.as_deref().unwrap_or(&self.root)
     }
     pub fn root(&self) -> &Path {
         &self.root
@@ -44,7 +61,7 @@ impl Layout {
     }
     /// Per-replica run directories (launch spec, handle, exit record).
     pub fn run(&self) -> PathBuf {
-        self.root.join("run")
+        self.run_state().join("run")
     }
     pub fn run_dir(&self, app: &AppName, id: &str) -> PathBuf {
         self.run().join(app.as_str()).join(id)
@@ -56,7 +73,7 @@ impl Layout {
     /// Run directories of one-off processes (`wharf run`, rotate commands), apart from
     /// the replicas' so that re-adoption never mistakes one for a replica.
     pub fn oneoffs(&self) -> PathBuf {
-        self.root.join("oneoff")
+        self.run_state().join("oneoff")
     }
     pub fn oneoff_dir(&self, app: &AppName, id: &str) -> PathBuf {
         self.oneoffs().join(app.as_str()).join(id)

@@ -28,6 +28,7 @@ pub mod layout;
 pub mod logs;
 mod process;
 pub mod procfs;
+pub mod run_state;
 pub mod sandbox;
 pub mod shell;
 pub mod supervise;

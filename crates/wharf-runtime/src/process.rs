@@ -74,6 +74,11 @@ impl ProcessRuntime {
         }
     }
 
+    /// Where this runtime keeps its run directories.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     /// The sandbox replicas run in, if any.
     pub fn sandbox(&self) -> Option<&Sandbox> {
         self.sandbox.as_ref()
@@ -83,21 +88,23 @@ impl ProcessRuntime {
         self.layout.run_dir(&h.app, &h.id)
     }
 
+    /// The exit the init of `h` recorded, if it did.
+    fn recorded_exit(&self, h: &Handle) -> Option<Exit> {
+        read_json::<ExitFile>(&self.run_dir(h).join(EXIT_FILE)).map(|e| Exit {
+            at: e.at_ms,
+            code: e.code,
+            signal: e.signal,
+            reason: e.reason(),
+        })
+    }
+
     fn exit_of(&self, h: &Handle, fallback: &str) -> Exit {
-        match read_json::<ExitFile>(&self.run_dir(h).join(EXIT_FILE)) {
-            Some(e) => Exit {
-                at: e.at_ms,
-                code: e.code,
-                signal: e.signal,
-                reason: e.reason(),
-            },
-            None => Exit {
-                at: now_ms(),
-                code: None,
-                signal: None,
-                reason: fallback.to_string(),
-            },
-        }
+        self.recorded_exit(h).unwrap_or_else(|| Exit {
+            at: now_ms(),
+            code: None,
+            signal: None,
+            reason: fallback.to_string(),
+        })
     }
 
     fn alive(&self, h: &Handle) -> bool {
@@ -349,6 +356,11 @@ impl Runtime for ProcessRuntime {
             .lock()
             .map(|mut f| f.remove(&h.pid))
             .unwrap_or(false);
+        // The init recorded how the app ended: nothing to ask the launcher (which drops
+        // statuses nobody asks for).
+        if let Some(exit) = self.recorded_exit(h) {
+            return Liveness::Exited(exit);
+        }
         // The launcher reaped it: how it ended is known even if it recorded nothing.
         let status = forked
             .then(|| self.launcher.as_ref()?.wait(h.pid).ok().flatten())

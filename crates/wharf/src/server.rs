@@ -67,6 +67,10 @@ pub async fn run(data_dir: &Path, mut opts: Options) -> Result<()> {
     if let Some(launcher) = opts.launcher.take() {
         runtime = runtime.with_launcher(launcher);
     }
+    // However this server ends, the empty directories of its run state go (those of
+    // replicas still running stay, for the next start).
+    let _run_state = (runtime.layout().run_state() != data_dir)
+        .then(|| ReleaseRunState(runtime.layout().run_state().to_path_buf()));
 
     let socket = layout.socket();
     if socket.exists() && !opts.takeover {
@@ -472,11 +476,50 @@ fn runtime(layout: &Layout, opts: &Options, init: Vec<OsString>) -> Result<Proce
         mode => match Sandbox::new(layout, config) {
             Ok(sandbox) => {
                 println!("wharf: {}", sandbox.notice());
-                Ok(ProcessRuntime::sandboxed(layout.clone(), init, sandbox))
+                Ok(ProcessRuntime::sandboxed(
+                    in_memory_run_state(layout),
+                    init,
+                    sandbox,
+                ))
             }
             Err(e) if mode == "auto" => plain(&format!("cannot sandbox replicas ({e})")),
             Err(e) => Err(Failure::failed(format!("--isolation sandbox: {e}"))),
         },
+    }
+}
+
+/// Prunes the run-state dir when dropped (see `wharf_runtime::run_state::release`).
+struct ReleaseRunState(std::path::PathBuf);
+
+impl Drop for ReleaseRunState {
+    fn drop(&mut self) {
+        wharf_runtime::run_state::release(&self.0);
+    }
+}
+
+/// `layout` with its run directories on a tmpfs (see `wharf_runtime::run_state`),
+/// unless replicas started by an older server still have theirs in the data dir (they
+/// are re-adopted there), or no tmpfs can be had (then they stay, and starts are slower).
+fn in_memory_run_state(layout: &Layout) -> Layout {
+    let on_disk =
+        |d: std::path::PathBuf| std::fs::read_dir(d).is_ok_and(|mut r| r.next().is_some());
+    if on_disk(layout.run()) || on_disk(layout.oneoffs()) {
+        eprintln!(
+            "wharf: replicas of an earlier server have run directories in {}: they stay there",
+            layout.run().display()
+        );
+        return layout.clone();
+    }
+    let instance = wharf_runtime::sandbox::instance_name(layout.root());
+    match wharf_runtime::run_state::instance_dir(
+        Path::new(wharf_runtime::run_state::ROOT),
+        &instance,
+    ) {
+        Ok(dir) => layout.clone().with_run_state(dir),
+        Err(e) => {
+            eprintln!("wharf: {e}; run directories stay in the data dir (slower starts)");
+            layout.clone()
+        }
     }
 }
 

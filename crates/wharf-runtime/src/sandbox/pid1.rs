@@ -12,7 +12,9 @@
 //!    │                        reports the app's exit on a pipe, then exits (which kills
 //!    │                        whatever is left in the namespace)
 //!    └─ pid 2: COMMAND (or /bin/sh -c "exec COMMAND")   the app: its uid, no capabilities,
-//!                             no_new_privs, seccomp filter (PID 1's), working dir /app
+//!                             no_new_privs, seccomp filter (PID 1's), working dir /app;
+//!                             started with CLONE_VM | CLONE_VFORK (PID 1's memory shared,
+//!                             PID 1 suspended, until its execve), as posix_spawn does
 //! ```
 //!
 //! The init itself cannot be PID 1 of the new namespace (a process cannot move into a
@@ -37,7 +39,7 @@ use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::Pid;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -46,6 +48,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Stack of the cloned PID 1 while it sets up the sandbox (it forks before it runs much).
 const STACK: usize = 1 << 20;
+/// Stack of the app child between its start and its `execve`.
+const APP_STACK: usize = 256 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
@@ -343,17 +347,27 @@ impl Child<'_> {
         // holds CAP_SYS_ADMIN, which lets it install one without no_new_privs; what
         // either process does from here on is allowed by the filter.
         seccomp::install(self.filters).map_err(|e| e.to_string())?;
-        // SAFETY: this process is single-threaded, so the child may run any code.
+        // The app shares PID 1's memory until it execs (as posix_spawn does), on a stack
+        // of its own: no copy of PID 1's page tables to make and then throw away.
+        let mut stack = vec![0u8; APP_STACK];
+        // SAFETY: CLONE_VM | CLONE_VFORK suspends this single-threaded process until the
+        // child has exec'd or exited, so nothing else touches the shared memory
+        // meanwhile; the child runs `exec_app` on `stack`, which outlives the call, and
+        // never returns into this process's frames (it execs or `_exit`s).
         #[allow(unsafe_code)]
-        match unsafe { nix::unistd::fork() }.map_err(|e| format!("cannot fork the app: {e}"))? {
-            ForkResult::Child => self.exec_app(),
-            ForkResult::Parent { child } => {
-                caps::drop_to(self.spec.uid, self.spec.gid).map_err(|e| e.to_string())?;
-                // Changing credentials cleared the parent-death signal: set it again.
-                die_with_parent();
-                Ok(child)
-            }
+        let child = unsafe {
+            nix::sched::clone(
+                Box::new(|| self.exec_app()),
+                &mut stack,
+                CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
+                Some(Signal::SIGCHLD as i32),
+            )
         }
+        .map_err(|e| format!("cannot start the app: {e}"))?;
+        caps::drop_to(self.spec.uid, self.spec.gid).map_err(|e| e.to_string())?;
+        // Changing credentials cleared the parent-death signal: set it again.
+        die_with_parent();
+        Ok(child)
     }
 
     /// The app child (under PID 1's seccomp filter): descriptors, privileges, exec.
