@@ -136,8 +136,8 @@ fn main() {
     let init = vec![OsString::from(wharf), OsString::from("init")];
     // The same supervision without the sandbox: what isolation itself costs.
     // (As in a server without isolation, its run directories are in the data dir.)
-    let plain = ProcessRuntime::new(Layout::new(data.path()), init.clone())
-        .with_launcher(plain_launcher);
+    let plain =
+        ProcessRuntime::new(Layout::new(data.path()), init.clone()).with_launcher(plain_launcher);
     let rt = ProcessRuntime::sandboxed(layout, init, sandbox).with_launcher(sandbox_launcher);
     let launch = Launch {
         app: AppName::new("bench".to_string()).expect("name"),
@@ -153,6 +153,7 @@ fn main() {
         cpu_limit: None,
         memory: Some(256 << 20),
         writable_dir: false,
+        secret_files: false,
         image: Vec::new(),
     };
     // Warm-up: page cache, binaries.

@@ -140,6 +140,7 @@ impl Inner {
             cpu_limit: spec.cpu_limit,
             memory: spec.memory,
             writable_dir: false,
+            secret_files: false,
             image: self.image_layers(spec),
         };
         if !release.secrets.is_empty() {
@@ -223,6 +224,7 @@ impl Inner {
         launch
             .env
             .insert(crate::secrets::TICKET_VAR.to_string(), ticket);
+        launch.secret_files = as_files;
         let files = if as_files {
             format!("--files {} ", SECRETS_DIR)
         } else {

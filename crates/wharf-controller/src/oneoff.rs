@@ -76,6 +76,7 @@ impl Inner {
             cpu: spec.and_then(|s| s.cpu),
             memory: spec.and_then(|s| s.memory),
             writable_dir: false,
+            secret_files: false,
             image: spec.map(|s| self.image_layers(s)).unwrap_or_default(),
             cpu_limit: spec.and_then(|s| s.cpu_limit),
             // One-offs use the host's network, even for apps whose replicas are isolated.
@@ -210,6 +211,7 @@ impl build::Runner for BuildRunner {
             cpu: None,
             memory: None,
             writable_dir: true,
+            secret_files: false,
             image: Vec::new(),
             cpu_limit: None,
             network: wharf_types::Network::Host,

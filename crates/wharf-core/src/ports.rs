@@ -35,6 +35,9 @@ pub struct Launch {
     /// One-offs only: the working directory is writable, not the read-only artifact
     /// (builds run in their scratch copy of the app).
     pub writable_dir: bool,
+    /// `[secrets] as = "files"`: the process gets a private tmpfs at `/run/secrets` (a
+    /// sandboxing runtime; without it, nothing is mounted there).
+    pub secret_files: bool,
     /// The layer directories (top first) of the OCI image the process runs on; empty:
     /// the host's root filesystem. Only a sandboxing runtime can honour it.
     pub image: Vec<PathBuf>,

@@ -61,6 +61,8 @@ impl Launcher {
     /// inits it forks never see them). Call while this process has a single thread
     /// (before an async runtime or anything else starts one).
     pub fn start(scrub: &[&str]) -> std::io::Result<Launcher> {
+        // Built here, once, and inherited by every init (an error shows when one starts).
+        let _ = crate::sandbox::seccomp::filters();
         let (ours, theirs) = socket::socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,

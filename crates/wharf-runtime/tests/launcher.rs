@@ -30,6 +30,7 @@ fn launch(dir: &Path, id: &str, command: &str) -> Launch {
         cpu_limit: None,
         memory: None,
         writable_dir: false,
+        secret_files: false,
         image: Vec::new(),
     }
 }

@@ -15,6 +15,9 @@ use std::path::Path;
 /// Smallest `cpu.shares` the kernel accepts.
 const MIN_SHARES: u32 = 2;
 
+/// `cpu.shares` of a new cgroup.
+const DEFAULT_SHARES: u32 = 1024;
+
 /// Writes the limits `controller` enforces into its leaf `dir`.
 pub fn set_limits(controller: &str, dir: &Path, l: &Limits) -> Result<(), CgroupError> {
     match controller {
@@ -28,7 +31,11 @@ pub fn set_limits(controller: &str, dir: &Path, l: &Limits) -> Result<(), Cgroup
             }
         }
         "cpu" => {
-            if let Some(units) = l.cpu_units {
+            // A new cgroup has the default 1024 shares already: one write less per start.
+            if let Some(units) = l
+                .cpu_units
+                .filter(|u| (*u).max(MIN_SHARES) != DEFAULT_SHARES)
+            {
                 write(&dir.join("cpu.shares"), &units.max(MIN_SHARES).to_string())?;
             }
             if let Some(millicores) = l.cpu_limit {

@@ -269,6 +269,7 @@ impl Sandbox {
             exposed: &exposed,
             writable_app: l.writable_dir,
             writable: &writable,
+            secret_files: l.secret_files,
             image: &l.image,
         });
         Ok(SandboxSpec {

@@ -218,6 +218,8 @@ pub struct PlanInput<'a> {
     pub writable_app: bool,
     /// From [`private_path_dirs`], for builds: writable in the overlay only.
     pub writable: &'a [PathBuf],
+    /// Secrets delivered as files: a private tmpfs at [`SECRETS_DIR`].
+    pub secret_files: bool,
     /// An OCI image's layer directories, top first: the root is made of them instead
     /// of the host's `/` (and no other host filesystem is bound).
     pub image: &'a [PathBuf],
@@ -328,12 +330,14 @@ pub fn plan(i: &PlanInput<'_>) -> Vec<Op> {
         noexec: false,
     });
     // Secrets delivered as files (`[secrets] as = "files"`) live here, in memory only.
-    ops.push(Op::Tmpfs {
-        target: inside(Path::new(SECRETS_DIR)),
-        mode: 0o1777,
-        readonly: false,
-        noexec: true,
-    });
+    if i.secret_files {
+        ops.push(Op::Tmpfs {
+            target: inside(Path::new(SECRETS_DIR)),
+            mode: 0o1777,
+            readonly: false,
+            noexec: true,
+        });
+    }
     ops.extend(i.exposed.iter().map(|f| Op::Bind {
         source: f.clone(),
         target: inside(f),
@@ -453,6 +457,7 @@ mod tests {
             exposed: &[PathBuf::from("/usr/local/bin/wharf")],
             writable_app: false,
             writable: &[PathBuf::from("/root/.pyenv/shims")],
+            secret_files: false,
             image: &image,
         });
         assert_eq!(ops[1], memory_layer(run), "the writable layer is in memory");
@@ -521,6 +526,7 @@ mod tests {
             exposed: &[],
             writable_app: true,
             writable: &writable,
+            secret_files: false,
             image: &[],
         });
         assert!(ops.contains(&Op::Bind {
@@ -531,6 +537,33 @@ mod tests {
         assert!(ops.contains(&Op::AllowWrite {
             path: run.join("root/root/.pyenv/shims")
         }));
+    }
+
+    #[test]
+    fn secrets_get_their_tmpfs_only_when_delivered_as_files() {
+        let run = Path::new("/data/run/app/web-1");
+        let secrets_tmpfs = |secret_files| {
+            plan(&PlanInput {
+                run_dir: run,
+                artifact: Path::new("/data/artifacts/sha256-ab"),
+                data_dir: Path::new("/data"),
+                host_mounts: &[],
+                traverse: &[],
+                exposed: &[],
+                writable_app: false,
+                writable: &[],
+                secret_files,
+                image: &[],
+            })
+            .iter()
+            .filter(|o| {
+                matches!(o, Op::Tmpfs { target, noexec: true, .. }
+                    if *target == run.join("root").join(&SECRETS_DIR[1..]))
+            })
+            .count()
+        };
+        assert_eq!(secrets_tmpfs(true), 1);
+        assert_eq!(secrets_tmpfs(false), 0, "no mount nobody uses");
     }
 
     #[test]
@@ -547,6 +580,7 @@ mod tests {
             exposed: &[PathBuf::from("/tmp/checkout/target/debug/wharf")],
             writable_app: false,
             writable: &[],
+            secret_files: false,
             image: &[],
         });
         assert_eq!(
@@ -590,15 +624,7 @@ mod tests {
             mask < app,
             "the artifact is bound after the mask (it lives under the data dir)"
         );
-        for p in [
-            "proc",
-            "sys",
-            "dev",
-            "dev/pts",
-            "dev/shm",
-            "tmp",
-            "run/secrets",
-        ] {
+        for p in ["proc", "sys", "dev", "dev/pts", "dev/shm", "tmp"] {
             let t = root.join(p);
             assert!(
                 ops.iter().any(|o| match o {

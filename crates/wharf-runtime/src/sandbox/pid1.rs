@@ -115,7 +115,7 @@ fn cstring(s: impl Into<Vec<u8>>) -> Result<CString, SpawnError> {
 /// with its signal handlers installed (PID 1 inherits them).
 pub fn spawn(launch: &LaunchFile, spec: &SandboxSpec) -> Result<Spawned, SpawnError> {
     let prep = |e: &dyn std::fmt::Display| SpawnError::Prepare(e.to_string());
-    let filters = seccomp::build().map_err(|e| prep(&e))?;
+    let filters = seccomp::filters().map_err(|e| prep(&e))?;
     let program = Program::of(launch)?;
     let envp: Vec<CString> = launch
         .env
@@ -157,7 +157,7 @@ pub fn spawn(launch: &LaunchFile, spec: &SandboxSpec) -> Result<Spawned, SpawnEr
     };
     let child = Child {
         spec,
-        filters: &filters,
+        filters,
         program: &program,
         envp: &envp,
         stdin,

@@ -31,6 +31,9 @@ pub enum SeccompError {
     Build(String),
     #[error("cannot install the seccomp filter: {0}")]
     Install(String),
+    /// What building the filter failed with the first time (see [`filters`]).
+    #[error("{0}")]
+    Earlier(String),
 }
 
 /// Syscalls replicas may not make, by name (for messages and tests) and number.
@@ -93,6 +96,16 @@ fn arch() -> Result<(u32, bool), SeccompError> {
         "x86_64" => Ok((0xC000_003E, true)),
         "aarch64" => Ok((0xC000_00B7, false)),
         other => Err(SeccompError::Arch(other.to_string())),
+    }
+}
+
+/// The filter of [`build`], built once per process: the launcher builds it before it
+/// forks, so every replica init it forks has it ready.
+pub fn filters() -> Result<&'static [BpfProgram], SeccompError> {
+    static BUILT: std::sync::OnceLock<Result<Vec<BpfProgram>, String>> = std::sync::OnceLock::new();
+    match BUILT.get_or_init(|| build().map_err(|e| e.to_string())) {
+        Ok(f) => Ok(f),
+        Err(e) => Err(SeccompError::Earlier(e.clone())),
     }
 }
 
