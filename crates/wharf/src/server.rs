@@ -67,10 +67,13 @@ pub async fn run(data_dir: &Path, mut opts: Options) -> Result<()> {
     if let Some(launcher) = opts.launcher.take() {
         runtime = runtime.with_launcher(launcher);
     }
-    // However this server ends, the empty directories of its run state go (those of
-    // replicas still running stay, for the next start).
-    let _run_state = (runtime.layout().run_state() != data_dir)
-        .then(|| ReleaseRunState(runtime.layout().run_state().to_path_buf()));
+    // However this server ends, the empty directories of its run state and cgroups go
+    // (those of replicas still running stay, for the next start).
+    let mut leftovers = Leftovers {
+        run_state: (runtime.layout().run_state() != data_dir)
+            .then(|| runtime.layout().run_state().to_path_buf()),
+        cgroup_bases: runtime.sandbox().map(|s| s.base_dirs()).unwrap_or_default(),
+    };
 
     let socket = layout.socket();
     if socket.exists() && !opts.takeover {
@@ -342,6 +345,7 @@ pub async fn run(data_dir: &Path, mut opts: Options) -> Result<()> {
         }
     };
     if handed_over {
+        leftovers.cgroup_bases.clear();
         println!("wharf: the new server accepts connections; draining and exiting");
     } else {
         println!(
@@ -488,12 +492,23 @@ fn runtime(layout: &Layout, opts: &Options, init: Vec<OsString>) -> Result<Proce
     }
 }
 
-/// Prunes the run-state dir when dropped (see `wharf_runtime::run_state::release`).
-struct ReleaseRunState(std::path::PathBuf);
+/// What a server leaves when it ends, pruned when dropped: the run-state dir's empty
+/// directories (see `wharf_runtime::run_state::release`) and the data dir's cgroup
+/// directories if empty (not after a takeover: the new server uses them).
+struct Leftovers {
+    run_state: Option<std::path::PathBuf>,
+    cgroup_bases: Vec<std::path::PathBuf>,
+}
 
-impl Drop for ReleaseRunState {
+impl Drop for Leftovers {
     fn drop(&mut self) {
-        wharf_runtime::run_state::release(&self.0);
+        if let Some(dir) = &self.run_state {
+            wharf_runtime::run_state::release(dir);
+        }
+        for base in &self.cgroup_bases {
+            // Fails, and keeps it, while a replica's cgroup is inside.
+            let _ = std::fs::remove_dir(base);
+        }
     }
 }
 

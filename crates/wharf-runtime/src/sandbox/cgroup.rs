@@ -205,6 +205,11 @@ impl Tree {
         Ok(leaf)
     }
 
+    /// The data dir's base directories, one per hierarchy.
+    pub fn base_dirs(&self) -> Vec<PathBuf> {
+        self.bases.values().cloned().collect()
+    }
+
     /// Removes the data dir's base directories where they are empty (when a data dir
     /// is retired; a base that still holds leaves stays).
     pub fn remove_base(&self) {

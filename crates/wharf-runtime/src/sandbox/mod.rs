@@ -349,6 +349,12 @@ impl Sandbox {
         }
     }
 
+    /// This data dir's cgroup directories (one per hierarchy), under which each replica
+    /// has its own.
+    pub fn base_dirs(&self) -> Vec<PathBuf> {
+        self.tree.base_dirs()
+    }
+
     /// Removes this data dir's (empty) cgroup directories, once no replica is left.
     pub fn retire(&self) {
         self.sweep(&HashSet::new());
