@@ -307,9 +307,9 @@ fn cpu_units_shape_the_cpu_share_of_busy_replicas() {
     };
     // Shares divide what the two replicas get between them; when something else on the
     // machine took most of the CPU meanwhile, the window says little: measure again
-    // (at most three times, then judge the last window anyway).
+    // (at most five times, then judge the last window anyway).
     let (mut l, mut h) = measure();
-    for _ in 0..2 {
+    for _ in 0..4 {
         if l + h >= 0.6 * cores * 4000.0 {
             break;
         }
