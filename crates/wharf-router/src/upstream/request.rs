@@ -109,3 +109,122 @@ pub(crate) fn encode(
     out.extend_from_slice(b"\r\n");
     framing
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(method: &str, target: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut request = http::Request::builder().method(method).uri(target);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).expect("request").into_parts().0
+    }
+
+    const ADDR: &str = "10.0.0.7:8080";
+
+    fn head(parts: &Parts, end_stream: bool, exact: Option<u64>) -> (String, BodyFraming) {
+        let mut out = Vec::new();
+        let framing = encode(
+            parts,
+            ADDR.parse().expect("addr"),
+            end_stream,
+            exact,
+            &mut out,
+        );
+        (String::from_utf8(out).expect("text"), framing)
+    }
+
+    #[test]
+    fn bodiless_get_is_origin_form_with_the_headers_in_order() {
+        let p = parts(
+            "GET",
+            "http://a.example/x/y?q=1",
+            &[("host", "a.example"), ("x-b", "2"), ("x-a", "1")],
+        );
+        let (text, framing) = head(&p, true, Some(0));
+        assert_eq!(
+            text,
+            "GET /x/y?q=1 HTTP/1.1\r\nhost: a.example\r\nx-b: 2\r\nx-a: 1\r\n\r\n"
+        );
+        assert_eq!(framing, BodyFraming::Empty);
+    }
+
+    #[test]
+    fn host_defaults_to_the_replica_address() {
+        let (text, _) = head(&parts("GET", "/", &[]), true, Some(0));
+        assert_eq!(text, format!("GET / HTTP/1.1\r\nhost: {ADDR}\r\n\r\n"));
+        let (text, _) = head(&parts("OPTIONS", "*", &[("host", "h")]), true, Some(0));
+        assert!(text.starts_with("OPTIONS / HTTP/1.1\r\n"), "{text}");
+        let (text, _) = head(
+            &parts("CONNECT", "a.example:443", &[("host", "h")]),
+            true,
+            Some(0),
+        );
+        assert!(
+            text.starts_with(&format!("CONNECT {ADDR} HTTP/1.1\r\n")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn content_length_bodies_keep_their_length() {
+        let p = parts("POST", "/", &[("host", "h"), ("content-length", "5")]);
+        let (text, framing) = head(&p, false, Some(5));
+        assert_eq!(
+            text,
+            "POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 5\r\n\r\n"
+        );
+        assert_eq!(framing, BodyFraming::Length(5));
+        // A bodiless request keeps the client's `Content-Length: 0`.
+        let p = parts("POST", "/", &[("host", "h"), ("content-length", "0")]);
+        let (text, framing) = head(&p, true, Some(0));
+        assert!(text.contains("content-length: 0\r\n"), "{text}");
+        assert_eq!(framing, BodyFraming::Empty);
+    }
+
+    #[test]
+    fn streamed_bodies_go_chunked_except_for_get_head_connect() {
+        for method in ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+            let p = parts(method, "/", &[("host", "h")]);
+            let (text, framing) = head(&p, false, None);
+            assert_eq!(framing, BodyFraming::Chunked, "{method}");
+            assert!(
+                text.ends_with("host: h\r\ntransfer-encoding: chunked\r\n\r\n"),
+                "{text}"
+            );
+        }
+        for method in ["GET", "HEAD", "CONNECT"] {
+            let p = parts(method, "/", &[("host", "h")]);
+            let (text, framing) = head(&p, false, None);
+            assert_eq!(framing, BodyFraming::Empty, "{method}");
+            assert!(!text.contains("transfer-encoding"), "{text}");
+        }
+    }
+
+    #[test]
+    fn invalid_lengths_are_replaced_and_coding_never_passes_through() {
+        let p = parts(
+            "POST",
+            "/",
+            &[
+                ("host", "h"),
+                ("content-length", "nope"),
+                ("transfer-encoding", "gzip"),
+            ],
+        );
+        let (text, framing) = head(&p, false, None);
+        assert_eq!(framing, BodyFraming::Chunked);
+        assert_eq!(
+            text,
+            "POST / HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let (text, framing) = head(&p, false, Some(3));
+        assert_eq!(framing, BodyFraming::Length(3));
+        assert_eq!(
+            text,
+            "POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 3\r\n\r\n"
+        );
+    }
+}
