@@ -33,6 +33,8 @@ enum Decoder {
     Close,
     /// The body ended (or there was none).
     Done,
+    /// The body failed; the error is reported at the next poll (see `fail`).
+    Failed(Option<BodyError>),
 }
 
 /// A response body read from an upstream connection.
@@ -101,12 +103,20 @@ impl UpstreamBody {
         self.outgoing = None;
     }
 
-    /// Drops the connection: the body failed with `error`.
-    fn fail(&mut self, error: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    /// Drops the connection: the body failed with `error`. The error comes at the next
+    /// poll, after a `Pending` (woken at once): hyper's server gives up a connection at
+    /// a body error without writing what it buffered, so the head and the data passed
+    /// on so far are flushed to the client first.
+    fn fail(
+        &mut self,
+        error: BodyError,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         self.conn = None;
         self.outgoing = None;
-        self.decoder = Decoder::Done;
-        Poll::Ready(Some(Err(error)))
+        self.decoder = Decoder::Failed(Some(error));
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     /// Takes the next piece of the body out of what was read: `None` when more must be
@@ -117,7 +127,7 @@ impl UpstreamBody {
         };
         let read = &mut conn.read;
         match &mut self.decoder {
-            Decoder::Done => Ok(Some(Decoded::End)),
+            Decoder::Done | Decoder::Failed(_) => Ok(Some(Decoded::End)),
             Decoder::Chunked(chunked) => chunked
                 .decode(read)
                 .map_err(|e| failed(io::ErrorKind::InvalidData, e)),
@@ -149,11 +159,14 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
+        if let Decoder::Failed(error) = &mut this.decoder {
+            return Poll::Ready(error.take().map(Err));
+        }
         if let (Some(outgoing), Some(conn)) = (this.outgoing.as_mut(), this.conn.as_mut()) {
             match outgoing.poll_send(conn, cx) {
                 Poll::Ready(Ok(())) => this.outgoing = None,
                 // The client's upload failed: the replica must not take it as complete.
-                Poll::Ready(Err(SendError::Body(error))) => return this.fail(error),
+                Poll::Ready(Err(SendError::Body(error))) => return this.fail(error, cx),
                 // The replica stopped reading; it may still have answered in full.
                 Poll::Ready(Err(SendError::Write(_))) => {
                     this.outgoing = None;
@@ -164,7 +177,7 @@ impl Body for UpstreamBody {
         }
         loop {
             match this.decode() {
-                Err(error) => return this.fail(error),
+                Err(error) => return this.fail(error, cx),
                 Ok(Some(Decoded::End)) => {
                     this.finish();
                     return Poll::Ready(None);
@@ -193,10 +206,12 @@ impl Body for UpstreamBody {
                 }
                 Poll::Ready(Ok(0)) => {
                     let error = "the replica closed the connection before the end of the body";
-                    return this.fail(failed(io::ErrorKind::UnexpectedEof, error));
+                    return this.fail(failed(io::ErrorKind::UnexpectedEof, error), cx);
                 }
                 Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(error)) => return this.fail(BodyError::Upstream(Arc::new(error))),
+                Poll::Ready(Err(error)) => {
+                    return this.fail(BodyError::Upstream(Arc::new(error)), cx)
+                }
             }
         }
     }
