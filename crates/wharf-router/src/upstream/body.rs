@@ -43,8 +43,8 @@ pub(crate) struct UpstreamBody {
     /// `None` once the body ended or failed.
     conn: Option<Conn>,
     decoder: Decoder,
-    /// The request body still being sent.
-    outgoing: Option<Outgoing>,
+    /// The request body still being sent (boxed: rare, and large).
+    outgoing: Option<Box<Outgoing>>,
     keep_alive: bool,
     home: Home,
 }
@@ -75,7 +75,7 @@ impl UpstreamBody {
         let mut body = UpstreamBody {
             conn: Some(conn),
             decoder,
-            outgoing,
+            outgoing: outgoing.map(Box::new),
             keep_alive,
             home,
         };

@@ -207,12 +207,11 @@ pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 mod tests {
     use super::*;
 
-    /// Decodes `input` fed in pieces of `step` bytes: the data, the trailers, whether
-    /// it ended, and what was left in the buffer.
-    fn feed(
-        input: &[u8],
-        step: usize,
-    ) -> Result<(Vec<u8>, Option<HeaderMap>, bool, Vec<u8>), ProtocolError> {
+    /// The data, the trailers, whether it ended, and what was left in the buffer.
+    type Fed = (Vec<u8>, Option<HeaderMap>, bool, Vec<u8>);
+
+    /// Decodes `input` fed in pieces of `step` bytes.
+    fn feed(input: &[u8], step: usize) -> Result<Fed, ProtocolError> {
         let mut decoder = Decoder::new();
         let mut buf = BytesMut::new();
         let (mut data, mut trailers, mut ended) = (Vec::new(), None, false);

@@ -153,6 +153,14 @@ async fn exchange_as(upstream: &Upstream, addr: SocketAddr, parts: &Parts) -> (u
     (status, body.to_bytes())
 }
 
+/// A GET to a new replica that answers it with `answer`.
+async fn answered(answer: &'static [u8]) -> Result<Response<UpstreamBody>, UpstreamError> {
+    let (addr, _, _) = scripted(answer, 1).await;
+    Upstream::default()
+        .send(addr, DEADLINES, &get(), &Shared::empty())
+        .await
+}
+
 async fn exchange(upstream: &Upstream, addr: SocketAddr) -> Bytes {
     exchange_as(upstream, addr, &get()).await.1
 }
@@ -364,11 +372,7 @@ async fn bodies_are_streamed_and_cut_bodies_are_errors() {
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhelloXX",
     ] {
-        let (addr, _, _) = scripted(answer, 1).await;
-        let response = Upstream::default()
-            .send(addr, DEADLINES, &get(), &Shared::empty())
-            .await
-            .expect("head");
+        let response = answered(answer).await.expect("head");
         let mut body = response.into_body();
         let first = body.frame().await.expect("a frame").expect("data");
         assert!(first.is_data());
@@ -391,11 +395,7 @@ async fn invalid_heads_are_protocol_errors_never_retried() {
         b"HTTP/1.1 200 OK\r\nx: 1\r\n folded\r\ncontent-length: 2\r\n\r\nok",
         b"garbage\r\n\r\n",
     ] {
-        let (addr, _, _) = scripted(answer, 1).await;
-        let error = Upstream::default()
-            .send(addr, DEADLINES, &get(), &Shared::empty())
-            .await
-            .expect_err("refused");
+        let error = answered(answer).await.expect_err("refused");
         assert!(matches!(error, UpstreamError::Protocol(_)), "{error}");
         assert_eq!(Failure::of(&error), Failure::Other);
     }
@@ -403,15 +403,9 @@ async fn invalid_heads_are_protocol_errors_never_retried() {
 
 #[tokio::test]
 async fn a_101_hands_over_the_connection_and_the_early_bytes() {
-    let (addr, _, _) = scripted(
-        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\nconnection: upgrade\r\n\r\nearly",
-        1,
-    )
-    .await;
-    let response = Upstream::default()
-        .send(addr, DEADLINES, &get(), &Shared::empty())
-        .await
-        .expect("head");
+    let switch =
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\nconnection: upgrade\r\n\r\nearly";
+    let response = answered(switch).await.expect("head");
     assert_eq!(response.status(), 101);
     let (_, early) = response.into_body().into_tunnel().expect("the connection");
     assert_eq!(early, "early");
