@@ -41,7 +41,7 @@ enum Decoder {
 #[derive(Debug)]
 pub(crate) struct UpstreamBody {
     /// `None` once the body ended or failed.
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     decoder: Decoder,
     /// The request body still being sent (boxed: rare, and large).
     outgoing: Option<Box<Outgoing>>,
@@ -60,7 +60,7 @@ impl UpstreamBody {
     /// The body that follows a response head with `framing` on `conn`; `outgoing` is
     /// the request, done or not.
     pub(crate) fn new(
-        conn: Conn,
+        conn: Box<Conn>,
         framing: Framing,
         keep_alive: bool,
         outgoing: Option<Outgoing>,
@@ -88,9 +88,10 @@ impl UpstreamBody {
     /// The connection of a `101 Switching Protocols`, with the bytes the replica sent
     /// after its head: the tunnel's first bytes.
     pub(crate) fn into_tunnel(mut self) -> Option<(TcpStream, Bytes)> {
-        let conn = self.conn.take()?;
-        let mut read = conn.read;
-        Some((conn.stream, read.split().freeze()))
+        let Conn {
+            stream, mut read, ..
+        } = *self.conn.take()?;
+        Some((stream, read.split().freeze()))
     }
 
     /// The body ended: the connection goes back to the pool if it can.

@@ -34,15 +34,17 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(super) fn new(stream: TcpStream, addr: SocketAddr) -> Self {
-        Conn {
+    /// A connection made on `stream`: boxed, so that handing it between the pool, an
+    /// exchange and a response body moves a pointer, not the buffers' state.
+    pub(super) fn new(stream: TcpStream, addr: SocketAddr) -> Box<Self> {
+        Box::new(Conn {
             stream,
             addr,
             read: BytesMut::new(),
             read_size: MIN_READ,
             write: Vec::new(),
             written: 0,
-        }
+        })
     }
 
     /// Reads more into `read`: `Ok(0)` at the end of the stream.

@@ -196,7 +196,7 @@ async fn connect(
     timeout: Duration,
     mut timer: Pin<&mut Sleep>,
     deadline: Instant,
-) -> Result<Conn, UpstreamError> {
+) -> Result<Box<Conn>, UpstreamError> {
     let by_connect = Instant::now() + timeout;
     timer.as_mut().reset(by_connect.min(deadline));
     let connecting = TcpStream::connect(addr);

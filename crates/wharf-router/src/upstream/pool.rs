@@ -56,7 +56,7 @@ pub(crate) struct Pool {
 
 #[derive(Debug)]
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -74,7 +74,7 @@ impl Pool {
 
     /// The most recently returned usable idle connection to `addr`; the unusable ones
     /// met on the way are dropped (closed).
-    pub(crate) fn checkout(&mut self, addr: SocketAddr) -> Option<Conn> {
+    pub(crate) fn checkout(&mut self, addr: SocketAddr) -> Option<Box<Conn>> {
         let timeout = self.config.idle_timeout;
         let list = self.idle.get_mut(&addr)?;
         let now = Instant::now();
@@ -104,7 +104,7 @@ impl Home {
     }
 
     /// Pools `conn`, idle from now.
-    pub(crate) fn checkin(&self, conn: Conn) {
+    pub(crate) fn checkin(&self, conn: Box<Conn>) {
         let Some(shared) = self.0.upgrade() else {
             return;
         };

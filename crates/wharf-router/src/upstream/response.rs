@@ -17,6 +17,9 @@ use super::framing::{content_length, says_close, transfer_coding, Coding};
 
 /// Header fields accepted in one response head (hyper's default too).
 const MAX_HEADERS: usize = 100;
+/// Header fields parsed on a first try; a head with more is parsed again with room
+/// for [`MAX_HEADERS`]. Small, because the slots are initialized on every parse.
+const FEW_HEADERS: usize = 24;
 /// Largest response head accepted, in bytes.
 pub(crate) const MAX_HEAD: usize = 256 * 1024;
 
@@ -66,18 +69,31 @@ pub(crate) enum ProtocolError {
     Chunk(&'static str),
 }
 
-/// Where one header's name and value lie in the head's bytes.
+/// Where one header's name and value lie in the head's bytes (offset, length).
 #[derive(Debug, Clone, Copy, Default)]
 struct Span {
-    name: (usize, usize),
-    value: (usize, usize),
+    name: (u32, u32),
+    value: (u32, u32),
 }
 
 /// Parses the response head at the start of `buf` for a request with `method`:
 /// `Ok(None)` while it is incomplete; once complete it is split off `buf`.
 pub(crate) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, ProtocolError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut spans = [Span::default(); MAX_HEADERS];
+    match parse_with::<FEW_HEADERS>(buf, method) {
+        Err(ProtocolError::Head(httparse::Error::TooManyHeaders)) => {
+            parse_with::<MAX_HEADERS>(buf, method)
+        }
+        parsed => parsed,
+    }
+}
+
+/// [`parse`] with room for `N` header fields.
+fn parse_with<const N: usize>(
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<Option<Head>, ProtocolError> {
+    let mut slots = [httparse::EMPTY_HEADER; N];
+    let mut spans = [Span::default(); N];
     let (len, code, minor, count, length, coding, close) = {
         let mut response = httparse::Response::new(&mut slots);
         let len = match response.parse(buf) {
@@ -87,7 +103,8 @@ pub(crate) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>,
             Err(error) => return Err(ProtocolError::Head(error)),
         };
         let base = buf.as_ptr() as usize;
-        let offset = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+        // Cannot truncate: the head is at most MAX_HEAD bytes.
+        let offset = |s: &[u8]| ((s.as_ptr() as usize - base) as u32, s.len() as u32);
         let (mut lengths, mut codings, mut close) = (false, false, false);
         for (header, span) in response.headers.iter().zip(spans.iter_mut()) {
             let name = header.name.as_bytes();
@@ -165,7 +182,7 @@ pub(crate) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>,
     let bytes = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(count);
     for span in &spans[..count] {
-        let (start, len) = span.name;
+        let (start, len) = (span.name.0 as usize, span.name.1 as usize);
         let name = HeaderName::from_bytes(&bytes[start..start + len])
             .map_err(|_| ProtocolError::Header)?;
         let value = HeaderValue::from_maybe_shared(slice(&bytes, span.value))
@@ -181,8 +198,8 @@ pub(crate) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>,
     }))
 }
 
-fn slice(bytes: &Bytes, (start, len): (usize, usize)) -> Bytes {
-    bytes.slice(start..start + len)
+fn slice(bytes: &Bytes, (start, len): (u32, u32)) -> Bytes {
+    bytes.slice(start as usize..(start + len) as usize)
 }
 
 #[cfg(test)]
@@ -378,6 +395,24 @@ mod tests {
                 parse_as(Method::GET, text.as_bytes())
             );
         }
+    }
+
+    #[test]
+    fn many_header_fields_up_to_the_limit() {
+        let head_with = |n: usize| {
+            let mut text = String::from("HTTP/1.1 200 OK\r\n");
+            for i in 0..n {
+                text.push_str(&format!("x-{i}: {i}\r\n"));
+            }
+            text + "content-length: 0\r\n\r\n"
+        };
+        let many = head(&head_with(FEW_HEADERS + 5));
+        assert_eq!(many.headers.len(), FEW_HEADERS + 6);
+        assert_eq!(many.headers["x-28"], "28");
+        assert_eq!(
+            refused(&head_with(MAX_HEADERS)),
+            ProtocolError::Head(httparse::Error::TooManyHeaders)
+        );
     }
 
     #[test]
