@@ -20,7 +20,8 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1), besides
-/// those named in `Connection`. Framing is redone by hyper on each side.
+/// those named in `Connection`. Framing is redone on each side (hyper downstream, the
+/// router's own client upstream).
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     KEEP_ALIVE,
