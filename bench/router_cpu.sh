@@ -15,6 +15,7 @@
 # the table gives the medians per proxy. Installs nginx and wrk with apt-get if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROUNDS=${1:-5}
 SECS=${2:-3}
 CONNS=${3:-64}
@@ -43,33 +44,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# The upstream app: nginx answering 64 bytes; its files are named by its port, so two
-# replicas without a private /tmp do not share them.
-mkdir -p "$work/upstream"
-cat > "$work/upstream/wharf.toml" <<'TOML'
-app = "upstream"
-[process.web]
-command = "sh -c 'sed \"s/@PORT@/$PORT/g\" upstream.conf.in > /tmp/upstream-$PORT.conf && exec nginx -p /tmp -c /tmp/upstream-$PORT.conf'"
-[process.web.readiness]
-tcp = true
-[route]
-hosts = ["upstream.localhost"]
-TOML
-cat > "$work/upstream/upstream.conf.in" <<'CONF'
-daemon off;
-worker_processes 1;
-pid /tmp/upstream-@PORT@.pid;
-error_log stderr warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path /tmp; proxy_temp_path /tmp; fastcgi_temp_path /tmp; uwsgi_temp_path /tmp; scgi_temp_path /tmp;
-  server { listen 127.0.0.1:@PORT@; location / { return 200 "0123456789012345678901234567890123456789012345678901234567890123"; } }
-}
-CONF
+upstream_app "$work/upstream"
 
 # start_wharf NAME BINARY: a wharf server with the upstream app deployed; sets
 # PORT_<NAME>, PID_<NAME> and (for nginx's sake) UPSTREAM to its replica's address.
@@ -95,23 +70,14 @@ fi
 
 # nginx in front of the first wharf server's replica.
 PORT_nginx=$(free_port)
-cat > "$work/nginx.conf" <<CONF
-daemon off;
-worker_processes 2;
-pid $work/nginx.pid;
-error_log $work/nginx.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work; uwsgi_temp_path $work; scgi_temp_path $work;
-  upstream app { server $UPSTREAM; keepalive 128; }
+{ nginx_head "$work" 2 "$UPSTREAM"; cat <<CONF
   server {
     listen 127.0.0.1:$PORT_nginx;
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; }
+    $NGINX_LOCATION
   }
 }
 CONF
+} > "$work/nginx.conf"
 nginx -p "$work" -c "$work/nginx.conf" &
 pids+=($!)
 nginx_master=$!
@@ -150,7 +116,7 @@ measure() {
     printf "%d %.1f %.1f %.1f\n", n, u*1e6/hz/n, s*1e6/hz/n, (u+s)*1e6/hz/n }'
 }
 
-median() { tr ' ' '\n' | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 
 echo "wrk -t2 -c$CONNS -d${SECS}s, HTTP/1.1 keep-alive, 2 workers each; $ROUNDS rounds; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 declare -A REQ USER SYS TOTAL
