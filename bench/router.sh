@@ -15,6 +15,7 @@
 # medians, since one run of each on a shared machine says little.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 SECS=${1:-10}
 CONNS=${2:-64}
 WORKERS=2
@@ -44,8 +45,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 # The certificate all three proxies serve over TLS: names the hosts wrk and h2load
 # connect to (SNI `localhost`, which resolves here) and route by (`upstream.localhost`).
 mkdir -p "$work/tls"
@@ -54,33 +53,9 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>/dev/null
 cat "$work/tls/cert.pem" "$work/tls/key.pem" >"$work/tls/haproxy.pem"
 
-# The upstream: nginx answering 64 bytes, deployed as a wharf app so that all three
-# proxies reach the very same replica. Its route also names `localhost`, so that
-# wharf's TLS listener picks the route's certificate for SNI `localhost`.
-mkdir -p "$work/upstream"
-cat > "$work/upstream/wharf.toml" <<TOML
-app = "upstream"
-[process.web]
-command = "sh -c 'sed \\"s/@PORT@/\$PORT/\\" upstream.conf.in > /tmp/upstream.conf && exec nginx -p /tmp -c /tmp/upstream.conf'"
-[process.web.readiness]
-tcp = true
-[route]
-hosts = ["upstream.localhost", "localhost"]
-tls = { cert = "$work/tls/cert.pem", key = "$work/tls/key.pem" }
-TOML
-cat > "$work/upstream/upstream.conf.in" <<'CONF'
-daemon off;
-worker_processes 1;
-pid /tmp/upstream.pid;
-error_log stderr warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path /tmp; proxy_temp_path /tmp; fastcgi_temp_path /tmp; uwsgi_temp_path /tmp; scgi_temp_path /tmp;
-  server { listen 127.0.0.1:@PORT@; location / { return 200 "0123456789012345678901234567890123456789012345678901234567890123"; } }
-}
-CONF
+# The upstream (bench/lib.sh). Its route also names `localhost`, so that wharf's TLS
+# listener picks the route's certificate for SNI `localhost`.
+upstream_app "$work/upstream" "tls = { cert = \"$work/tls/cert.pem\", key = \"$work/tls/key.pem\" }"
 router_port=$(free_port)
 router_tls_port=$(free_port)
 WHARF_LOG=warn "$WHARF" server --data-dir "$work/data" --listen "127.0.0.1:$router_port" \
@@ -93,26 +68,16 @@ upstream=$("$WHARF" --data-dir "$work/data" ps --json upstream | python3 -c 'imp
 nginx_port=$(free_port)
 nginx_h2_port=$(free_port)
 nginx_tls_port=$(free_port)
-cat > "$work/nginx.conf" <<CONF
-daemon off;
-worker_processes $WORKERS;
-pid $work/nginx.pid;
-error_log $work/nginx.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work; uwsgi_temp_path $work; scgi_temp_path $work;
-  upstream app { server $upstream; keepalive 128; }
+{ nginx_head "$work" "$WORKERS" "$upstream"; cat <<CONF
   server {
     listen 127.0.0.1:$nginx_port;
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; }
+    $NGINX_LOCATION
   }
   # h2c with prior knowledge (nginx < 1.25: "listen ... http2" on a plaintext port)
   server {
     listen 127.0.0.1:$nginx_h2_port http2;
     http2_max_concurrent_streams 128;
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; }
+    $NGINX_LOCATION
   }
   # HTTPS, TLS 1.3 only; h2 or HTTP/1.1 by ALPN
   server {
@@ -121,10 +86,11 @@ http {
     ssl_certificate_key $work/tls/key.pem;
     ssl_protocols TLSv1.3;
     http2_max_concurrent_streams 128;
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; }
+    $NGINX_LOCATION
   }
 }
 CONF
+} > "$work/nginx.conf"
 nginx -p "$work" -c "$work/nginx.conf" &
 pids+=($!)
 

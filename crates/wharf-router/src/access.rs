@@ -22,6 +22,8 @@ pub(crate) struct Entry {
     pub bytes: u64,
     /// Times the request was sent again to another replica (0 or 1).
     pub retries: u32,
+    /// Why the proxy answered itself (no replica, upstream failure...), if it did.
+    pub error: Option<String>,
 }
 
 impl Entry {
@@ -39,6 +41,7 @@ impl Entry {
             "duration_ms": self.started.elapsed().as_secs_f64() * 1000.0,
             "request_id": self.request_id,
             "retries": self.retries,
+            "error": self.error,
         })
         .to_string()
     }
@@ -68,6 +71,7 @@ mod tests {
             request_id: "abc".into(),
             bytes: 12,
             retries: 1,
+            error: Some("upstream unavailable: invalid response".into()),
         };
         let v: serde_json::Value = serde_json::from_str(&e.line()).unwrap();
         for (k, want) in [
@@ -82,6 +86,7 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["bytes"], 12);
         assert_eq!(v["retries"], 1);
+        assert_eq!(v["error"], "upstream unavailable: invalid response");
         assert!(v["duration_ms"].as_f64().unwrap() >= 0.0);
     }
 }

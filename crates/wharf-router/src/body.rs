@@ -1,28 +1,25 @@
 //! The response body the proxy hands to hyper: either a replica's streamed body, which
-//! keeps the replica counted in flight until it ends, gives its upstream connection
-//! back to the pool when it ended cleanly, and is cut off when the replica pauses
-//! longer than the route's idle timeout, or a short local answer.
+//! keeps the replica counted in flight until it ends and is cut off when the replica
+//! pauses longer than the route's idle timeout (its connection goes back to the pool
+//! when it ended cleanly: see `upstream::UpstreamBody`), or a short local answer.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 
 use crate::error::BodyError;
 use crate::idle::IdleTimer;
 use crate::inflight::InflightGuard;
-use crate::upstream::Lease;
+use crate::upstream::UpstreamBody;
 
 #[derive(Debug)]
 pub(crate) struct ProxyBody {
     kind: Kind,
     /// Released when the upstream body ends, fails, or this body is dropped.
     guard: Option<InflightGuard>,
-    /// The upstream connection, back to the pool at a clean end, else dropped (closed).
-    lease: Option<Lease>,
     /// Counts the bytes sent; written to the access log when this body is dropped.
     log: Option<Box<crate::access::Entry>>,
 }
@@ -30,27 +27,16 @@ pub(crate) struct ProxyBody {
 #[derive(Debug)]
 enum Kind {
     /// The replica's body and its idle timer.
-    Upstream(Incoming, IdleTimer),
+    Upstream(UpstreamBody, IdleTimer),
     Local(Option<Bytes>),
 }
 
 impl ProxyBody {
-    pub(crate) fn upstream(
-        body: Incoming,
-        guard: InflightGuard,
-        lease: Lease,
-        idle: Duration,
-    ) -> Self {
-        let (guard, lease) = if body.is_end_stream() {
-            lease.release();
-            (None, None)
-        } else {
-            (Some(guard), Some(lease))
-        };
+    pub(crate) fn upstream(body: UpstreamBody, guard: InflightGuard, idle: Duration) -> Self {
+        let guard = (!body.is_end_stream()).then_some(guard);
         ProxyBody {
             kind: Kind::Upstream(body, IdleTimer::new(idle)),
             guard,
-            lease,
             log: None,
         }
     }
@@ -60,7 +46,6 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Local(None),
             guard: None,
-            lease: None,
             log: None,
         }
     }
@@ -69,7 +54,6 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Local(Some(text.into())),
             guard: None,
-            lease: None,
             log: None,
         }
     }
@@ -107,16 +91,12 @@ impl Body for ProxyBody {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(frame) => {
                         idle.activity();
-                        Poll::Ready(frame.map(|f| f.map_err(|e| BodyError::Upstream(Arc::new(e)))))
+                        Poll::Ready(frame)
                     }
                 };
                 let failed = matches!(polled, Poll::Ready(Some(Err(_))));
                 if failed || matches!(polled, Poll::Ready(None)) || body.is_end_stream() {
                     this.guard = None;
-                    // Cleanly ended: reusable; failed: dropped, so the connection closes.
-                    if let Some(lease) = this.lease.take().filter(|_| !failed) {
-                        lease.release();
-                    }
                 }
                 polled
             }

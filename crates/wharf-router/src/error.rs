@@ -126,6 +126,8 @@ pub(crate) enum BodyError {
     Idle(std::time::Duration),
     #[error("{0}")]
     Client(Arc<hyper::Error>),
+    #[error("request body does not match its Content-Length")]
+    Length,
     #[error("{0}")]
-    Upstream(Arc<hyper::Error>),
+    Upstream(Arc<std::io::Error>),
 }

@@ -20,8 +20,11 @@
 //! does not end in `chunked`, to differing Content-Lengths, to obsolete line folding and
 //! to Transfer-Encoding in HTTP/1.0; when Content-Length comes with Transfer-Encoding,
 //! chunked wins, the length is dropped and the connection is closed after the answer
-//! (RFC 9112 §6.3). Upstream, every request is re-framed by hyper's client, so the
-//! router and a replica can never disagree on where a request ends.
+//! (RFC 9112 §6.3). Upstream, every request is re-framed by the router's own client
+//! (`upstream`), so the router and a replica can never disagree on where a request
+//! ends; a replica's response with ambiguous framing (`Content-Length` with
+//! `Transfer-Encoding`, conflicting lengths, obsolete line folding, a malformed chunk)
+//! is refused (502, or a cut-off body once the head was passed on), never guessed at.
 //!
 //! Invariants:
 //! - A published table is immutable; [`Router::publish`] swaps it atomically. A request

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 
@@ -18,12 +18,12 @@ use crate::headers::{
     forward_request, route_host, strip_hop_by_hop, valid_traceparent, TRACEPARENT, X_REQUEST_ID,
 };
 use crate::inflight::InflightGuard;
-use crate::request_body::{RequestBody, Shared};
+use crate::request_body::Shared;
 use crate::retry::{may_retry, Failure};
 use crate::server::{Conn, Local};
 use crate::table::Pick;
 use crate::upgrade;
-use crate::upstream::Lease;
+use crate::upstream::{Deadlines, UpstreamBody, UpstreamError};
 use crate::Router;
 
 /// HSTS added to the HTTPS answers of an `https_only` route (one year).
@@ -111,12 +111,18 @@ pub(crate) async fn handle(
         Some(answer) => Ok(answer),
         None => forward(local, &mut parts, body, &context, &mut target).await,
     };
+    let mut failure = None;
     let mut response = match forwarded {
         Ok(response) => response,
         Err(error) => {
-            if let ProxyError::Upstream { replica, source } = &error {
-                tracing::warn!(%replica, error = %source, "upstream request failed");
-            }
+            let reason = match &error {
+                ProxyError::Upstream { replica, source } => {
+                    tracing::warn!(%replica, error = %source, "upstream request failed");
+                    format!("{error}: {source}")
+                }
+                other => other.to_string(),
+            };
+            failure = Some(reason);
             error.to_response()
         }
     };
@@ -156,6 +162,7 @@ pub(crate) async fn handle(
             request_id: request_id.to_str().unwrap_or("").to_string(),
             bytes: 0,
             retries: target.retries,
+            error: failure,
         });
     }
     response.headers_mut().insert(X_REQUEST_ID, request_id);
@@ -221,25 +228,30 @@ async fn forward(
     }
 
     let body = Shared::new(body, limits.max_body, limits.idle);
+    let deadlines = Deadlines {
+        connect: limits.connect,
+        response: limits.response,
+    };
     loop {
         let last = target.retries > 0 || !chosen.others;
-        let request = upstream_request(parts, chosen.addr, body.attempt(), !last);
-        let sent = local.upstream.send(chosen.addr, limits.connect, request);
-        let answer = tokio::time::timeout(limits.response, sent).await;
-        let source = match answer {
-            Ok(Ok((mut response, lease))) => {
+        let sent = local
+            .upstream
+            .send(chosen.addr, deadlines, parts, &body)
+            .await;
+        let source = match sent {
+            Ok(response) => {
                 if let (StatusCode::SWITCHING_PROTOCOLS, Some(client)) =
                     (response.status(), client_upgrade)
                 {
-                    let replica = hyper::upgrade::on(&mut response);
-                    upgrade::splice(client, replica, chosen.guard, lease);
-                    let (parts, _) = response.into_parts();
+                    let (parts, body) = response.into_parts();
+                    if let Some((replica, early)) = body.into_tunnel() {
+                        upgrade::splice(client, replica, early, chosen.guard);
+                    }
                     return Ok(Response::from_parts(parts, ProxyBody::empty()));
                 }
-                return Ok(downstream(response, chosen.guard, lease, limits.idle));
+                return Ok(downstream(response, chosen.guard, limits.idle));
             }
-            Ok(Err(source)) => Some(source),
-            Err(_elapsed) => None,
+            Err(source) => source,
         };
         if let Some(failure) = body.failure() {
             return Err(match failure {
@@ -247,12 +259,12 @@ async fn forward(
                 other => ProxyError::Body(other),
             });
         }
-        let Some(source) = source else {
+        if let UpstreamError::Timeout = source {
             return Err(ProxyError::Timeout {
                 replica: target.replica(),
                 timeout: limits.response,
             });
-        };
+        }
         let failure = Failure::of(&source);
         let failed = target.replica();
         if last || !may_retry(&parts.method, failure, body.replayable()) {
@@ -308,47 +320,13 @@ fn https_location(host: &str, port: u16, uri: &Uri) -> String {
     }
 }
 
-/// The request for the replica at `addr`: origin-form target (authority-form for
-/// CONNECT), `Host` the replica's address when the client sent none. Takes the headers
-/// out of `parts` unless they must stay for a retry.
-fn upstream_request(
-    parts: &mut Parts,
-    addr: SocketAddr,
-    body: RequestBody,
-    keep_headers: bool,
-) -> Request<RequestBody> {
-    let mut request = Request::new(body);
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = if parts.method == Method::CONNECT {
-        // Cannot fail: a socket address is an authority.
-        Authority::try_from(addr.to_string()).map_or_else(|_| Uri::default(), Uri::from)
-    } else {
-        match parts.uri.path_and_query() {
-            Some(path) if path.as_str().starts_with('/') => Uri::from(path.clone()),
-            _ => Uri::from_static("/"),
-        }
-    };
-    *request.headers_mut() = if keep_headers {
-        parts.headers.clone()
-    } else {
-        std::mem::take(&mut parts.headers)
-    };
-    if !request.headers().contains_key(http::header::HOST) {
-        if let Ok(host) = http::HeaderValue::try_from(addr.to_string()) {
-            request.headers_mut().insert(http::header::HOST, host);
-        }
-    }
-    request
-}
-
 /// The client's response: hop-by-hop headers stripped, body counted in flight.
 fn downstream(
-    response: Response<Incoming>,
+    response: Response<UpstreamBody>,
     guard: InflightGuard,
-    lease: Lease,
     idle: std::time::Duration,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, ProxyBody::upstream(body, guard, lease, idle))
+    Response::from_parts(parts, ProxyBody::upstream(body, guard, idle))
 }

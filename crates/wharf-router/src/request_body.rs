@@ -6,8 +6,9 @@
 //! [`RequestBody`] reading it through its own cursor: first the frames already read
 //! (and kept), then fresh ones from the client, which are kept too while the total
 //! stays within the limit. A connection that fails before the body is polled (every
-//! connect failure: hyper writes the body only on an established connection) leaves
-//! the body untouched, so such a request can always be retried, however large.
+//! connect failure: the upstream client writes the body only on an established
+//! connection) leaves the body untouched, so such a request can always be retried,
+//! however large.
 //!
 //! Invariants: at most `max_body` bytes are ever forwarded (the frame that crosses the
 //! limit is not); memory kept for replay never exceeds [`REPLAY_LIMIT`] plus one frame;

@@ -6,15 +6,13 @@
 //! - the connection was reset or closed before a complete response head arrived, for
 //!   an idempotent method (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) whose body can be
 //!   sent again (none, or small enough to have been kept: see `request_body`);
-//! - anything else (a response head arrived, the client's body failed or was too large,
-//!   a timeout waiting for the response) is never retried.
+//! - anything else (a response head arrived, an invalid response, the client's body
+//!   failed or was too large, a timeout waiting for the response) is never retried.
 //!
-//! Limit: hyper reports a connection closed after a *partial* response head like one
-//! closed before any byte, so such a request is retried too; it is idempotent and the
-//! client has received nothing, so this is safe.
+//! A connection closed after a *partial* response head counts as reset too: the
+//! request is idempotent and the client has received nothing, so this is safe.
 
 use std::collections::HashMap;
-use std::error::Error as _;
 use std::sync::{Arc, Mutex};
 
 use http::Method;
@@ -35,39 +33,15 @@ pub(crate) enum Failure {
 impl Failure {
     /// Classifies an error of the upstream client.
     pub(crate) fn of(error: &UpstreamError) -> Failure {
-        let exchange = match error {
-            UpstreamError::Connect { timed_out, .. } => {
-                return Failure::Connect {
-                    timed_out: *timed_out,
-                }
-            }
-            UpstreamError::Exchange(exchange) => exchange,
-        };
-        if exchange.is_user() {
-            return Failure::Other;
-        }
-        let mut reset = exchange.is_incomplete_message() || exchange.is_canceled();
-        let mut source = exchange.source();
-        while let Some(e) = source {
-            if let Some(h) = e.downcast_ref::<hyper::Error>() {
-                if h.is_user() {
-                    return Failure::Other;
-                }
-                reset |= h.is_incomplete_message() || h.is_canceled();
-            }
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                use std::io::ErrorKind::*;
-                reset |= matches!(
-                    io.kind(),
-                    ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
-                );
-            }
-            source = e.source();
-        }
-        if reset {
-            Failure::Reset
-        } else {
-            Failure::Other
+        match error {
+            UpstreamError::Connect { timed_out, .. } => Failure::Connect {
+                timed_out: *timed_out,
+            },
+            UpstreamError::Reset(_) => Failure::Reset,
+            UpstreamError::Io(_)
+            | UpstreamError::Protocol(_)
+            | UpstreamError::Body(_)
+            | UpstreamError::Timeout => Failure::Other,
         }
     }
 

@@ -5,12 +5,14 @@
 //! Invariant: the replica stays counted in flight for as long as the tunnel is open, so
 //! draining waits for it (up to the drain timeout).
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
 
 use crate::inflight::InflightGuard;
-use crate::upstream::Lease;
 
 /// The `Upgrade` value of a request that asks for one (`Connection: upgrade`).
 pub(crate) fn requested(headers: &HeaderMap) -> Option<HeaderValue> {
@@ -33,19 +35,29 @@ pub(crate) fn restore(headers: &mut HeaderMap, upgrade: HeaderValue) {
     headers.insert(header::UPGRADE, upgrade);
 }
 
-/// Splices the two upgraded connections in the background. The replica's connection
-/// is never pooled again: its lease is held until the tunnel closes, then dropped.
-pub(crate) fn splice(client: OnUpgrade, replica: OnUpgrade, guard: InflightGuard, lease: Lease) {
+/// Splices the client's upgraded connection and the replica's (which is never pooled
+/// again) in the background; `early` is what the replica sent right after its `101`
+/// head, the client's first bytes of the tunnel.
+pub(crate) fn splice(
+    client: OnUpgrade,
+    mut replica: TcpStream,
+    early: Bytes,
+    guard: InflightGuard,
+) {
     tokio::spawn(async move {
-        let _held = (guard, lease);
-        let (client, replica) = match tokio::try_join!(client, replica) {
-            Ok(both) => both,
+        let _held = guard;
+        let client = match client.await {
+            Ok(client) => client,
             Err(error) => {
                 tracing::debug!(%error, "upgrade failed");
                 return;
             }
         };
-        let (mut client, mut replica) = (TokioIo::new(client), TokioIo::new(replica));
+        let mut client = TokioIo::new(client);
+        if let Err(error) = client.write_all(&early).await {
+            tracing::debug!(%error, "upgraded connection ended with an error");
+            return;
+        }
         if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut replica).await {
             tracing::debug!(%error, "upgraded connection ended with an error");
         }

@@ -153,10 +153,11 @@ async fn serve(table: RouteTable) -> Running {
 }
 
 /// Status, and the body or the error that ended it.
-async fn send(
-    router: SocketAddr,
-    request: Request<Full<Bytes>>,
-) -> (StatusCode, Result<String, String>) {
+async fn send<B>(router: SocketAddr, request: Request<B>) -> (StatusCode, Result<String, String>)
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = TcpStream::connect(router).await.expect("connect router");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -531,4 +532,103 @@ async fn body_over_the_limit_after_the_answer_started_aborts_the_upstream_reques
     let text = String::from_utf8_lossy(&upstream);
     assert!(text.contains("012345"), "{text}");
     assert!(!text.contains("6789ab"), "nothing past the limit: {text}");
+}
+
+/// A request body of unknown length (sent chunked), in the given pieces.
+struct Pieces(std::collections::VecDeque<Bytes>);
+
+impl hyper::body::Body for Pieces {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+#[tokio::test]
+async fn replica_answers_are_proxied_intact_whatever_their_framing() {
+    for (what, reply) in [
+        (
+            "chunked",
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nfram\r\n3\r\ned \r\n5\r\nintac\r\n1;x=y\r\nt\r\n0\r\nX-Sum: 1\r\n\r\n"[..],
+        ),
+        ("until close", b"HTTP/1.1 200 OK\r\n\r\nframed intact"),
+        ("length", b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nframed intact"),
+    ] {
+        // The replica closes each connection after its answer, unannounced: a pooled
+        // one is found closed, and the next request goes on a new one.
+        let (replica, accepted) = raw(reply, false).await;
+        let t = serve(route(&[replica], RouteOptions::default())).await;
+        for n in 1..=2 {
+            let (status, body) = send(t.addr, request("GET", b"")).await;
+            assert_eq!((status, body.as_deref()), (StatusCode::OK, Ok("framed intact")), "{what}");
+            assert_eq!(accepted.load(Ordering::SeqCst), n, "{what}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn ambiguous_replica_answers_are_502_and_never_retried() {
+    for reply in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        let (bad, accepted) = raw(reply, false).await;
+        let (live, mut bodies) = echo("live").await;
+        let t = serve(route(&[bad, live], RouteOptions::default())).await;
+        let (status, body) = send(t.addr, request("GET", b"")).await;
+        let what = String::from_utf8_lossy(reply);
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{what}");
+        assert_eq!(body.as_deref(), Ok("upstream unavailable\n"), "{what}");
+        assert_not_retried(&t, &accepted, &mut bodies);
+    }
+    // A malformed chunk after the head: the client gets the head, then a cut body.
+    let (bad, _) = raw(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokXX",
+        true,
+    )
+    .await;
+    let t = serve(route(&[bad], RouteOptions::default())).await;
+    let (status, body) = send(t.addr, request("GET", b"")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.is_err(), "{body:?}");
+}
+
+#[tokio::test]
+async fn large_request_bodies_reach_the_replica_intact_by_length_or_chunked() {
+    let (live, mut bodies) = echo("live").await;
+    let t = serve(route(&[live], RouteOptions::default())).await;
+    let payload: Bytes = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let post = || {
+        Request::builder()
+            .method("POST")
+            .uri("/x")
+            .header("host", "a.localhost")
+    };
+    let by_length = post().body(Full::new(payload.clone())).expect("request");
+    let (status, _) = send(t.addr, by_length).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bodies.recv().await.expect("body"), payload);
+    // Unknown length: chunked upstream, pieces small (copied behind the framing) and
+    // large (written from their own buffers).
+    let mut pieces = std::collections::VecDeque::new();
+    let mut at = 0;
+    for size in [1, 10, 4096, 4097, 70_000, 100].into_iter().cycle() {
+        let end = (at + size).min(payload.len());
+        pieces.push_back(payload.slice(at..end));
+        at = end;
+        if at == payload.len() {
+            break;
+        }
+    }
+    let chunked = post().body(Pieces(pieces)).expect("request");
+    let (status, _) = send(t.addr, chunked).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bodies.recv().await.expect("body"), payload);
 }

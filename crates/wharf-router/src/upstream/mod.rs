@@ -1,0 +1,226 @@
+//! The upstream client: HTTP/1.1 to replicas over keep-alive connections, one pool per
+//! router worker (see `server`), so nothing in it is shared between threads.
+//!
+//! wharf's own small HTTP/1.1 client, driven by the request's own task: no connection
+//! task, no channel between the request and its connection. [`Upstream::send`] takes an
+//! idle connection to the replica (`pool`) or connects within the route's connect
+//! timeout (`TCP_NODELAY`), writes the request head (`request`) and body
+//! (`outgoing`) while reading the response head (`exchange`, `response`), and returns
+//! the response with a body (`body`) that streams from the connection and gives it
+//! back to the pool once it ended cleanly. A `101` hands the connection over
+//! ([`UpstreamBody::into_tunnel`]). One timer bounds a request until its response head
+//! (the route's response timeout, and the connect timeout while connecting).
+//!
+//! A reused idle connection can turn out closed by the replica (its keep-alive timeout
+//! raced the request). The request then goes again on the next idle or a new
+//! connection, which is not a retry in `retry`'s sense, when it is known not to have
+//! been processed: no byte of it was taken by the socket, or the replica closed
+//! without a byte of answer and the method is idempotent (what `retry` would retry
+//! anyway); in both cases only while the body can be sent again from its start. Any
+//! other failure goes to the caller, classified for `retry` ([`UpstreamError`]):
+//! connect failure, reset or close before a complete response head, anything else.
+
+mod body;
+mod chunked;
+mod conn;
+mod exchange;
+mod framing;
+mod outgoing;
+mod pool;
+mod request;
+mod response;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::{poll_fn, Future as _};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use http::request::Parts;
+use http::Response;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+pub(crate) use body::UpstreamBody;
+pub(crate) use pool::PoolConfig;
+pub(crate) use response::ProtocolError;
+
+use conn::Conn;
+use exchange::Failed;
+use outgoing::Outgoing;
+use pool::{lock, Home, Pool};
+
+use crate::error::BodyError;
+use crate::request_body::Shared;
+use crate::retry::is_idempotent;
+
+/// Why an upstream exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    /// No connection was made (refused, unreachable, or the connect timeout expired).
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        timed_out: bool,
+        #[source]
+        source: io::Error,
+    },
+    /// The connection was reset or closed before a complete response head.
+    #[error("connection closed before a response head: {0}")]
+    Reset(#[source] io::Error),
+    /// The connection failed otherwise before a complete response head.
+    #[error("connection failed: {0}")]
+    Io(#[source] io::Error),
+    /// The replica's answer was not valid HTTP/1.1 (or was ambiguous).
+    #[error("invalid response: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The client's request body failed while it was sent.
+    #[error("request body: {0}")]
+    Body(BodyError),
+    /// No response head within the route's response timeout.
+    #[error("no response head in time")]
+    Timeout,
+}
+
+impl From<Failed> for UpstreamError {
+    fn from(failed: Failed) -> Self {
+        use io::ErrorKind::*;
+        match failed {
+            Failed::Timeout => UpstreamError::Timeout,
+            Failed::Body(error) => UpstreamError::Body(error),
+            Failed::Protocol(error) => UpstreamError::Protocol(error),
+            Failed::Closed { error, .. } => match error.kind() {
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => {
+                    UpstreamError::Reset(error)
+                }
+                _ => UpstreamError::Io(error),
+            },
+        }
+    }
+}
+
+/// One worker's client: its idle connections by replica address.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    pool: Arc<Mutex<Pool>>,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream::new(PoolConfig::default())
+    }
+}
+
+/// The timeouts of one request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadlines {
+    /// Making a connection.
+    pub connect: Duration,
+    /// From the start of `send` to the response head.
+    pub response: Duration,
+}
+
+impl Upstream {
+    pub(crate) fn new(config: PoolConfig) -> Self {
+        Upstream {
+            pool: Pool::new(config),
+        }
+    }
+
+    /// Sends the request of `parts` (the proxy's headers; target and `Host` are made
+    /// here) with an attempt of `body` to `addr`, on an idle connection, else on a new
+    /// one. The response body streams from the connection.
+    pub(crate) async fn send(
+        &self,
+        addr: SocketAddr,
+        deadlines: Deadlines,
+        parts: &Parts,
+        body: &Shared,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let deadline = Instant::now() + deadlines.response;
+        let timer = tokio::time::sleep_until(deadline);
+        tokio::pin!(timer);
+        loop {
+            let idle = lock(&self.pool).checkout(addr);
+            let (mut conn, reused) = match idle {
+                Some(conn) => (conn, true),
+                // Boxed: the rare path should not make every request's future larger.
+                None => {
+                    let connecting = connect(addr, deadlines.connect, timer.as_mut(), deadline);
+                    (Box::pin(connecting).await?, false)
+                }
+            };
+            let mut outgoing = Some(Outgoing::start(&mut conn, parts, addr, body.attempt()));
+            match exchange::head(&mut conn, &mut outgoing, &parts.method, timer.as_mut()).await {
+                Ok((head, complete)) => {
+                    let keep_alive = head.keep_alive && complete;
+                    let home = Home::of(&self.pool);
+                    let body = UpstreamBody::new(conn, head.framing, keep_alive, outgoing, home);
+                    let mut response = Response::new(body);
+                    *response.status_mut() = head.status;
+                    *response.version_mut() = head.version;
+                    *response.headers_mut() = head.headers;
+                    return Ok(response);
+                }
+                Err(Failed::Closed {
+                    answered: false,
+                    sent,
+                    error,
+                }) if reused
+                    && (sent == 0 || is_idempotent(&parts.method))
+                    && body.replayable() =>
+                {
+                    tracing::debug!(%addr, %error, "idle upstream connection was closed; sending again");
+                }
+                Err(failed) => return Err(failed.into()),
+            }
+        }
+    }
+
+    /// Idle connections pooled for `addr`.
+    #[cfg(test)]
+    fn idle(&self, addr: SocketAddr) -> usize {
+        lock(&self.pool).idle(addr)
+    }
+}
+
+/// Connects to `addr` within `timeout`, or until `deadline` (the response timeout's)
+/// if that comes first; `timer` is the request's timer, set back to `deadline` after.
+async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    mut timer: Pin<&mut Sleep>,
+    deadline: Instant,
+) -> Result<Box<Conn>, UpstreamError> {
+    let by_connect = Instant::now() + timeout;
+    timer.as_mut().reset(by_connect.min(deadline));
+    let connecting = TcpStream::connect(addr);
+    tokio::pin!(connecting);
+    let made = poll_fn(|cx| match connecting.as_mut().poll(cx) {
+        Poll::Ready(made) => Poll::Ready(Some(made)),
+        Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+    })
+    .await;
+    timer.as_mut().reset(deadline);
+    let failed = |timed_out, source| UpstreamError::Connect {
+        addr,
+        timed_out,
+        source,
+    };
+    match made {
+        Some(Ok(stream)) => {
+            stream
+                .set_nodelay(true)
+                .map_err(|error| failed(false, error))?;
+            Ok(Conn::new(stream, addr))
+        }
+        Some(Err(error)) => Err(failed(false, error)),
+        None if by_connect <= deadline => Err(failed(true, io::ErrorKind::TimedOut.into())),
+        None => Err(UpstreamError::Timeout),
+    }
+}
