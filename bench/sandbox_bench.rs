@@ -117,12 +117,7 @@ fn main() {
         .tempdir()
         .expect("temp dir");
     // As in the server: run directories on a tmpfs.
-    let instance = wharf_runtime::sandbox::instance_name(data.path());
-    let run_state = wharf_runtime::run_state::instance_dir(
-        Path::new(wharf_runtime::run_state::ROOT),
-        &instance,
-    )
-    .unwrap_or_else(|e| {
+    let run_state = wharf_runtime::run_state::of_data_dir(data.path()).unwrap_or_else(|e| {
         eprintln!("cannot keep run directories in memory: {e}");
         std::process::exit(1)
     });

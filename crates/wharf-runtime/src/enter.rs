@@ -112,7 +112,7 @@ fn sandboxed(
         .iter()
         .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok())
         .collect();
-    let filters = seccomp::build().map_err(|e| e.to_string())?;
+    let filters = seccomp::filters().map_err(|e| e.to_string())?;
     // Opened before any is entered: the mount namespace changes what /proc shows.
     let mut kinds = vec![
         ("ipc", CloneFlags::CLONE_NEWIPC),
@@ -143,7 +143,7 @@ fn sandboxed(
     // child may run any code; it only makes syscalls and execs.
     #[allow(unsafe_code)]
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("cannot fork: {e}"))? {
-        ForkResult::Child => exec_command(spec, &filters, &argv, &envp),
+        ForkResult::Child => exec_command(spec, filters, &argv, &envp),
         ForkResult::Parent { child } => loop {
             match waitpid(child, None) {
                 Ok(WaitStatus::Exited(_, code)) => return Ok(code),

@@ -99,12 +99,8 @@ impl ProcessRuntime {
     }
 
     fn exit_of(&self, h: &Handle, fallback: &str) -> Exit {
-        self.recorded_exit(h).unwrap_or_else(|| Exit {
-            at: now_ms(),
-            code: None,
-            signal: None,
-            reason: fallback.to_string(),
-        })
+        self.recorded_exit(h)
+            .unwrap_or_else(|| unrecorded(fallback))
     }
 
     fn alive(&self, h: &Handle) -> bool {
@@ -278,6 +274,16 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The exit of an init that recorded none, for `reason`.
+fn unrecorded(reason: &str) -> Exit {
+    Exit {
+        at: now_ms(),
+        code: None,
+        signal: None,
+        reason: reason.to_string(),
+    }
+}
+
 /// What an init that recorded no exit is known to have ended with.
 fn ended_without_record(status: std::process::ExitStatus) -> String {
     format!("replica init ended without recording an exit ({status})")
@@ -365,11 +371,10 @@ impl Runtime for ProcessRuntime {
         let status = forked
             .then(|| self.launcher.as_ref()?.wait(h.pid).ok().flatten())
             .flatten();
-        if let Some(status) = status {
-            Liveness::Exited(self.exit_of(h, &ended_without_record(status)))
-        } else {
-            Liveness::Exited(self.exit_of(h, "replica init is gone (killed or machine restarted)"))
-        }
+        Liveness::Exited(unrecorded(&status.map_or_else(
+            || "replica init is gone (killed or machine restarted)".to_string(),
+            ended_without_record,
+        )))
     }
 
     fn signal(&self, h: &Handle, sig: StopSignal) -> Result<(), RuntimeError> {

@@ -90,6 +90,11 @@ pub fn instance_dir(root: &Path, instance: &str) -> Result<PathBuf, RunStateErro
     Ok(dir)
 }
 
+/// The run-state directory of the data dir `data_dir`, under [`ROOT`].
+pub fn of_data_dir(data_dir: &Path) -> Result<PathBuf, RunStateError> {
+    instance_dir(Path::new(ROOT), &crate::sandbox::instance_name(data_dir))
+}
+
 /// Removes `dir` (from [`instance_dir`]) and the empty directories under it; what still
 /// holds a file (a replica's run directory) stays.
 pub fn release(dir: &Path) {

@@ -525,11 +525,7 @@ fn in_memory_run_state(layout: &Layout) -> Layout {
         );
         return layout.clone();
     }
-    let instance = wharf_runtime::sandbox::instance_name(layout.root());
-    match wharf_runtime::run_state::instance_dir(
-        Path::new(wharf_runtime::run_state::ROOT),
-        &instance,
-    ) {
+    match wharf_runtime::run_state::of_data_dir(layout.root()) {
         Ok(dir) => layout.clone().with_run_state(dir),
         Err(e) => {
             eprintln!("wharf: {e}; run directories stay in the data dir (slower starts)");

@@ -150,7 +150,7 @@ impl Sandbox {
         if !nix::unistd::geteuid().is_root() {
             return Err(SandboxError::NotRoot);
         }
-        seccomp::build()?;
+        seccomp::filters()?;
         let proc_root = PathBuf::from("/proc");
         let read = |p: PathBuf| {
             std::fs::read_to_string(&p).map_err(|source| SandboxError::Read { path: p, source })

@@ -99,8 +99,9 @@ fn arch() -> Result<(u32, bool), SeccompError> {
     }
 }
 
-/// The filter of [`build`], built once per process: the launcher builds it before it
-/// forks, so every replica init it forks has it ready.
+/// The filter to install (see `build`), built once per process: the launcher builds it
+/// before it forks, so every replica init it forks has it ready, and the server's
+/// start-up check reuses it.
 pub fn filters() -> Result<&'static [BpfProgram], SeccompError> {
     static BUILT: std::sync::OnceLock<Result<Vec<BpfProgram>, String>> = std::sync::OnceLock::new();
     match BUILT.get_or_init(|| build().map_err(|e| e.to_string())) {
@@ -112,7 +113,7 @@ pub fn filters() -> Result<&'static [BpfProgram], SeccompError> {
 /// The filter to install: the deny list (`EPERM`), `clone` with `CLONE_NEWUSER`
 /// (`EPERM`), `clone3` (`ENOSYS`), and on x86_64 every x32 syscall (`EPERM`), compiled
 /// by [`super::bpf`] into one program.
-pub fn build() -> Result<Vec<BpfProgram>, SeccompError> {
+fn build() -> Result<Vec<BpfProgram>, SeccompError> {
     let (audit_arch, has_x32) = arch()?;
     let nr = |n: i64| u32::try_from(n).map_err(|e| SeccompError::Build(e.to_string()));
     let eperm = Action::Errno(libc::EPERM as u16);

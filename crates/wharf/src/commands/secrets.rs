@@ -322,10 +322,7 @@ fn write_secret_files(
 ) -> std::result::Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let on_tmpfs = nix::sys::statfs::statfs(dir)
-        .map(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
-        .unwrap_or(false);
-    if !on_tmpfs {
+    if !wharf_runtime::run_state::in_memory(dir) {
         return Err(format!(
             "secrets as files need a tmpfs at {}, which only sandboxed replicas have; run the server as root with --isolation auto or sandbox, or deliver secrets as environment variables",
             dir.display()
