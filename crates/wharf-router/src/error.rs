@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderValue, Response, StatusCode};
+use http::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, StatusCode};
 
 use crate::body::ProxyBody;
 
@@ -57,11 +57,10 @@ impl ProxyError {
         }
     }
 
-    /// The plain-text response for this error.
-    pub(crate) fn to_response(&self) -> Response<ProxyBody> {
-        let mut response = Response::new(ProxyBody::local(format!("{self}\n")));
-        *response.status_mut() = self.status();
-        let headers = response.headers_mut();
+    /// The plain-text answer for this error: its header fields and body.
+    pub(crate) fn answer(&self) -> (HeaderMap, ProxyBody) {
+        let body = ProxyBody::local(format!("{self}\n"));
+        let mut headers = HeaderMap::with_capacity(2);
         headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -77,7 +76,7 @@ impl ProxyError {
             }
             _ => {}
         }
-        response
+        (headers, body)
     }
 }
 
@@ -124,8 +123,9 @@ pub(crate) enum BodyError {
     TooLarge(u64),
     #[error("no data for {}ms", .0.as_millis())]
     Idle(std::time::Duration),
+    /// The client's body failed: the connection, its framing, or HTTP/2.
     #[error("{0}")]
-    Client(Arc<hyper::Error>),
+    Client(Arc<dyn std::error::Error + Send + Sync>),
     #[error("request body does not match its Content-Length")]
     Length,
     #[error("{0}")]

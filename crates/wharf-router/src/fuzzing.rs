@@ -2,20 +2,23 @@
 //! same checks in plain `cargo test`. Each `check_*` takes arbitrary bytes and panics
 //! when an invariant of the router fails; it never panics otherwise.
 //!
-//! - [`check_request_head`]: a request head, parsed as hyper parses it (httparse, then
-//!   `http`'s URI and header types), goes through the router's own normalization:
-//!   the routing host, the path, the forwarded headers ([`request_head`]).
+//! - [`check_request_head`]: a request head, parsed by the router's own HTTP/1.1 server
+//!   (`downstream::head`), goes through the router's normalization and is written out
+//!   as the upstream request: the routing host, the path, the forwarded headers
+//!   ([`request_head`]); the upstream request must parse again.
 //! - [`check_routing`]: a route table and requests decoded from the bytes; the lookup
 //!   ([`Lookup`]) must agree with a naive reference model of the precedence rules.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Uri};
+use http::Method;
 use wharf_types::route_options::check_prefix;
 
-use crate::headers::{forward_request, normalize_host, route_host};
+use crate::downstream::head::RequestHead;
+use crate::headers::normalize_host;
 use crate::lookup::Lookup;
+use crate::upstream::Forward;
 
 /// What the router makes of one request head.
 #[derive(Debug)]
@@ -29,38 +32,37 @@ pub struct Head {
     pub headers: HeaderMap,
 }
 
-/// Parses `bytes` as a request head and applies the router's normalization; `None`
-/// when hyper would refuse the head (incomplete or invalid).
+/// Parses `bytes` as a request head as the router does and writes the request that
+/// would go upstream; `None` when the router refuses the head (incomplete or invalid).
+/// Panics when the upstream request it wrote does not parse.
 pub fn request_head(bytes: &[u8]) -> Option<Head> {
-    let mut slots = [httparse::EMPTY_HEADER; 64];
-    let mut parsed = httparse::Request::new(&mut slots);
-    let Ok(httparse::Status::Complete(_)) = parsed.parse(bytes) else {
-        return None;
+    let mut request = RequestHead::default();
+    request.parse(bytes).ok()??;
+    let forward = Forward {
+        client: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        secure: false,
+        request_id: b"0123456789abcdef0123456789abcdef",
+        traceparent: None,
     };
-    let method = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
-    let uri: Uri = parsed.path?.parse().ok()?;
-    let mut request = Request::builder().method(method).uri(uri);
+    let mut upstream = Vec::new();
+    let addr = (Ipv4Addr::LOCALHOST, 8080).into();
+    crate::upstream::encode_head(&request, &forward, addr, &mut upstream);
+    let mut slots = [httparse::EMPTY_HEADER; 128];
+    let mut parsed = httparse::Request::new(&mut slots);
+    let Ok(httparse::Status::Complete(_)) = parsed.parse(&upstream) else {
+        panic!("the upstream request does not parse: {:?}", String::from_utf8_lossy(&upstream));
+    };
+    let mut headers = HeaderMap::new();
     for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        let value = HeaderValue::from_bytes(h.value).ok()?;
-        request = request.header(name, value);
+        let name = HeaderName::from_bytes(h.name.as_bytes()).expect("upstream header name");
+        let value = HeaderValue::from_bytes(h.value).expect("upstream header value");
+        headers.append(name, value);
     }
-    let (mut parts, ()) = request.body(()).ok()?.into_parts();
-    let host = route_host(&parts.uri, parts.headers.get(http::header::HOST)).into_owned();
-    let path = parts.uri.path().to_owned();
-    let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
-    let proto = HeaderValue::from_static("http");
-    forward_request(
-        &mut parts.headers,
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-        &proto,
-        authority.as_deref(),
-    );
     Some(Head {
-        method: parts.method,
-        host,
-        path,
-        headers: parts.headers,
+        method: request.method().clone(),
+        host: request.host().into_owned(),
+        path: request.path().to_owned(),
+        headers,
     })
 }
 

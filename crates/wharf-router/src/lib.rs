@@ -48,9 +48,13 @@
 //!   request body ever reach a replica.
 
 mod access;
+mod answer;
 mod body;
+mod codec;
+mod downstream;
 mod error;
 pub mod fuzzing;
+mod h2;
 mod headers;
 mod idle;
 mod inflight;

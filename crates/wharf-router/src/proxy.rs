@@ -1,33 +1,28 @@
-//! The request path: route, check the body limit, rewrite headers, send upstream
-//! (once more to another replica when `retry` allows), and turn the answer into the
-//! client's response.
+//! The request path, whatever protocol the request came in: route, check the body
+//! limit, send the request upstream with the forwarding fields (once more to another
+//! replica when `retry` allows), and make the [`Answer`], which the client's protocol
+//! then writes (HTTP/1.1: `downstream::respond`; HTTP/2: `Answer::into_response`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::request::Parts;
-use http::uri::{Authority, PathAndQuery};
-use http::{Request, Response, StatusCode, Uri};
-use hyper::body::{Body as _, Incoming};
-use hyper::upgrade::OnUpgrade;
+use http::header::HeaderMap;
+use http::StatusCode;
 
+use crate::answer::{Answer, Fields, Tunnel};
 use crate::body::ProxyBody;
+use crate::codec::fields::Known;
+use crate::downstream::head::RequestHead;
 use crate::error::{BodyError, ProxyError};
-use crate::headers::{
-    forward_request, route_host, strip_hop_by_hop, valid_traceparent, TRACEPARENT, X_REQUEST_ID,
-};
+use crate::headers::{valid_traceparent, RequestId};
 use crate::inflight::InflightGuard;
-use crate::request_body::Shared;
+use crate::request_body::{ClientBody, Shared};
 use crate::retry::{may_retry, Failure};
 use crate::server::{Conn, Local};
 use crate::table::Pick;
-use crate::upgrade;
-use crate::upstream::{Deadlines, UpstreamBody, UpstreamError};
+use crate::upstream::{Deadlines, Forward, Framing, UpstreamError};
 use crate::Router;
-
-/// HSTS added to the HTTPS answers of an `https_only` route (one year).
-const HSTS: http::HeaderValue = http::HeaderValue::from_static("max-age=31536000");
 
 /// Where a request went, for its log line, its counters and passive health. Filled
 /// by moving the pick's references in (not cloning them: each clone is an atomic
@@ -70,32 +65,45 @@ impl Target {
     }
 }
 
-/// What the request path needs to know about the request besides its parts.
+/// What the request path needs to know about the request besides its head.
 struct Context<'a> {
     conn: Conn,
-    request_id: &'a http::HeaderValue,
+    request_id: &'a RequestId,
     host: &'a str,
     path: &'a str,
 }
 
-/// Proxy one request that came on `conn`; always produces a response.
+/// An answer without what `handle` adds to every answer.
+struct Replied {
+    status: StatusCode,
+    fields: Fields,
+    body: ProxyBody,
+    tunnel: Option<Tunnel>,
+}
+
+impl Replied {
+    fn local(status: StatusCode, (headers, body): (HeaderMap, ProxyBody)) -> Self {
+        Replied {
+            status,
+            fields: Fields::Local(headers),
+            body,
+            tunnel: None,
+        }
+    }
+}
+
+/// Proxy one request that came on `conn`; always produces an answer.
 pub(crate) async fn handle(
     local: &Local,
-    request: Request<Incoming>,
+    request: &RequestHead,
+    body: ClientBody,
     conn: Conn,
-) -> Response<ProxyBody> {
+) -> Answer {
     let router = &*local.router;
     let start = Instant::now();
-    let (mut parts, body) = request.into_parts();
-    let version = parts.version;
-    let request_id = local.ids.of(&parts.headers);
-    // Cheap clones (reference-counted bytes) that the host and path borrow from while
-    // `parts` is rewritten.
-    let uri = parts.uri.clone();
-    let host_header = parts.headers.get(http::header::HOST).cloned();
-    let host = route_host(&uri, host_header.as_ref());
-    let path = uri.path();
-    let method = parts.method.clone();
+    let request_id = local.ids.of(request.first(Known::XRequestId));
+    let host = request.host();
+    let path = request.path();
     let mut target = Target::default();
     let context = Context {
         conn,
@@ -109,11 +117,11 @@ pub(crate) async fn handle(
     };
     let forwarded = match challenge {
         Some(answer) => Ok(answer),
-        None => forward(local, &mut parts, body, &context, &mut target).await,
+        None => forward(local, request, body, &context, &mut target).await,
     };
     let mut failure = None;
-    let mut response = match forwarded {
-        Ok(response) => response,
+    let mut replied = match forwarded {
+        Ok(replied) => replied,
         Err(error) => {
             let reason = match &error {
                 ProxyError::Upstream { replica, source } => {
@@ -123,19 +131,10 @@ pub(crate) async fn handle(
                 other => other.to_string(),
             };
             failure = Some(reason);
-            error.to_response()
+            Replied::local(error.status(), error.answer())
         }
     };
-    if target.hsts
-        && !response
-            .headers()
-            .contains_key(http::header::STRICT_TRANSPORT_SECURITY)
-    {
-        response
-            .headers_mut()
-            .insert(http::header::STRICT_TRANSPORT_SECURITY, HSTS);
-    }
-    let status = response.status().as_u16();
+    let status = replied.status.as_u16();
     if let Some(stats) = &target.stats {
         stats.record(status, start.elapsed());
     }
@@ -150,46 +149,47 @@ pub(crate) async fn handle(
     }
     // The line is built only when some subscriber wants it.
     if tracing::enabled!(target: crate::access::TARGET, tracing::Level::INFO) {
-        response.body_mut().log(crate::access::Entry {
+        replied.body.log(crate::access::Entry {
             started: start,
-            method,
+            method: request.method().clone(),
             path: path.to_owned(),
-            host: host.into_owned(),
+            host: host.clone().into_owned(),
             app: target.app,
             release: target.release,
             replica: target.replica,
             status,
-            request_id: request_id.to_str().unwrap_or("").to_string(),
+            request_id: String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
             bytes: 0,
             retries: target.retries,
             error: failure,
         });
     }
-    response.headers_mut().insert(X_REQUEST_ID, request_id);
     let draining = router.draining.load(std::sync::atomic::Ordering::SeqCst);
-    if draining && version <= http::Version::HTTP_11 && status != 101 {
-        response.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
+    Answer {
+        status: replied.status,
+        fields: replied.fields,
+        body: replied.body,
+        request_id,
+        hsts: target.hsts,
+        close: draining && request.version() <= http::Version::HTTP_11 && status != 101,
+        tunnel: replied.tunnel,
     }
-    response
 }
 
 async fn forward(
     local: &Local,
-    parts: &mut Parts,
-    body: Incoming,
+    request: &RequestHead,
+    body: ClientBody,
     context: &Context<'_>,
     target: &mut Target,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Replied, ProxyError> {
     let router = &*local.router;
     if !context.conn.secure {
         if let Some(port) = router.https_only_port(context.host, context.path) {
             return Err(ProxyError::HttpsOnly(https_location(
                 context.host,
                 port,
-                &parts.uri,
+                request.origin_target(),
             )));
         }
     }
@@ -200,56 +200,50 @@ async fn forward(
     if body.size_hint().lower() > limits.max_body {
         return Err(ProxyError::PayloadTooLarge(limits.max_body));
     }
-
-    let uri_host = parts.uri.authority().cloned();
-    let upgrade = upgrade::requested(&parts.headers);
-    let client_upgrade = upgrade
-        .as_ref()
-        .and_then(|_| parts.extensions.remove::<OnUpgrade>());
-    let proto = http::HeaderValue::from_static(if context.conn.secure { "https" } else { "http" });
-    forward_request(
-        &mut parts.headers,
-        context.conn.peer.ip(),
-        &proto,
-        uri_host.as_ref().map(Authority::as_str),
-    );
-    parts
-        .headers
-        .insert(X_REQUEST_ID, context.request_id.clone());
-    if !parts
-        .headers
-        .get(TRACEPARENT)
-        .is_some_and(valid_traceparent)
-    {
-        parts.headers.insert(TRACEPARENT, local.ids.traceparent());
-    }
-    if let Some(value) = upgrade {
-        upgrade::restore(&mut parts.headers, value);
-    }
-
+    let traceparent = match request.first(Known::Traceparent) {
+        Some(given) if valid_traceparent(given) => None,
+        _ => Some(local.ids.traceparent()),
+    };
+    let forward = Forward {
+        client: context.conn.peer.ip(),
+        secure: context.conn.secure,
+        request_id: context.request_id.as_bytes(),
+        traceparent: traceparent.as_ref().map(|t| &t[..]),
+    };
     let body = Shared::new(body, limits.max_body, limits.idle);
     let deadlines = Deadlines {
         connect: limits.connect,
         response: limits.response,
     };
+    let method = request.method();
     loop {
         let last = target.retries > 0 || !chosen.others;
         let sent = local
             .upstream
-            .send(chosen.addr, deadlines, parts, &body)
+            .send(chosen.addr, deadlines, request, &forward, &body)
             .await;
         let source = match sent {
-            Ok(response) => {
-                if let (StatusCode::SWITCHING_PROTOCOLS, Some(client)) =
-                    (response.status(), client_upgrade)
-                {
-                    let (parts, body) = response.into_parts();
-                    if let Some((replica, early)) = body.into_tunnel() {
-                        upgrade::splice(client, replica, early, chosen.guard);
-                    }
-                    return Ok(Response::from_parts(parts, ProxyBody::empty()));
-                }
-                return Ok(downstream(response, chosen.guard, limits.idle));
+            // Only to a request that asked for an upgrade (else `send` failed).
+            Ok((head, answer)) if head.framing == Framing::Switch => {
+                let tunnel = answer.into_tunnel().map(|(replica, early)| Tunnel {
+                    replica,
+                    early,
+                    guard: chosen.guard,
+                });
+                return Ok(Replied {
+                    status: head.status,
+                    fields: Fields::Upstream(head),
+                    body: ProxyBody::empty(),
+                    tunnel,
+                });
+            }
+            Ok((head, answer)) => {
+                return Ok(Replied {
+                    status: head.status,
+                    fields: Fields::Upstream(head),
+                    body: ProxyBody::upstream(answer, chosen.guard, limits.idle),
+                    tunnel: None,
+                });
             }
             Err(source) => source,
         };
@@ -267,7 +261,7 @@ async fn forward(
         }
         let failure = Failure::of(&source);
         let failed = target.replica();
-        if last || !may_retry(&parts.method, failure, body.replayable()) {
+        if last || !may_retry(method, failure, body.replayable()) {
             return Err(match failure {
                 Failure::Connect { timed_out: true } => ProxyError::ConnectTimeout {
                     replica: failed,
@@ -299,34 +293,24 @@ async fn forward(
 }
 
 /// The answer to an ACME HTTP-01 validation request for a challenge in progress.
-fn acme_challenge(router: &Router, path: &str) -> Option<Response<ProxyBody>> {
+fn acme_challenge(router: &Router, path: &str) -> Option<Replied> {
     let token = path.strip_prefix("/.well-known/acme-challenge/")?;
     let answer = router.https.as_ref()?.tls.acme_challenge(token)?;
-    let mut response = Response::new(ProxyBody::local(answer));
-    response.headers_mut().insert(
+    let mut headers = HeaderMap::with_capacity(1);
+    headers.insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/octet-stream"),
     );
-    Some(response)
+    Some(Replied::local(StatusCode::OK, (headers, ProxyBody::local(answer))))
 }
 
-/// `https://host[:port]/path?query` for a plaintext request to an `https_only` route.
-fn https_location(host: &str, port: u16, uri: &Uri) -> String {
-    let path = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+/// `https://host[:port]/path?query` for a plaintext request to an `https_only` route;
+/// `target` is the request's origin-form target (ASCII).
+fn https_location(host: &str, port: u16, target: &[u8]) -> String {
+    let path = std::str::from_utf8(target).unwrap_or("/");
     let path = if path.starts_with('/') { path } else { "/" };
     match port {
         443 => format!("https://{host}{path}"),
         port => format!("https://{host}:{port}{path}"),
     }
-}
-
-/// The client's response: hop-by-hop headers stripped, body counted in flight.
-fn downstream(
-    response: Response<UpstreamBody>,
-    guard: InflightGuard,
-    idle: std::time::Duration,
-) -> Response<ProxyBody> {
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, ProxyBody::upstream(body, guard, idle))
 }

@@ -22,8 +22,51 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::downstream::H1Body;
 use crate::error::BodyError;
 use crate::idle::IdleTimer;
+
+/// The client's request body, as the connection it came on delivers it.
+#[derive(Debug)]
+pub(crate) enum ClientBody {
+    /// None, or one already at its end.
+    Empty,
+    /// From the router's HTTP/1.1 connection.
+    H1(H1Body),
+    /// An HTTP/2 stream's data (hyper).
+    H2(Incoming),
+}
+
+impl ClientBody {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::H1(body) => Pin::new(body).poll_frame(cx),
+            ClientBody::H2(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|e| BodyError::Client(Arc::new(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::H1(body) => body.is_end_stream(),
+            ClientBody::H2(body) => body.is_end_stream(),
+        }
+    }
+
+    pub(crate) fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::H1(body) => body.size_hint(),
+            ClientBody::H2(body) => body.size_hint(),
+        }
+    }
+}
 
 /// Request bodies up to this size are kept while sent, so that an idempotent request
 /// reset before its response can be sent again.
@@ -42,7 +85,7 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 struct State {
     /// The client's body while more may come.
-    source: Option<Incoming>,
+    source: Option<ClientBody>,
     /// Data read so far, kept for replay while `replayable`.
     kept: Vec<Bytes>,
     kept_bytes: usize,
@@ -53,7 +96,7 @@ struct State {
 }
 
 impl Shared {
-    pub(crate) fn new(body: Incoming, max_body: u64, idle: Duration) -> Self {
+    pub(crate) fn new(body: ClientBody, max_body: u64, idle: Duration) -> Self {
         let hint = body.size_hint();
         let state = (!body.is_end_stream()).then(|| {
             Arc::new(Mutex::new(State {
@@ -138,7 +181,7 @@ impl Body for RequestBody {
         let Some(source) = state.source.as_mut() else {
             return Poll::Ready(state.ended.clone().flatten().map(Err));
         };
-        match Pin::new(source).poll_frame(cx) {
+        match source.poll_frame(cx) {
             Poll::Pending if this.idle.expired(cx) => {
                 Poll::Ready(Some(Err(state.end(BodyError::Idle(shared.idle)))))
             }
@@ -148,10 +191,7 @@ impl Body for RequestBody {
                 state.ended = Some(None);
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(e))) => {
-                let error = BodyError::Client(Arc::new(e));
-                Poll::Ready(Some(Err(state.end(error))))
-            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(state.end(error)))),
             Poll::Ready(Some(Ok(frame))) => {
                 this.idle.activity();
                 let Some(data) = frame.data_ref() else {

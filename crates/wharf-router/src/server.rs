@@ -23,22 +23,21 @@
 //! worker ended. Dropping the `serve` future stops the workers too (they see their
 //! channels closed): idle connections close, requests in flight finish.
 
-use std::convert::Infallible;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use hyper::rt::{Read, Write};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::downstream::{self, Reader, Writer};
+use crate::h2;
 use crate::headers::RequestIds;
-use crate::proxy;
 use crate::tls::Tls;
 use crate::upstream::Upstream;
 use crate::Router;
@@ -219,9 +218,6 @@ impl Worker {
             router,
             upstream: Upstream::default(),
         });
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).keep_alive(true);
-        builder.http2().timer(TokioTimer::new());
         // Each connection task holds a receiver: `closed()` once they all ended.
         let (alive, _) = watch::channel(());
         // The listener's stop signal reaches this worker's connections through a channel
@@ -246,13 +242,13 @@ impl Worker {
                     continue;
                 }
             };
-            let (local, builder) = (local.clone(), builder.clone());
+            let local = local.clone();
             let (stop, alive) = (stop.clone(), alive.subscribe());
             let tls = tls.clone();
             tokio::spawn(async move {
                 match tls {
-                    None => plain(local, builder, stream, stop).await,
-                    Some(tls) => secure(local, builder, stream, tls, stop).await,
+                    None => plain(local, stream, stop).await,
+                    Some(tls) => secure(local, stream, tls, stop).await,
                 }
                 drop((alive, counted));
             });
@@ -274,24 +270,18 @@ async fn reload(tls: Arc<Tls>) {
     }
 }
 
-async fn plain(
-    local: Arc<Local>,
-    builder: auto::Builder<TokioExecutor>,
-    stream: TcpStream,
-    stop: watch::Receiver<bool>,
-) {
+async fn plain(local: Arc<Local>, stream: TcpStream, stop: watch::Receiver<bool>) {
     let Ok(peer) = stream.peer_addr() else { return };
     let _ = stream.set_nodelay(true);
     let conn = Conn {
         peer,
         secure: false,
     };
-    connection(local, builder, TokioIo::new(stream), conn, stop).await;
+    http(local, stream, conn, stop).await;
 }
 
 async fn secure(
     local: Arc<Local>,
-    builder: auto::Builder<TokioExecutor>,
     stream: TcpStream,
     tls: Arc<Tls>,
     mut stop: watch::Receiver<bool>,
@@ -315,35 +305,64 @@ async fn secure(
         _ = stop.wait_for(|stop| *stop) => return,
     };
     let conn = Conn { peer, secure: true };
-    connection(local, builder, TokioIo::new(stream), conn, stop).await;
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        h2::serve(local, stream, conn, stop).await;
+    } else {
+        http(local, stream, conn, stop).await;
+    }
 }
 
-async fn connection<I>(
-    local: Arc<Local>,
-    builder: auto::Builder<TokioExecutor>,
-    io: I,
-    conn: Conn,
-    mut stop: watch::Receiver<bool>,
-) where
-    I: Read + Write + Unpin + Send + 'static,
-{
-    let service = service_fn(move |request| {
-        let local = local.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(&local, request, conn).await) }
-    });
-    let serving = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(serving);
-    let result = tokio::select! {
-        biased;
-        result = serving.as_mut() => result,
-        () = async { drop(stop.wait_for(|stop| *stop).await) } => {
-            serving.as_mut().graceful_shutdown();
-            serving.await
-        }
-    };
-    if let Err(error) = result {
-        tracing::debug!(peer = %conn.peer, %error, "downstream connection ended with an error");
+/// A stream the router's HTTP/1.1 server can read and write at once.
+trait Halves: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    fn halves(self) -> (Box<dyn AsyncRead + Send + Unpin>, Box<dyn AsyncWrite + Send + Unpin>);
+}
+
+impl Halves for TcpStream {
+    fn halves(self) -> (Box<dyn AsyncRead + Send + Unpin>, Box<dyn AsyncWrite + Send + Unpin>) {
+        // Owned halves of a socket: no lock between them.
+        let (read, write) = self.into_split();
+        (Box::new(read), Box::new(write))
     }
+}
+
+impl Halves for tokio_rustls::server::TlsStream<TcpStream> {
+    fn halves(self) -> (Box<dyn AsyncRead + Send + Unpin>, Box<dyn AsyncWrite + Send + Unpin>) {
+        let (read, write) = tokio::io::split(self);
+        (Box::new(read), Box::new(write))
+    }
+}
+
+/// HTTP/1.1, or HTTP/2 with prior knowledge: told apart by the first bytes.
+async fn http<S: Halves>(local: Arc<Local>, mut stream: S, conn: Conn, stop: watch::Receiver<bool>) {
+    let mut first = BytesMut::with_capacity(8 * 1024);
+    let timeout = tokio::time::sleep(downstream::HEAD_TIMEOUT);
+    tokio::pin!(timeout);
+    let mut stopped = stop.clone();
+    let stopping = stopped.wait_for(|stop| *stop);
+    tokio::pin!(stopping);
+    // Until the bytes read can no longer be the start of the preface (at once for an
+    // HTTP/1.1 request), or are the whole preface.
+    while first.len() < h2::PREFACE.len() && h2::PREFACE.starts_with(&first) {
+        let read = poll_fn(|cx| {
+            if let Poll::Ready(read) = std::pin::pin!(stream.read_buf(&mut first)).poll(cx) {
+                return Poll::Ready(read.ok().filter(|n| *n > 0));
+            }
+            if stopping.as_mut().poll(cx).is_ready() || timeout.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await;
+        if read.is_none() {
+            return;
+        }
+    }
+    if first.starts_with(h2::PREFACE) {
+        h2::serve(local, h2::Prefixed::new(first, stream), conn, stop).await;
+        return;
+    }
+    let (read, write) = stream.halves();
+    downstream::serve(local, Reader::new(read, first), Writer::new(write), conn, stop).await;
 }
 
 #[cfg(test)]

@@ -1,89 +1,46 @@
 //! Protocol upgrades (WebSocket and any other `Upgrade`): the handshake is proxied like
-//! a request; once the replica answers 101, the client's and the replica's connections
-//! are spliced byte for byte until either side closes.
+//! a request (the client's `Connection: upgrade` and `Upgrade` go on to the replica,
+//! see `upstream::request`); once the replica answers 101, the client's connection and
+//! the replica's are spliced byte for byte, each direction until its sender closes.
+//! A `101` to a request that did not ask for an upgrade is refused (502).
 //!
 //! Invariant: the replica stays counted in flight for as long as the tunnel is open, so
 //! draining waits for it (up to the drain timeout).
 
-use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt as _;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 
-use crate::inflight::InflightGuard;
+use crate::answer::Tunnel;
+use crate::downstream::{Reader, Writer};
 
-/// The `Upgrade` value of a request that asks for one (`Connection: upgrade`).
-pub(crate) fn requested(headers: &HeaderMap) -> Option<HeaderValue> {
-    let asks = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if asks {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    }
-}
-
-/// Puts back the two hop-by-hop headers an upgrade needs on the next hop.
-pub(crate) fn restore(headers: &mut HeaderMap, upgrade: HeaderValue) {
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, upgrade);
-}
-
-/// Splices the client's upgraded connection and the replica's (which is never pooled
-/// again) in the background; `early` is what the replica sent right after its `101`
-/// head, the client's first bytes of the tunnel.
-pub(crate) fn splice(
-    client: OnUpgrade,
-    mut replica: TcpStream,
-    early: Bytes,
-    guard: InflightGuard,
-) {
+/// Splices the client's connection (what it sent after its request is in `reader`'s
+/// buffer) and the replica's in the background.
+pub(crate) fn splice(reader: Box<Reader>, writer: Writer, tunnel: Tunnel) {
     tokio::spawn(async move {
+        let Tunnel {
+            replica,
+            early,
+            guard,
+        } = tunnel;
         let _held = guard;
-        let client = match client.await {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::debug!(%error, "upgrade failed");
-                return;
-            }
-        };
-        let mut client = TokioIo::new(client);
-        if let Err(error) = client.write_all(&early).await {
-            tracing::debug!(%error, "upgraded connection ended with an error");
-            return;
-        }
-        if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut replica).await {
+        let (client_in, buffered) = reader.into_parts();
+        let client_out = writer.into_inner();
+        let (replica_in, replica_out) = replica.into_split();
+        let up = pump(&buffered, client_in, replica_out);
+        let down = pump(&early, replica_in, client_out);
+        let (up, down) = tokio::join!(up, down);
+        if let Err(error) = up.and(down) {
             tracing::debug!(%error, "upgraded connection ended with an error");
         }
     });
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn detects_upgrade_requests() {
-        let mut h = HeaderMap::new();
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert!(
-            requested(&h).is_none(),
-            "Upgrade without Connection: upgrade is not a request for one"
-        );
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, Upgrade"),
-        );
-        assert_eq!(requested(&h).unwrap(), "websocket");
-        let mut out = HeaderMap::new();
-        restore(&mut out, HeaderValue::from_static("websocket"));
-        assert_eq!(out[header::CONNECTION], "upgrade");
-        assert_eq!(out[header::UPGRADE], "websocket");
-    }
+/// Writes `first`, then copies `from` to `to` until `from` ends; then ends `to`.
+async fn pump(
+    first: &[u8],
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+) -> std::io::Result<()> {
+    to.write_all(first).await?;
+    tokio::io::copy(&mut from, &mut to).await?;
+    to.shutdown().await
 }

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
-use super::chunked::{self, Decoded};
+use crate::codec::chunked::{self, Decoded};
 use super::conn::Conn;
 use super::outgoing::{Outgoing, SendError};
 use super::pool::Home;

@@ -21,10 +21,8 @@
 //! connect failure, reset or close before a complete response head, anything else.
 
 mod body;
-mod chunked;
 mod conn;
 mod exchange;
-mod framing;
 mod outgoing;
 mod pool;
 mod request;
@@ -41,20 +39,20 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use http::request::Parts;
-use http::Response;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 pub(crate) use body::UpstreamBody;
 pub(crate) use pool::PoolConfig;
-pub(crate) use response::ProtocolError;
+pub(crate) use request::Forward;
+pub(crate) use response::{Framing, Head, ProtocolError};
 
 use conn::Conn;
 use exchange::Failed;
 use outgoing::Outgoing;
 use pool::{lock, Home, Pool};
 
+use crate::downstream::head::RequestHead;
 use crate::error::BodyError;
 use crate::request_body::Shared;
 use crate::retry::is_idempotent;
@@ -132,16 +130,17 @@ impl Upstream {
         }
     }
 
-    /// Sends the request of `parts` (the proxy's headers; target and `Host` are made
-    /// here) with an attempt of `body` to `addr`, on an idle connection, else on a new
-    /// one. The response body streams from the connection.
+    /// Sends `request` (with the forwarding fields of `forward`) and an attempt of
+    /// `body` to `addr`, on an idle connection, else on a new one: the response head,
+    /// and its body streaming from the connection.
     pub(crate) async fn send(
         &self,
         addr: SocketAddr,
         deadlines: Deadlines,
-        parts: &Parts,
+        request: &RequestHead,
+        forward: &Forward<'_>,
         body: &Shared,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+    ) -> Result<(Head, UpstreamBody), UpstreamError> {
         let deadline = Instant::now() + deadlines.response;
         let timer = tokio::time::sleep_until(deadline);
         tokio::pin!(timer);
@@ -155,24 +154,25 @@ impl Upstream {
                     (Box::pin(connecting).await?, false)
                 }
             };
-            let mut outgoing = Some(Outgoing::start(&mut conn, parts, addr, body.attempt()));
-            match exchange::head(&mut conn, &mut outgoing, &parts.method, timer.as_mut()).await {
+            let attempt = body.attempt();
+            let mut outgoing = Some(Outgoing::start(&mut conn, request, forward, addr, attempt));
+            let method = request.method();
+            match exchange::head(&mut conn, &mut outgoing, method, timer.as_mut()).await {
+                Ok((head, _)) if head.framing == Framing::Switch && request.upgrade().is_none() => {
+                    return Err(ProtocolError::UnaskedSwitch.into());
+                }
                 Ok((head, complete)) => {
                     let keep_alive = head.keep_alive && complete;
                     let home = Home::of(&self.pool);
                     let body = UpstreamBody::new(conn, head.framing, keep_alive, outgoing, home);
-                    let mut response = Response::new(body);
-                    *response.status_mut() = head.status;
-                    *response.version_mut() = head.version;
-                    *response.headers_mut() = head.headers;
-                    return Ok(response);
+                    return Ok((head, body));
                 }
                 Err(Failed::Closed {
                     answered: false,
                     sent,
                     error,
                 }) if reused
-                    && (sent == 0 || is_idempotent(&parts.method))
+                    && (sent == 0 || is_idempotent(request.method()))
                     && body.replayable() =>
                 {
                     tracing::debug!(%addr, %error, "idle upstream connection was closed; sending again");
@@ -187,6 +187,17 @@ impl Upstream {
     fn idle(&self, addr: SocketAddr) -> usize {
         lock(&self.pool).idle(addr)
     }
+}
+
+/// The head `send` would write for `request` to `addr`, with a body at its end (for
+/// the fuzz target: the upstream request must always parse).
+pub(crate) fn encode_head(
+    request: &RequestHead,
+    forward: &Forward<'_>,
+    addr: SocketAddr,
+    out: &mut Vec<u8>,
+) {
+    request::encode(request, forward, addr, true, Some(0), out);
 }
 
 /// Connects to `addr` within `timeout`, or until `deadline` (the response timeout's)

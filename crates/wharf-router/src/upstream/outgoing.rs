@@ -14,12 +14,12 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf as _, Bytes};
-use http::request::Parts;
 use hyper::body::Body as _;
 
-use super::chunked::{size_line, LAST_CHUNK};
+use crate::codec::chunked::{size_line, LAST_CHUNK};
 use super::conn::Conn;
-use super::request::{encode, BodyFraming};
+use super::request::{encode, BodyFraming, Forward};
+use crate::downstream::head::RequestHead;
 use crate::error::BodyError;
 use crate::request_body::RequestBody;
 
@@ -55,12 +55,14 @@ impl Outgoing {
     /// Queues the head on `conn`; the body follows as [`Outgoing::poll_send`] is called.
     pub(crate) fn start(
         conn: &mut Conn,
-        parts: &Parts,
+        request: &RequestHead,
+        forward: &Forward<'_>,
         addr: SocketAddr,
         body: RequestBody,
     ) -> Self {
         let framing = encode(
-            parts,
+            request,
+            forward,
             addr,
             body.is_end_stream(),
             body.size_hint().exact(),

@@ -7,13 +7,15 @@
 //! error (the proxy answers 502), never a guess at where the body ends.
 //!
 //! Invariant: a parsed head is removed from the buffer; what follows it (body bytes
-//! already read) stays there. Header values are slices of the head's bytes, not copies.
+//! already read) stays there. The head keeps a copy of its bytes, with its fields
+//! located in them (`codec::fields`): no header map unless one is asked for.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf as _, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Version};
 
-use super::framing::{content_length, says_close, transfer_coding, Coding};
+use crate::codec::fields::{Fields, Known};
+use crate::codec::framing::{content_length, transfer_coding, Coding};
 
 /// Header fields accepted in one response head (hyper's default too).
 const MAX_HEADERS: usize = 100;
@@ -40,8 +42,8 @@ pub(crate) enum Framing {
 #[derive(Debug)]
 pub(crate) struct Head {
     pub status: StatusCode,
-    pub version: Version,
-    pub headers: HeaderMap,
+    bytes: Vec<u8>,
+    pub fields: Fields,
     pub framing: Framing,
     /// The connection may carry another request once this response ended: HTTP/1.1,
     /// no `Connection: close`, a body not delimited by the close, not a tunnel.
@@ -67,17 +69,35 @@ pub(crate) enum ProtocolError {
     CodingInHttp10,
     #[error("malformed chunked body: {0}")]
     Chunk(&'static str),
+    #[error("101 Switching Protocols to a request that asked for no upgrade")]
+    UnaskedSwitch,
 }
 
-/// Where one header's name and value lie in the head's bytes (offset, length).
-#[derive(Debug, Clone, Copy, Default)]
-struct Span {
-    name: (u32, u32),
-    value: (u32, u32),
+impl Head {
+    /// The head's bytes, which its fields point into.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The fields as a header map: all of them, or only those [`Head::crossing`].
+    pub(crate) fn header_map(&self, crossing_only: bool) -> Result<HeaderMap, ProtocolError> {
+        let mut map = HeaderMap::with_capacity(self.fields.list.len());
+        for field in &self.fields.list {
+            if crossing_only && !self.fields.crosses(&self.bytes, field) {
+                continue;
+            }
+            let name = HeaderName::from_bytes(field.name.get(&self.bytes))
+                .map_err(|_| ProtocolError::Header)?;
+            let value = HeaderValue::from_bytes(field.value.get(&self.bytes))
+                .map_err(|_| ProtocolError::Header)?;
+            map.append(name, value);
+        }
+        Ok(map)
+    }
 }
 
 /// Parses the response head at the start of `buf` for a request with `method`:
-/// `Ok(None)` while it is incomplete; once complete it is split off `buf`.
+/// `Ok(None)` while it is incomplete; once complete it is taken off `buf`.
 pub(crate) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, ProtocolError> {
     match parse_with::<FEW_HEADERS>(buf, method) {
         Err(ProtocolError::Head(httparse::Error::TooManyHeaders)) => {
@@ -93,8 +113,8 @@ fn parse_with<const N: usize>(
     method: &Method,
 ) -> Result<Option<Head>, ProtocolError> {
     let mut slots = [httparse::EMPTY_HEADER; N];
-    let mut spans = [Span::default(); N];
-    let (len, code, minor, count, length, coding, close) = {
+    let mut fields = Fields::default();
+    let (len, code, minor) = {
         let mut response = httparse::Response::new(&mut slots);
         let len = match response.parse(buf) {
             Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
@@ -102,43 +122,19 @@ fn parse_with<const N: usize>(
             Ok(_) => return Err(ProtocolError::HeadTooLarge),
             Err(error) => return Err(ProtocolError::Head(error)),
         };
-        let base = buf.as_ptr() as usize;
-        // Cannot truncate: the head is at most MAX_HEAD bytes.
-        let offset = |s: &[u8]| ((s.as_ptr() as usize - base) as u32, s.len() as u32);
-        let (mut lengths, mut codings, mut close) = (false, false, false);
-        for (header, span) in response.headers.iter().zip(spans.iter_mut()) {
-            let name = header.name.as_bytes();
-            *span = Span {
-                name: offset(name),
-                value: offset(header.value),
-            };
-            lengths |= name.eq_ignore_ascii_case(b"content-length");
-            codings |= name.eq_ignore_ascii_case(b"transfer-encoding");
-            if name.eq_ignore_ascii_case(b"connection") {
-                close |= says_close(header.value);
-            }
-        }
-        let named = |wanted: &'static str| {
-            response
-                .headers
-                .iter()
-                .filter(move |h| h.name.eq_ignore_ascii_case(wanted))
-                .map(|h| h.value)
-        };
-        let length = match lengths {
-            true => Some(content_length(named("content-length"))),
-            false => None,
-        };
-        let coding = match codings {
-            true => Some(transfer_coding(named("transfer-encoding"))),
-            false => None,
-        };
+        fields.collect(buf, response.headers);
         // `parse` only completes with the code and version set.
-        let code = response.code.unwrap_or(0);
-        let minor = response.version.unwrap_or(0);
-        let count = response.headers.len();
-        (len, code, minor, count, length, coding, close)
+        (len, response.code.unwrap_or(0), response.version.unwrap_or(0))
     };
+    let bytes = buf[..len].to_vec();
+    buf.advance(len);
+    let (mut lengths, mut codings) = (false, false);
+    for field in &fields.list {
+        lengths |= field.known == Known::ContentLength;
+        codings |= field.known == Known::TransferEncoding;
+    }
+    let length = lengths.then(|| content_length(fields.values(&bytes, Known::ContentLength)));
+    let coding = codings.then(|| transfer_coding(fields.values(&bytes, Known::TransferEncoding)));
     let version = match minor {
         1 => Version::HTTP_11,
         _ => Version::HTTP_10,
@@ -175,31 +171,16 @@ fn parse_with<const N: usize>(
         }
     };
     let keep_alive = version == Version::HTTP_11
-        && !close
+        && !fields.close
         && !tunnel
         && !matches!(framing, Framing::Close | Framing::Switch);
-
-    let bytes = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for span in &spans[..count] {
-        let (start, len) = (span.name.0 as usize, span.name.1 as usize);
-        let name = HeaderName::from_bytes(&bytes[start..start + len])
-            .map_err(|_| ProtocolError::Header)?;
-        let value = HeaderValue::from_maybe_shared(slice(&bytes, span.value))
-            .map_err(|_| ProtocolError::Header)?;
-        headers.append(name, value);
-    }
     Ok(Some(Head {
         status,
-        version,
-        headers,
+        bytes,
+        fields,
         framing,
         keep_alive,
     }))
-}
-
-fn slice(bytes: &Bytes, (start, len): (u32, u32)) -> Bytes {
-    bytes.slice(start as usize..(start + len) as usize)
 }
 
 #[cfg(test)]
@@ -230,10 +211,10 @@ mod tests {
             .expect("valid")
             .expect("complete");
         assert_eq!(head.status, StatusCode::CREATED);
-        assert_eq!(head.version, Version::HTTP_11);
         assert_eq!(head.framing, Framing::Length(5));
         assert!(head.keep_alive);
-        let values: Vec<_> = head.headers.get_all("x-a").iter().collect();
+        let headers = head.header_map(false).expect("valid");
+        let values: Vec<_> = headers.get_all("x-a").iter().collect();
         assert_eq!(values, ["1", "2"]);
         assert_eq!(&buf[..], b"hello");
     }
@@ -407,8 +388,9 @@ mod tests {
             text + "content-length: 0\r\n\r\n"
         };
         let many = head(&head_with(FEW_HEADERS + 5));
-        assert_eq!(many.headers.len(), FEW_HEADERS + 6);
-        assert_eq!(many.headers["x-28"], "28");
+        let headers = many.header_map(false).expect("valid");
+        assert_eq!(headers.len(), FEW_HEADERS + 6);
+        assert_eq!(headers["x-28"], "28");
         assert_eq!(
             refused(&head_with(MAX_HEADERS)),
             ProtocolError::Head(httparse::Error::TooManyHeaders)

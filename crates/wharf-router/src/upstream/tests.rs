@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::request::Parts;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -123,19 +122,26 @@ fn open() -> Arc<tokio::sync::Semaphore> {
     ))
 }
 
-fn get() -> Parts {
+fn get() -> RequestHead {
     request("GET")
 }
 
-fn request(method: &str) -> Parts {
-    let request = Request::builder()
-        .method(method)
-        .uri("/")
-        .header(http::header::HOST, "test")
-        .body(())
-        .expect("request");
-    request.into_parts().0
+fn request(method: &str) -> RequestHead {
+    head(&format!("{method} / HTTP/1.1\r\nhost: test\r\n\r\n"))
 }
+
+fn head(text: &str) -> RequestHead {
+    let mut head = RequestHead::default();
+    head.parse(text.as_bytes()).expect("valid").expect("complete");
+    head
+}
+
+const FORWARD: Forward<'static> = Forward {
+    client: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    secure: false,
+    request_id: b"test",
+    traceparent: None,
+};
 
 const DEADLINES: Deadlines = Deadlines {
     connect: Duration::from_secs(2),
@@ -143,21 +149,29 @@ const DEADLINES: Deadlines = Deadlines {
 };
 
 /// One whole exchange: status and body.
-async fn exchange_as(upstream: &Upstream, addr: SocketAddr, parts: &Parts) -> (u16, Bytes) {
-    let response = upstream
-        .send(addr, DEADLINES, parts, &Shared::empty())
+async fn exchange_as(upstream: &Upstream, addr: SocketAddr, request: &RequestHead) -> (u16, Bytes) {
+    let (head, body) = upstream
+        .send(addr, DEADLINES, request, &FORWARD, &Shared::empty())
         .await
         .expect("exchange");
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.expect("body");
+    let status = head.status.as_u16();
+    let body = body.collect().await.expect("body");
     (status, body.to_bytes())
 }
 
 /// A GET to a new replica that answers it with `answer`.
-async fn answered(answer: &'static [u8]) -> Result<Response<UpstreamBody>, UpstreamError> {
+async fn answered(answer: &'static [u8]) -> Result<(Head, UpstreamBody), UpstreamError> {
+    answered_to(&get(), answer).await
+}
+
+/// `request` to a new replica that answers it with `answer`.
+async fn answered_to(
+    request: &RequestHead,
+    answer: &'static [u8],
+) -> Result<(Head, UpstreamBody), UpstreamError> {
     let (addr, _, _) = scripted(answer, 1).await;
     Upstream::default()
-        .send(addr, DEADLINES, &get(), &Shared::empty())
+        .send(addr, DEADLINES, request, &FORWARD, &Shared::empty())
         .await
 }
 
@@ -248,7 +262,7 @@ async fn a_request_closed_unanswered_on_a_reused_connection_goes_again_if_idempo
     // processed: it is not sent again.
     pool_one().await;
     let error = upstream
-        .send(addr, DEADLINES, &request("POST"), &Shared::empty())
+        .send(addr, DEADLINES, &request("POST"), &FORWARD, &Shared::empty())
         .await
         .expect_err("no answer");
     assert_eq!(Failure::of(&error), Failure::Reset, "{error}");
@@ -257,7 +271,7 @@ async fn a_request_closed_unanswered_on_a_reused_connection_goes_again_if_idempo
     // A GET is: once more, on a new connection (which fails the same way).
     pool_one().await;
     let error = upstream
-        .send(addr, DEADLINES, &get(), &Shared::empty())
+        .send(addr, DEADLINES, &get(), &FORWARD, &Shared::empty())
         .await
         .expect_err("no answer");
     assert_eq!(Failure::of(&error), Failure::Reset, "{error}");
@@ -297,7 +311,7 @@ async fn refused_connect_is_a_connect_failure() {
     let addr = listener.local_addr().expect("addr");
     drop(listener);
     let error = Upstream::default()
-        .send(addr, DEADLINES, &get(), &Shared::empty())
+        .send(addr, DEADLINES, &get(), &FORWARD, &Shared::empty())
         .await
         .expect_err("nothing listens");
     assert_eq!(Failure::of(&error), Failure::Connect { timed_out: false });
@@ -372,8 +386,7 @@ async fn bodies_are_streamed_and_cut_bodies_are_errors() {
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhelloXX",
     ] {
-        let response = answered(answer).await.expect("head");
-        let mut body = response.into_body();
+        let (_, mut body) = answered(answer).await.expect("head");
         let first = body.frame().await.expect("a frame").expect("data");
         assert!(first.is_data());
         let mut rest = Ok(());
@@ -405,10 +418,17 @@ async fn invalid_heads_are_protocol_errors_never_retried() {
 async fn a_101_hands_over_the_connection_and_the_early_bytes() {
     let switch =
         b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\nconnection: upgrade\r\n\r\nearly";
-    let response = answered(switch).await.expect("head");
-    assert_eq!(response.status(), 101);
-    let (_, early) = response.into_body().into_tunnel().expect("the connection");
+    let upgrade = head("GET / HTTP/1.1\r\nhost: test\r\nconnection: upgrade\r\nupgrade: x\r\n\r\n");
+    let (head, body) = answered_to(&upgrade, switch).await.expect("head");
+    assert_eq!(head.status, 101);
+    let (_, early) = body.into_tunnel().expect("the connection");
     assert_eq!(early, "early");
+    // Not asked for: refused, never a tunnel.
+    let error = answered(switch).await.expect_err("unasked 101");
+    assert!(
+        matches!(error, UpstreamError::Protocol(ProtocolError::UnaskedSwitch)),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -424,7 +444,7 @@ async fn the_response_timeout_bounds_the_head() {
     };
     let started = std::time::Instant::now();
     let error = Upstream::default()
-        .send(addr, deadlines, &get(), &Shared::empty())
+        .send(addr, deadlines, &get(), &FORWARD, &Shared::empty())
         .await
         .expect_err("no answer");
     assert!(matches!(error, UpstreamError::Timeout), "{error}");

@@ -71,13 +71,6 @@ pub(crate) fn transfer_coding<'a>(
     })
 }
 
-/// Whether a `Connection` value lists `close`.
-pub(crate) fn says_close(value: &[u8]) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,13 +125,5 @@ mod tests {
         ] {
             assert_eq!(te(bad), Err(InvalidCoding), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn connection_close() {
-        assert!(says_close(b"close"));
-        assert!(says_close(b"keep-alive, Close"));
-        assert!(!says_close(b"keep-alive"));
-        assert!(!says_close(b"closed"));
     }
 }

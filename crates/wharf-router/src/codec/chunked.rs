@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 
-use super::response::ProtocolError;
+use crate::upstream::ProtocolError;
 
 /// Longest chunk size line (with extensions) accepted.
 const MAX_LINE: usize = 4096;
