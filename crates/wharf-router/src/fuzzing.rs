@@ -82,6 +82,10 @@ pub fn check_request_head(bytes: &[u8]) {
         head.path
     );
     let named_in_connection: Vec<String> = request_head_connection(bytes);
+    // An upgrade goes on with exactly the two fields it needs.
+    let upgrade = head.headers.get_all("connection").iter().count() == 1
+        && head.headers.get("connection").is_some_and(|v| v == "upgrade")
+        && head.headers.get_all("upgrade").iter().count() == 1;
     for hop in [
         "connection",
         "keep-alive",
@@ -95,8 +99,11 @@ pub fn check_request_head(bytes: &[u8]) {
     .map(|s| s.to_string())
     .chain(named_in_connection)
     {
+        let kept_for_upgrade = upgrade && (hop == "connection" || hop == "upgrade");
         assert!(
-            !head.headers.contains_key(hop.as_str()) || is_forwarding_header(&hop),
+            !head.headers.contains_key(hop.as_str())
+                || is_forwarding_header(&hop)
+                || kept_for_upgrade,
             "hop-by-hop header {hop:?} would go upstream"
         );
     }

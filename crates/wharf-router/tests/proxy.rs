@@ -680,37 +680,26 @@ async fn smuggling_shapes_are_refused() {
             b"GET / HTTP/1.1\r\nHost: a.localhost\r\nX-A: 1\r\n 2\r\n\r\n",
         ),
         (
+            "CL with TE, something smuggled behind",
+            b"POST / HTTP/1.1\r\nHost: a.localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a.localhost\r\n\r\n",
+        ),
+        (
+            "two Host fields",
+            b"GET / HTTP/1.1\r\nHost: a.localhost\r\nHost: b.localhost\r\n\r\n",
+        ),
+        (
             "TE in HTTP/1.0",
             b"POST / HTTP/1.0\r\nHost: a.localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         ),
     ] {
         let head = raw_head(t.addr, req).await;
         assert!(head.starts_with("HTTP/1.1 400"), "{what}: {head}");
+        assert!(
+            head.to_ascii_lowercase().contains("connection: close"),
+            "{what}: {head}"
+        );
     }
     assert!(a.seen.try_recv().is_err(), "nothing reached the replica");
-    // Content-Length with Transfer-Encoding: the parser lets chunked win (RFC 9112 6.3),
-    // the replica gets one unambiguous framing, and the connection is closed after the
-    // answer, so nothing smuggled behind the body can be read as a next request.
-    let head = raw_head(
-        t.addr,
-        b"POST / HTTP/1.1\r\nHost: a.localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a.localhost\r\n\r\n",
-    )
-    .await;
-    assert!(
-        head.to_ascii_lowercase().contains("connection: close"),
-        "{head}"
-    );
-    let (path, seen) = a.seen.recv().await.expect("seen");
-    assert_eq!(path, "/");
-    assert!(
-        !seen.contains_key("content-length") || seen["content-length"] == "0",
-        "{seen:?}"
-    );
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        a.seen.try_recv().is_err(),
-        "the smuggled request never reached the replica"
-    );
     let ok = raw_head(
         t.addr,
         b"POST / HTTP/1.1\r\nHost: a.localhost\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",

@@ -15,6 +15,7 @@
 //!   was not read to its end by the time the answer's head was written; then what the
 //!   client still sends is read away for a moment (a lingering close) so that the
 //!   answer is not lost to a reset.
+//! - A client that closes its connection before its answer cancels its request.
 //! - A `101` to a request that asked for an upgrade turns the connection into a tunnel
 //!   to the replica (`upgrade`).
 //! - Once the listener stops (`stop`), a connection waiting for a request closes; one
@@ -87,11 +88,18 @@ pub(crate) async fn serve(
             return;
         }
         let home = ReaderHome::default();
-        let (body, held) = match head.framing() {
+        let (body, mut held) = match head.framing() {
             Framing::None => (ClientBody::Empty, Some(reader)),
             framing => (ClientBody::H1(H1Body::new(reader, framing, home.clone())), None),
         };
-        let mut answer = crate::proxy::handle(&local, &head, body, conn).await;
+        let handling = crate::proxy::handle(&local, &head, body, conn);
+        let mut answer = match held {
+            Some(ref mut reader) => match watching(reader, handling).await {
+                Some(answer) => answer,
+                None => return,
+            },
+            None => handling.await,
+        };
         if let Some(tunnel) = answer.tunnel.take() {
             if respond::write(&mut writer, &head, &mut answer, false).await.is_ok() {
                 if let Some(reader) = held.or_else(|| home.take().map(|r| r.reader)) {
@@ -130,6 +138,28 @@ pub(crate) async fn serve(
             }
         }
     }
+}
+
+/// Awaits `handling` while watching the client's connection: a client that closes
+/// (or fails) before its answer cancels the request (and so its upstream exchange),
+/// as when it closes during an answer. Bytes of pipelined requests are kept, up to
+/// [`head::MAX_HEAD`].
+async fn watching<F: Future<Output = Answer>>(reader: &mut Reader, handling: F) -> Option<Answer> {
+    let mut handling = std::pin::pin!(handling);
+    poll_fn(|cx| {
+        if let Poll::Ready(answer) = handling.as_mut().poll(cx) {
+            return Poll::Ready(Some(answer));
+        }
+        while reader.buf.len() < head::MAX_HEAD {
+            match reader.poll_fill(cx) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => break,
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 enum Next {
