@@ -91,12 +91,19 @@ impl RequestIds {
         }
     }
 
-    /// A `traceparent` starting a new trace (sampled), for requests that carry none.
-    pub(crate) fn traceparent(&self) -> [u8; 55] {
+    /// A `traceparent` starting a new trace (sampled), for a request that carries
+    /// none: its trace id is the request's `id` when the router made that one (as
+    /// unpredictable, and one hash less per request), else a fresh one.
+    pub(crate) fn traceparent(&self, id: &RequestId) -> [u8; 55] {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let mut tp = *b"00-................................-................-01";
-        hex(&mut tp[3..19], self.key.hash_one((n, 2u8)));
-        hex(&mut tp[19..35], self.key.hash_one((n, 3u8)));
+        match id {
+            RequestId::Own(id) => tp[3..35].copy_from_slice(id),
+            RequestId::Given(_) => {
+                hex(&mut tp[3..19], self.key.hash_one((n, 2u8)));
+                hex(&mut tp[19..35], self.key.hash_one((n, 3u8)));
+            }
+        }
         hex(&mut tp[36..52], self.key.hash_one((n, 4u8)) | 1);
         tp
     }
@@ -164,9 +171,14 @@ mod tests {
             assert!(!valid_traceparent(bad.as_bytes()), "{bad}");
         }
         let ids = RequestIds::new();
-        let started = ids.traceparent();
+        let given = ids.of(Some(b"theirs"));
+        let started = ids.traceparent(&given);
         assert!(valid_traceparent(&started), "{started:?}");
-        assert_ne!(started, ids.traceparent());
+        assert_ne!(started, ids.traceparent(&given));
+        let own = ids.of(None);
+        let started = ids.traceparent(&own);
+        assert!(valid_traceparent(&started), "{started:?}");
+        assert_eq!(&started[3..35], own.as_bytes(), "the trace is the request");
     }
 
     #[test]

@@ -51,6 +51,7 @@ mod access;
 mod answer;
 mod body;
 mod codec;
+mod deadline;
 mod downstream;
 mod error;
 pub mod fuzzing;

@@ -202,7 +202,7 @@ async fn forward(
     }
     let traceparent = match request.first(Known::Traceparent) {
         Some(given) if valid_traceparent(given) => None,
-        _ => Some(local.ids.traceparent()),
+        _ => Some(local.ids.traceparent(context.request_id)),
     };
     let forward = Forward {
         client: context.conn.peer.ip(),

@@ -29,19 +29,20 @@ mod respond;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Buf as _;
 use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use tokio::sync::watch;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 pub(crate) use body::H1Body;
 pub(crate) use io::{Reader, Writer};
 
 use crate::answer::{Answer, Fields};
 use crate::body::ProxyBody;
+use crate::deadline::Deadline;
 use crate::request_body::ClientBody;
 use crate::server::{Conn, Local};
 use body::ReaderHome;
@@ -69,9 +70,9 @@ pub(crate) async fn serve(
         drop(stop.wait_for(|stop| *stop).await);
     });
     let mut head = RequestHead::default();
-    let mut timer = HeadTimer::new();
+    let mut timer = Deadline::new(Instant::now() + HEAD_TIMEOUT);
     loop {
-        timer.restart();
+        timer.set(Instant::now() + HEAD_TIMEOUT);
         match next_head(&mut reader, &mut head, &mut timer, &mut stopped).await {
             Next::Head => {}
             Next::End => return,
@@ -173,7 +174,7 @@ enum Next {
 async fn next_head(
     reader: &mut Reader,
     head: &mut RequestHead,
-    timer: &mut HeadTimer,
+    timer: &mut Deadline,
     stopped: &mut Stopped,
 ) -> Next {
     loop {
@@ -231,38 +232,4 @@ async fn refuse(local: &Local, writer: &mut Writer, error: &HeadError) {
 /// Reads away what the client still sends, for a moment, before the connection closes.
 async fn linger(reader: &mut Reader) {
     let _ = tokio::time::timeout(LINGER_TIME, reader.discard(LINGER_BYTES)).await;
-}
-
-/// The head timeout of a connection: one timer, re-armed only when it fires before
-/// the current deadline (restarting it per request costs no timer operation).
-struct HeadTimer {
-    sleep: Pin<Box<Sleep>>,
-    deadline: Instant,
-}
-
-impl HeadTimer {
-    fn new() -> Self {
-        let deadline = Instant::now() + HEAD_TIMEOUT;
-        HeadTimer {
-            sleep: Box::pin(tokio::time::sleep_until(deadline)),
-            deadline,
-        }
-    }
-
-    fn restart(&mut self) {
-        self.deadline = Instant::now() + HEAD_TIMEOUT;
-    }
-
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        loop {
-            if self.sleep.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            if self.sleep.deadline() >= self.deadline {
-                return true;
-            }
-            let deadline = self.deadline;
-            self.sleep.as_mut().reset(deadline);
-        }
-    }
 }

@@ -14,6 +14,9 @@ use std::task::{Context, Poll, Waker};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt as _, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::deadline::Deadline;
 
 /// Room made in the read buffer before each read; reads that fill it make the next
 /// one larger, up to [`MAX_READ`].
@@ -31,12 +34,14 @@ pub(crate) struct Conn {
     /// Queued for writing (a head, small body chunks and their framing) from `written`.
     pub(super) write: Vec<u8>,
     written: usize,
+    /// The response timeout of the exchange in progress.
+    pub(super) deadline: Deadline,
 }
 
 impl Conn {
     /// A connection made on `stream`: boxed, so that handing it between the pool, an
     /// exchange and a response body moves a pointer, not the buffers' state.
-    pub(super) fn new(stream: TcpStream, addr: SocketAddr) -> Box<Self> {
+    pub(super) fn new(stream: TcpStream, addr: SocketAddr, deadline: Instant) -> Box<Self> {
         Box::new(Conn {
             stream,
             addr,
@@ -44,6 +49,7 @@ impl Conn {
             read_size: MIN_READ,
             write: Vec::new(),
             written: 0,
+            deadline: Deadline::new(deadline),
         })
     }
 

@@ -1,15 +1,13 @@
 //! One exchange on one connection, up to the final response head: the request is
 //! written (head, then body) while the response is read, so a replica may answer
 //! before it read the whole request; informational (1xx) heads other than `101` are
-//! skipped. Driven by the request's own task, bounded by the caller's timer.
+//! skipped. Driven by the request's own task, bounded by the connection's deadline.
 
-use std::future::{poll_fn, Future as _};
+use std::future::poll_fn;
 use std::io;
-use std::pin::Pin;
 use std::task::Poll;
 
 use http::{Method, StatusCode};
-use tokio::time::Sleep;
 
 use super::conn::Conn;
 use super::outgoing::{Outgoing, SendError};
@@ -42,7 +40,6 @@ pub(crate) async fn head(
     conn: &mut Conn,
     outgoing: &mut Option<Outgoing>,
     method: &Method,
-    mut timer: Pin<&mut Sleep>,
 ) -> Result<(Head, bool), Failed> {
     let mut write_error = None;
     let mut sent = 0;
@@ -92,9 +89,9 @@ pub(crate) async fn head(
                 sent,
             }));
         }
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Failed::Timeout)),
-            Poll::Pending => Poll::Pending,
+        match conn.deadline.poll_expired(cx) {
+            true => Poll::Ready(Err(Failed::Timeout)),
+            false => Poll::Pending,
         }
     })
     .await

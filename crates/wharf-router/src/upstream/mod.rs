@@ -8,7 +8,7 @@
 //! (`outgoing`) while reading the response head (`exchange`, `response`), and returns
 //! the response with a body (`body`) that streams from the connection and gives it
 //! back to the pool once it ended cleanly. A `101` hands the connection over
-//! ([`UpstreamBody::into_tunnel`]). One timer bounds a request until its response head
+//! ([`UpstreamBody::into_tunnel`]). One deadline (the connection's, see `deadline`) bounds a request until its response head
 //! (the route's response timeout, and the connect timeout while connecting).
 //!
 //! A reused idle connection can turn out closed by the replica (its keep-alive timeout
@@ -34,13 +34,12 @@ mod tests;
 use std::future::{poll_fn, Future as _};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 pub(crate) use body::UpstreamBody;
 pub(crate) use pool::PoolConfig;
@@ -142,22 +141,23 @@ impl Upstream {
         body: &Shared,
     ) -> Result<(Head, UpstreamBody), UpstreamError> {
         let deadline = Instant::now() + deadlines.response;
-        let timer = tokio::time::sleep_until(deadline);
-        tokio::pin!(timer);
         loop {
             let idle = lock(&self.pool).checkout(addr);
             let (mut conn, reused) = match idle {
-                Some(conn) => (conn, true),
+                Some(mut conn) => {
+                    conn.deadline.set(deadline);
+                    (conn, true)
+                }
                 // Boxed: the rare path should not make every request's future larger.
                 None => {
-                    let connecting = connect(addr, deadlines.connect, timer.as_mut(), deadline);
+                    let connecting = connect(addr, deadlines.connect, deadline);
                     (Box::pin(connecting).await?, false)
                 }
             };
             let attempt = body.attempt();
             let mut outgoing = Some(Outgoing::start(&mut conn, request, forward, addr, attempt));
             let method = request.method();
-            match exchange::head(&mut conn, &mut outgoing, method, timer.as_mut()).await {
+            match exchange::head(&mut conn, &mut outgoing, method).await {
                 Ok((head, _)) if head.framing == Framing::Switch && request.upgrade().is_none() => {
                     return Err(ProtocolError::UnaskedSwitch.into());
                 }
@@ -201,15 +201,15 @@ pub(crate) fn encode_head(
 }
 
 /// Connects to `addr` within `timeout`, or until `deadline` (the response timeout's)
-/// if that comes first; `timer` is the request's timer, set back to `deadline` after.
+/// if that comes first; the connection's response deadline is `deadline`.
 async fn connect(
     addr: SocketAddr,
     timeout: Duration,
-    mut timer: Pin<&mut Sleep>,
     deadline: Instant,
 ) -> Result<Box<Conn>, UpstreamError> {
     let by_connect = Instant::now() + timeout;
-    timer.as_mut().reset(by_connect.min(deadline));
+    let timer = tokio::time::sleep_until(by_connect.min(deadline));
+    tokio::pin!(timer);
     let connecting = TcpStream::connect(addr);
     tokio::pin!(connecting);
     let made = poll_fn(|cx| match connecting.as_mut().poll(cx) {
@@ -217,7 +217,6 @@ async fn connect(
         Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
     })
     .await;
-    timer.as_mut().reset(deadline);
     let failed = |timed_out, source| UpstreamError::Connect {
         addr,
         timed_out,
@@ -228,7 +227,7 @@ async fn connect(
             stream
                 .set_nodelay(true)
                 .map_err(|error| failed(false, error))?;
-            Ok(Conn::new(stream, addr))
+            Ok(Conn::new(stream, addr, deadline))
         }
         Some(Err(error)) => Err(failed(false, error)),
         None if by_connect <= deadline => Err(failed(true, io::ErrorKind::TimedOut.into())),

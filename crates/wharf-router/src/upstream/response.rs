@@ -96,6 +96,51 @@ impl Head {
     }
 }
 
+impl Drop for Head {
+    fn drop(&mut self) {
+        spare::give(
+            std::mem::take(&mut self.bytes),
+            std::mem::take(&mut self.fields),
+        );
+    }
+}
+
+/// The buffers of heads that were dropped, for the next heads parsed on this thread
+/// (a router worker parses and drops heads on its own thread): no allocation per
+/// response once a worker is warm.
+mod spare {
+    use std::cell::RefCell;
+
+    use crate::codec::fields::Fields;
+
+    /// Buffers kept per thread.
+    const KEPT: usize = 256;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<(Vec<u8>, Fields)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Empty buffers for a head.
+    pub(super) fn take() -> (Vec<u8>, Fields) {
+        SPARE
+            .with(|spare| spare.borrow_mut().pop())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn give(mut bytes: Vec<u8>, fields: Fields) {
+        if bytes.capacity() == 0 || bytes.capacity() > 64 * 1024 {
+            return;
+        }
+        bytes.clear();
+        let _ = SPARE.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < KEPT {
+                spare.push((bytes, fields));
+            }
+        });
+    }
+}
+
 /// Parses the response head at the start of `buf` for a request with `method`:
 /// `Ok(None)` while it is incomplete; once complete it is taken off `buf`.
 pub(crate) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, ProtocolError> {
@@ -113,7 +158,7 @@ fn parse_with<const N: usize>(
     method: &Method,
 ) -> Result<Option<Head>, ProtocolError> {
     let mut slots = [httparse::EMPTY_HEADER; N];
-    let mut fields = Fields::default();
+    let (mut bytes, mut fields): (Vec<u8>, Fields);
     let (len, code, minor) = {
         let mut response = httparse::Response::new(&mut slots);
         let len = match response.parse(buf) {
@@ -122,11 +167,12 @@ fn parse_with<const N: usize>(
             Ok(_) => return Err(ProtocolError::HeadTooLarge),
             Err(error) => return Err(ProtocolError::Head(error)),
         };
+        (bytes, fields) = spare::take();
         fields.collect(buf, response.headers);
         // `parse` only completes with the code and version set.
         (len, response.code.unwrap_or(0), response.version.unwrap_or(0))
     };
-    let bytes = buf[..len].to_vec();
+    bytes.extend_from_slice(&buf[..len]);
     buf.advance(len);
     let (mut lengths, mut codings) = (false, false);
     for field in &fields.list {

@@ -256,7 +256,7 @@ async fn a_request_closed_unanswered_on_a_reused_connection_goes_again_if_idempo
     let upstream = Upstream::default();
     let pool_one = || async {
         let stream = TcpStream::connect(addr).await.expect("connect");
-        Home::of(&upstream.pool).checkin(Conn::new(stream, addr));
+        Home::of(&upstream.pool).checkin(Conn::new(stream, addr, tokio::time::Instant::now()));
     };
     // A POST written on a pooled connection that then closed unanswered may have been
     // processed: it is not sent again.
