@@ -48,8 +48,14 @@ http {
   keepalive_requests 1000000;
   client_body_temp_path $1; proxy_temp_path $1; fastcgi_temp_path $1; uwsgi_temp_path $1; scgi_temp_path $1;
   upstream app { server $3; keepalive 128; }
+  # The parent id of the trace nginx starts for a request: 16 hex digits of its id.
+  map \$request_id \$trace_parent { "~^(?<p>[0-9a-f]{16})" \$p; }
 CONF
 }
 
-# The proxy location every nginx server of the benchmarks uses.
-NGINX_LOCATION='location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }'
+# The proxy location every nginx server of the benchmarks uses. It does the header work
+# wharf's router does for every request (its contract, see CONTRACT.md and issue 4):
+# X-Forwarded-For/-Proto/-Host, an X-Request-Id sent upstream and returned to the
+# client, a W3C traceparent started for the request; so that the upstream and the
+# load generator parse the same fields behind every proxy.
+NGINX_LOCATION='location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host; proxy_set_header X-Request-Id $request_id; proxy_set_header traceparent 00-$request_id-$trace_parent-01; add_header X-Request-Id $request_id always; }'

@@ -6,7 +6,10 @@
 # connection (default 10); then the same two over TLS 1.3 (HTTPS with keep-alive by
 # wrk, h2 by ALPN by h2load), every proxy serving the same certificate and key (an
 # ECDSA P-256 one made here with openssl; wharf's from the route's `tls` files).
-# Upstream connections stay plaintext HTTP/1.1 for all three.
+# Upstream connections stay plaintext HTTP/1.1 for all three. All three do the same
+# header work per request (wharf's contract): X-Forwarded-For/-Proto/-Host, an
+# X-Request-Id sent upstream and returned, a traceparent started (NGINX_LOCATION in
+# bench/lib.sh, haproxy_fields below).
 #
 # Usage: bench/router.sh [SECONDS] [CONNECTIONS]      (installs nginx, haproxy, wrk and
 # h2load (nghttp2-client) with apt-get when missing; builds wharf in release mode, or
@@ -94,6 +97,21 @@ CONF
 nginx -p "$work" -c "$work/nginx.conf" &
 pids+=($!)
 
+# haproxy_fields PROTO: the header work of wharf's router (as NGINX_LOCATION in
+# bench/lib.sh): X-Forwarded-Proto/-Host (X-Forwarded-For is `option forwardfor`), an
+# X-Request-Id of 32 hex digits (`hex` writes a random 32-bit number as 16 digits)
+# sent upstream and returned, a W3C traceparent.
+haproxy_fields() {
+  cat <<FIELDS
+  unique-id-format %[rand(4294967295),hex]%[rand(4294967295),hex]
+  unique-id-header X-Request-Id
+  http-request set-header X-Forwarded-Proto $1
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header traceparent 00-%[unique-id,lower]-%[rand(4294967295),hex,lower]-01
+  http-response set-header X-Request-Id %[unique-id]
+FIELDS
+}
+
 haproxy_port=$(free_port)
 haproxy_h2_port=$(free_port)
 haproxy_tls_port=$(free_port)
@@ -109,12 +127,15 @@ defaults
   option forwardfor
 frontend f
   bind 127.0.0.1:$haproxy_port
+$(haproxy_fields http)
   default_backend b
 frontend f2
   bind 127.0.0.1:$haproxy_h2_port proto h2
+$(haproxy_fields http)
   default_backend b
 frontend f3
   bind 127.0.0.1:$haproxy_tls_port ssl crt $work/tls/haproxy.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3
+$(haproxy_fields https)
   default_backend b
 backend b
   http-reuse always
