@@ -68,6 +68,7 @@ impl Target {
 /// What the request path needs to know about the request besides its head.
 struct Context<'a> {
     conn: Conn,
+    start: Instant,
     request_id: &'a RequestId,
     host: &'a str,
     path: &'a str,
@@ -107,6 +108,7 @@ pub(crate) async fn handle(
     let mut target = Target::default();
     let context = Context {
         conn,
+        start,
         request_id: &request_id,
         host: &host,
         path,
@@ -216,11 +218,12 @@ async fn forward(
         response: limits.response,
     };
     let method = request.method();
+    let now = tokio::time::Instant::from_std(context.start);
     loop {
         let last = target.retries > 0 || !chosen.others;
         let sent = local
             .upstream
-            .send(chosen.addr, deadlines, request, &forward, &body)
+            .send(chosen.addr, deadlines, now, request, &forward, &body)
             .await;
         let source = match sent {
             // Only to a request that asked for an upgrade (else `send` failed).

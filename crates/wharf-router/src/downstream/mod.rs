@@ -93,7 +93,9 @@ pub(crate) async fn serve(
             Framing::None => (ClientBody::Empty, Some(reader)),
             framing => (ClientBody::H1(H1Body::new(reader, framing, home.clone())), None),
         };
-        let handling = crate::proxy::handle(&local, &head, body, conn);
+        // Pinned where it is made: the request's future is large, and moving it into
+        // `watching` would copy it.
+        let handling = std::pin::pin!(crate::proxy::handle(&local, &head, body, conn));
         let mut answer = match held {
             Some(ref mut reader) => match watching(reader, handling).await {
                 Some(answer) => answer,
@@ -145,8 +147,10 @@ pub(crate) async fn serve(
 /// (or fails) before its answer cancels the request (and so its upstream exchange),
 /// as when it closes during an answer. Bytes of pipelined requests are kept, up to
 /// [`head::MAX_HEAD`].
-async fn watching<F: Future<Output = Answer>>(reader: &mut Reader, handling: F) -> Option<Answer> {
-    let mut handling = std::pin::pin!(handling);
+async fn watching<F: Future<Output = Answer>>(
+    reader: &mut Reader,
+    mut handling: Pin<&mut F>,
+) -> Option<Answer> {
     poll_fn(|cx| {
         if let Poll::Ready(answer) = handling.as_mut().poll(cx) {
             return Poll::Ready(Some(answer));

@@ -131,18 +131,20 @@ impl Upstream {
 
     /// Sends `request` (with the forwarding fields of `forward`) and an attempt of
     /// `body` to `addr`, on an idle connection, else on a new one: the response head,
-    /// and its body streaming from the connection.
+    /// and its body streaming from the connection. The response timeout counts from
+    /// `now` (the caller's clock reading: one less per request).
     pub(crate) async fn send(
         &self,
         addr: SocketAddr,
         deadlines: Deadlines,
+        now: Instant,
         request: &RequestHead,
         forward: &Forward<'_>,
         body: &Shared,
     ) -> Result<(Head, UpstreamBody), UpstreamError> {
-        let deadline = Instant::now() + deadlines.response;
+        let deadline = now + deadlines.response;
         loop {
-            let idle = lock(&self.pool).checkout(addr);
+            let idle = lock(&self.pool).checkout(addr, now);
             let (mut conn, reused) = match idle {
                 Some(mut conn) => {
                     conn.deadline.set(deadline);

@@ -73,12 +73,11 @@ impl Pool {
         }))
     }
 
-    /// The most recently returned usable idle connection to `addr`; the unusable ones
-    /// met on the way are dropped (closed).
-    pub(crate) fn checkout(&mut self, addr: SocketAddr) -> Option<Box<Conn>> {
+    /// The most recently returned usable idle connection to `addr` at `now`; the
+    /// unusable ones met on the way are dropped (closed).
+    pub(crate) fn checkout(&mut self, addr: SocketAddr, now: Instant) -> Option<Box<Conn>> {
         let timeout = self.config.idle_timeout;
         let list = self.idle.get_mut(&addr)?;
-        let now = Instant::now();
         while let Some(idle) = list.pop_back() {
             if now.duration_since(idle.since) >= timeout {
                 // The rest are older still.
