@@ -75,7 +75,10 @@ impl Answer {
             headers.insert(X_REQUEST_ID, id);
         }
         if self.hsts && !headers.contains_key(STRICT_TRANSPORT_SECURITY) {
-            headers.insert(STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+            headers.insert(
+                STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=31536000"),
+            );
         }
         response
     }

@@ -77,6 +77,9 @@ mod tests {
             false => Poll::Pending,
         })
         .await;
-        assert!(fired >= earlier && fired < earlier + Duration::from_secs(5), "moved earlier: fires then");
+        assert!(
+            fired >= earlier && fired < earlier + Duration::from_secs(5),
+            "moved earlier: fires then"
+        );
     }
 }

@@ -50,7 +50,10 @@ pub fn request_head(bytes: &[u8]) -> Option<Head> {
     let mut slots = [httparse::EMPTY_HEADER; 128];
     let mut parsed = httparse::Request::new(&mut slots);
     let Ok(httparse::Status::Complete(_)) = parsed.parse(&upstream) else {
-        panic!("the upstream request does not parse: {:?}", String::from_utf8_lossy(&upstream));
+        panic!(
+            "the upstream request does not parse: {:?}",
+            String::from_utf8_lossy(&upstream)
+        );
     };
     let mut headers = HeaderMap::new();
     for h in parsed.headers.iter() {
@@ -84,7 +87,10 @@ pub fn check_request_head(bytes: &[u8]) {
     let named_in_connection: Vec<String> = request_head_connection(bytes);
     // An upgrade goes on with exactly the two fields it needs.
     let upgrade = head.headers.get_all("connection").iter().count() == 1
-        && head.headers.get("connection").is_some_and(|v| v == "upgrade")
+        && head
+            .headers
+            .get("connection")
+            .is_some_and(|v| v == "upgrade")
         && head.headers.get_all("upgrade").iter().count() == 1;
     for hop in [
         "connection",

@@ -137,7 +137,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_write_vectored(
@@ -164,7 +168,10 @@ mod tests {
     use http::StatusCode;
 
     fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
-        let mut request = Request::builder().method(method).uri(uri).version(http::Version::HTTP_2);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .version(http::Version::HTTP_2);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -175,7 +182,15 @@ mod tests {
     fn an_h2_request_is_routed_by_its_authority() {
         let mut head = RequestHead::default();
         head_of(
-            &parts("POST", "https://Shop.LocalHost:8443/a/b?c=1", &[("host", "ignored"), ("content-length", "3"), ("te", "trailers")]),
+            &parts(
+                "POST",
+                "https://Shop.LocalHost:8443/a/b?c=1",
+                &[
+                    ("host", "ignored"),
+                    ("content-length", "3"),
+                    ("te", "trailers"),
+                ],
+            ),
             &mut head,
         )
         .expect("head");

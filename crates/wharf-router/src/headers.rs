@@ -142,7 +142,6 @@ fn hex(out: &mut [u8], v: u64) {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

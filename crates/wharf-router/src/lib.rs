@@ -16,11 +16,16 @@
 //! connect timeout) after one retry on another replica (`retry`); per-route timeouts
 //! and body limit in `limits`.
 //!
-//! Request smuggling: hyper's HTTP/1 parser answers 400 to a Transfer-Encoding that
-//! does not end in `chunked`, to differing Content-Lengths, to obsolete line folding and
-//! to Transfer-Encoding in HTTP/1.0; when Content-Length comes with Transfer-Encoding,
-//! chunked wins, the length is dropped and the connection is closed after the answer
-//! (RFC 9112 §6.3). Upstream, every request is re-framed by the router's own client
+//! Protocols: HTTP/1.1 is served by the router's own server (`downstream`), HTTP/2 (h2
+//! by ALPN, h2c with prior knowledge) by hyper (`h2`); both go through one proxy path
+//! (`proxy`), which works on the request head as received (no header map) and makes an
+//! answer (`answer`) that each protocol writes.
+//!
+//! Request smuggling: the router's HTTP/1.1 parser answers 400, and closes the
+//! connection, to obsolete line folding, to differing Content-Lengths, to
+//! Content-Length together with Transfer-Encoding, to a Transfer-Encoding that does not
+//! end in `chunked`, to Transfer-Encoding in HTTP/1.0 and to two Host fields (RFC 9112
+//! §6.3, §3.2). Upstream, every request is re-framed by the router's own client
 //! (`upstream`), so the router and a replica can never disagree on where a request
 //! ends; a replica's response with ambiguous framing (`Content-Length` with
 //! `Transfer-Encoding`, conflicting lengths, obsolete line folding, a malformed chunk)

@@ -304,7 +304,10 @@ fn acme_challenge(router: &Router, path: &str) -> Option<Replied> {
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/octet-stream"),
     );
-    Some(Replied::local(StatusCode::OK, (headers, ProxyBody::local(answer))))
+    Some(Replied::local(
+        StatusCode::OK,
+        (headers, ProxyBody::local(answer)),
+    ))
 }
 
 /// `https://host[:port]/path?query` for a plaintext request to an `https_only` route;

@@ -314,11 +314,21 @@ async fn secure(
 
 /// A stream the router's HTTP/1.1 server can read and write at once.
 trait Halves: AsyncRead + AsyncWrite + Send + Unpin + 'static {
-    fn halves(self) -> (Box<dyn AsyncRead + Send + Unpin>, Box<dyn AsyncWrite + Send + Unpin>);
+    fn halves(
+        self,
+    ) -> (
+        Box<dyn AsyncRead + Send + Unpin>,
+        Box<dyn AsyncWrite + Send + Unpin>,
+    );
 }
 
 impl Halves for TcpStream {
-    fn halves(self) -> (Box<dyn AsyncRead + Send + Unpin>, Box<dyn AsyncWrite + Send + Unpin>) {
+    fn halves(
+        self,
+    ) -> (
+        Box<dyn AsyncRead + Send + Unpin>,
+        Box<dyn AsyncWrite + Send + Unpin>,
+    ) {
         // Owned halves of a socket: no lock between them.
         let (read, write) = self.into_split();
         (Box::new(read), Box::new(write))
@@ -326,14 +336,24 @@ impl Halves for TcpStream {
 }
 
 impl Halves for tokio_rustls::server::TlsStream<TcpStream> {
-    fn halves(self) -> (Box<dyn AsyncRead + Send + Unpin>, Box<dyn AsyncWrite + Send + Unpin>) {
+    fn halves(
+        self,
+    ) -> (
+        Box<dyn AsyncRead + Send + Unpin>,
+        Box<dyn AsyncWrite + Send + Unpin>,
+    ) {
         let (read, write) = tokio::io::split(self);
         (Box::new(read), Box::new(write))
     }
 }
 
 /// HTTP/1.1, or HTTP/2 with prior knowledge: told apart by the first bytes.
-async fn http<S: Halves>(local: Arc<Local>, mut stream: S, conn: Conn, stop: watch::Receiver<bool>) {
+async fn http<S: Halves>(
+    local: Arc<Local>,
+    mut stream: S,
+    conn: Conn,
+    stop: watch::Receiver<bool>,
+) {
     let mut first = BytesMut::with_capacity(8 * 1024);
     let timeout = tokio::time::sleep(downstream::HEAD_TIMEOUT);
     tokio::pin!(timeout);
@@ -362,7 +382,14 @@ async fn http<S: Halves>(local: Arc<Local>, mut stream: S, conn: Conn, stop: wat
         return;
     }
     let (read, write) = stream.halves();
-    downstream::serve(local, Reader::new(read, first), Writer::new(write), conn, stop).await;
+    downstream::serve(
+        local,
+        Reader::new(read, first),
+        Writer::new(write),
+        conn,
+        stop,
+    )
+    .await;
 }
 
 #[cfg(test)]

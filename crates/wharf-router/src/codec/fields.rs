@@ -69,9 +69,7 @@ impl Known {
             11 => &[(b"traceparent", Known::Traceparent)],
             12 => &[(b"x-request-id", Known::XRequestId)],
             14 => &[(b"content-length", Known::ContentLength)],
-            15 => &[
-                (b"x-forwarded-for", Known::XForwardedFor),
-            ],
+            15 => &[(b"x-forwarded-for", Known::XForwardedFor)],
             16 => &[
                 (b"proxy-connection", Known::ProxyConnection),
                 (b"x-forwarded-host", Known::XForwardedHost),
@@ -214,7 +212,8 @@ mod tests {
 
     fn fields(head: &[u8]) -> Fields {
         let mut slots = [httparse::EMPTY_HEADER; 16];
-        let Ok(httparse::Status::Complete((_, headers))) = httparse::parse_headers(head, &mut slots)
+        let Ok(httparse::Status::Complete((_, headers))) =
+            httparse::parse_headers(head, &mut slots)
         else {
             panic!("head");
         };

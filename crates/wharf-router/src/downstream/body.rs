@@ -106,7 +106,8 @@ impl Body for H1Body {
             };
             match &mut this.decoder {
                 Decoder::Length(left) if !reader.buf.is_empty() => {
-                    let n = usize::try_from(*left).map_or(reader.buf.len(), |l| l.min(reader.buf.len()));
+                    let n = usize::try_from(*left)
+                        .map_or(reader.buf.len(), |l| l.min(reader.buf.len()));
                     let data = reader.buf.split_to(n).freeze();
                     *left -= n as u64;
                     if *left == 0 {
@@ -120,7 +121,9 @@ impl Body for H1Body {
                 }
                 Decoder::Length(_) => {}
                 Decoder::Chunked(decoder) => match decoder.decode(&mut reader.buf) {
-                    Ok(Some(Decoded::Data(data))) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Some(Decoded::Data(data))) => {
+                        return Poll::Ready(Some(Ok(Frame::data(data))))
+                    }
                     Ok(Some(Decoded::Trailers(trailers))) => {
                         return Poll::Ready(Some(Ok(Frame::trailers(trailers))))
                     }
@@ -134,7 +137,8 @@ impl Body for H1Body {
             }
             match ready!(reader.poll_fill(cx)) {
                 Ok(0) => {
-                    let what = "the client closed the connection before the end of its request body";
+                    let what =
+                        "the client closed the connection before the end of its request body";
                     return Poll::Ready(Some(Err(this.fail(what))));
                 }
                 Ok(_) => {}
@@ -170,7 +174,12 @@ mod tests {
     use tokio::io::AsyncWriteExt as _;
 
     /// A body over a stream whose far end wrote `sent` (then closed, if `close`).
-    async fn body(framing: Framing, buffered: &[u8], sent: &[u8], close: bool) -> (H1Body, ReaderHome, tokio::io::DuplexStream) {
+    async fn body(
+        framing: Framing,
+        buffered: &[u8],
+        sent: &[u8],
+        close: bool,
+    ) -> (H1Body, ReaderHome, tokio::io::DuplexStream) {
         let (near, mut far) = tokio::io::duplex(1 << 16);
         far.write_all(sent).await.expect("write");
         if close {
@@ -183,7 +192,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_length_body_leaves_the_next_request_in_the_reader() {
-        let (b, home, _far) = body(Framing::Length(5), b"he", b"lloGET / HTTP/1.1\r\n", false).await;
+        let (b, home, _far) =
+            body(Framing::Length(5), b"he", b"lloGET / HTTP/1.1\r\n", false).await;
         assert_eq!(b.size_hint().exact(), Some(5));
         let collected = b.collect().await.expect("body").to_bytes();
         assert_eq!(&collected[..], b"hello");
@@ -202,7 +212,10 @@ mod tests {
         )
         .await;
         let collected = b.collect().await.expect("body");
-        assert_eq!(collected.trailers().map(|t| t["x-t"].clone()), Some("1".parse().expect("value")));
+        assert_eq!(
+            collected.trailers().map(|t| t["x-t"].clone()),
+            Some("1".parse().expect("value"))
+        );
         assert_eq!(&collected.to_bytes()[..], b"abcde");
         let back = home.take().expect("back");
         assert!(back.clean);

@@ -168,7 +168,10 @@ impl RequestHead {
                         start + authority_end,
                         path_end(authority_end) - authority_end,
                     )),
-                    Some(Span::at(start + authority_end, target.len() - authority_end)),
+                    Some(Span::at(
+                        start + authority_end,
+                        target.len() - authority_end,
+                    )),
                 ),
                 // `http://host?q`: the path is `/`, the query goes along.
                 Some(_) => (Path::Root, None),
@@ -206,9 +209,7 @@ impl RequestHead {
         }
         self.framing = match (lengths, codings) {
             (true, true) => return Err(HeadError::LengthAndCoding),
-            (_, true) if self.version == Version::HTTP_10 => {
-                return Err(HeadError::CodingInHttp10)
-            }
+            (_, true) if self.version == Version::HTTP_10 => return Err(HeadError::CodingInHttp10),
             (_, true) => match transfer_coding(fields.values(bytes, Known::TransferEncoding)) {
                 Ok(Coding::Chunked) => Framing::Chunked,
                 _ => return Err(HeadError::Coding),
@@ -279,7 +280,10 @@ impl RequestHead {
     /// The normalized host the request is routed by: the target's authority (RFC 9112
     /// §3.2.2), else `Host`; empty when there is neither.
     pub(crate) fn host(&self) -> Cow<'_, str> {
-        let raw = self.authority().or_else(|| self.first(Known::Host)).unwrap_or(b"");
+        let raw = self
+            .authority()
+            .or_else(|| self.first(Known::Host))
+            .unwrap_or(b"");
         normalize_host(std::str::from_utf8(raw).unwrap_or(""))
     }
 
@@ -360,7 +364,10 @@ mod tests {
         let star = head("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
         assert_eq!((star.path(), star.origin_target()), ("*", &b"/"[..]));
         let connect = head("CONNECT a.example:443 HTTP/1.1\r\n\r\n");
-        assert_eq!((connect.host(), connect.path()), (Cow::from("a.example"), ""));
+        assert_eq!(
+            (connect.host(), connect.path()),
+            (Cow::from("a.example"), "")
+        );
     }
 
     #[test]
@@ -372,10 +379,17 @@ mod tests {
             "GET 1http://a/ HTTP/1.1\r\n\r\n",
             "CONNECT a.example/x HTTP/1.1\r\n\r\n",
         ] {
-            assert_eq!(parsed(text.as_bytes()).unwrap_err(), HeadError::Target, "{text}");
+            assert_eq!(
+                parsed(text.as_bytes()).unwrap_err(),
+                HeadError::Target,
+                "{text}"
+            );
         }
         let err = parsed(b"GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n").unwrap_err();
-        assert!(matches!(err, HeadError::Target | HeadError::Malformed(_)), "{err:?}");
+        assert!(
+            matches!(err, HeadError::Target | HeadError::Malformed(_)),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -408,7 +422,10 @@ mod tests {
             "G@T / HTTP/1.1\r\n\r\n",
         ] {
             let error = parsed(text.as_bytes()).unwrap_err();
-            assert!(matches!(error, HeadError::Malformed(_)), "{text:?}: {error:?}");
+            assert!(
+                matches!(error, HeadError::Malformed(_)),
+                "{text:?}: {error:?}"
+            );
             assert_eq!(error.status(), StatusCode::BAD_REQUEST);
         }
     }
@@ -423,7 +440,9 @@ mod tests {
         assert!(!head("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").expect_continue());
         let up = head("GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
         assert_eq!(up.upgrade(), Some(&b"websocket"[..]));
-        assert!(head("GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n").upgrade().is_none());
+        assert!(head("GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n")
+            .upgrade()
+            .is_none());
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub(crate) struct Reader {
 
 impl std::fmt::Debug for Reader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reader").field("buffered", &self.buf.len()).finish()
+        f.debug_struct("Reader")
+            .field("buffered", &self.buf.len())
+            .finish()
     }
 }
 
@@ -78,10 +80,9 @@ impl Writer {
         let (mut queued, mut more) = (0, more);
         while queued < self.buf.len() || !more.is_empty() {
             let slices = [IoSlice::new(&self.buf[queued..]), IoSlice::new(more)];
-            let n = std::future::poll_fn(|cx| {
-                Pin::new(&mut self.io).poll_write_vectored(cx, &slices)
-            })
-            .await?;
+            let n =
+                std::future::poll_fn(|cx| Pin::new(&mut self.io).poll_write_vectored(cx, &slices))
+                    .await?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }

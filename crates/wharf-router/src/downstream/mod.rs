@@ -84,14 +84,20 @@ pub(crate) async fn serve(
             }
         }
         if head.expect_continue()
-            && writer.flush_with(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
+            && writer
+                .flush_with(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
         {
             return;
         }
         let home = ReaderHome::default();
         let (body, mut held) = match head.framing() {
             Framing::None => (ClientBody::Empty, Some(reader)),
-            framing => (ClientBody::H1(H1Body::new(reader, framing, home.clone())), None),
+            framing => (
+                ClientBody::H1(H1Body::new(reader, framing, home.clone())),
+                None,
+            ),
         };
         // Pinned where it is made: the request's future is large, and moving it into
         // `watching` would copy it.
@@ -104,7 +110,10 @@ pub(crate) async fn serve(
             None => handling.await,
         };
         if let Some(tunnel) = answer.tunnel.take() {
-            if respond::write(&mut writer, &head, &mut answer, false).await.is_ok() {
+            if respond::write(&mut writer, &head, &mut answer, false)
+                .await
+                .is_ok()
+            {
                 if let Some(reader) = held.or_else(|| home.take().map(|r| r.reader)) {
                     crate::upgrade::splice(reader, writer, tunnel);
                 }

@@ -79,7 +79,11 @@ fn head(writer: &mut Writer, request: &RequestHead, answer: &Answer, close: bool
                     Known::StrictTransportSecurity => hsts = false,
                     _ => {}
                 }
-                put_field(buf, field.name.get(head.bytes()), field.value.get(head.bytes()));
+                put_field(
+                    buf,
+                    field.name.get(head.bytes()),
+                    field.value.get(head.bytes()),
+                );
             }
             match head.framing {
                 Framing::Empty | Framing::Switch => Out::None,
@@ -167,4 +171,3 @@ async fn body(writer: &mut Writer, answer: &mut Answer, out: Out) -> io::Result<
     writer.flush_with(&[]).await?;
     Ok(true)
 }
-

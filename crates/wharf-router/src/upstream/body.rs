@@ -19,11 +19,11 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
-use crate::codec::chunked::{self, Decoded};
 use super::conn::Conn;
 use super::outgoing::{Outgoing, SendError};
 use super::pool::Home;
 use super::response::Framing;
+use crate::codec::chunked::{self, Decoded};
 use crate::error::BodyError;
 
 #[derive(Debug)]

@@ -16,9 +16,9 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf as _, Bytes};
 use hyper::body::Body as _;
 
-use crate::codec::chunked::{size_line, LAST_CHUNK};
 use super::conn::Conn;
 use super::request::{encode, BodyFraming, Forward};
+use crate::codec::chunked::{size_line, LAST_CHUNK};
 use crate::downstream::head::RequestHead;
 use crate::error::BodyError;
 use crate::request_body::RequestBody;

@@ -132,7 +132,11 @@ pub(crate) fn encode(
     };
     out.extend_from_slice(b"x-forwarded-for: ");
     if forwarded_for {
-        for field in fields.list.iter().filter(|f| f.known == Known::XForwardedFor) {
+        for field in fields
+            .list
+            .iter()
+            .filter(|f| f.known == Known::XForwardedFor)
+        {
             if fields.crosses(bytes, field) {
                 out.extend_from_slice(field.value.get(bytes));
                 out.extend_from_slice(b", ");
@@ -198,7 +202,9 @@ mod tests {
 
     fn request(text: &str) -> RequestHead {
         let mut head = RequestHead::default();
-        head.parse(text.as_bytes()).expect("valid").expect("complete");
+        head.parse(text.as_bytes())
+            .expect("valid")
+            .expect("complete");
         head
     }
 
@@ -219,7 +225,14 @@ mod tests {
     ) -> (String, BodyFraming) {
         let mut out = Vec::new();
         let head = request(text);
-        let framing = encode(&head, forward, ADDR.parse().expect("addr"), end_stream, exact, &mut out);
+        let framing = encode(
+            &head,
+            forward,
+            ADDR.parse().expect("addr"),
+            end_stream,
+            exact,
+            &mut out,
+        );
         (String::from_utf8(out).expect("text"), framing)
     }
 
@@ -242,7 +255,10 @@ mod tests {
         );
         assert_eq!(
             text,
-            format!("GET /x/y?q=1 HTTP/1.1\r\nhost: a.example\r\nx-b: 2\r\nx-a: 1\r\n{}\r\n", tail("a.example"))
+            format!(
+                "GET /x/y?q=1 HTTP/1.1\r\nhost: a.example\r\nx-b: 2\r\nx-a: 1\r\n{}\r\n",
+                tail("a.example")
+            )
         );
         assert_eq!(framing, BodyFraming::Empty);
     }
@@ -258,11 +274,21 @@ mod tests {
         );
         let (text, _) = head("GET http://b.example:8080/ HTTP/1.1\r\n\r\n", true, Some(0));
         assert!(text.contains("host: b.example:8080\r\n"), "{text}");
-        assert!(text.contains("x-forwarded-host: b.example:8080\r\n"), "{text}");
+        assert!(
+            text.contains("x-forwarded-host: b.example:8080\r\n"),
+            "{text}"
+        );
         let (text, _) = head("OPTIONS * HTTP/1.1\r\nhost: h\r\n\r\n", true, Some(0));
         assert!(text.starts_with("OPTIONS / HTTP/1.1\r\n"), "{text}");
-        let (text, _) = head("CONNECT a.example:443 HTTP/1.1\r\nhost: h\r\n\r\n", true, Some(0));
-        assert!(text.starts_with(&format!("CONNECT {ADDR} HTTP/1.1\r\n")), "{text}");
+        let (text, _) = head(
+            "CONNECT a.example:443 HTTP/1.1\r\nhost: h\r\n\r\n",
+            true,
+            Some(0),
+        );
+        assert!(
+            text.starts_with(&format!("CONNECT {ADDR} HTTP/1.1\r\n")),
+            "{text}"
+        );
     }
 
     #[test]
@@ -288,7 +314,10 @@ mod tests {
             true,
             Some(0),
         );
-        assert!(text.contains("traceparent: 00-4bf9"), "the client's is kept: {text}");
+        assert!(
+            text.contains("traceparent: 00-4bf9"),
+            "the client's is kept: {text}"
+        );
         assert!(text.contains("x-forwarded-for: 2001:db8::1\r\n"), "{text}");
     }
 
@@ -299,7 +328,13 @@ mod tests {
             true,
             Some(0),
         );
-        assert_eq!(text, format!("GET / HTTP/1.1\r\nhost: h\r\nx-kept: 1\r\n{}\r\n", tail("h")));
+        assert_eq!(
+            text,
+            format!(
+                "GET / HTTP/1.1\r\nhost: h\r\nx-kept: 1\r\n{}\r\n",
+                tail("h")
+            )
+        );
     }
 
     #[test]
@@ -309,16 +344,33 @@ mod tests {
             true,
             Some(0),
         );
-        assert!(text.ends_with("connection: upgrade\r\nupgrade: websocket\r\n\r\n"), "{text}");
+        assert!(
+            text.ends_with("connection: upgrade\r\nupgrade: websocket\r\n\r\n"),
+            "{text}"
+        );
     }
 
     #[test]
     fn content_length_bodies_keep_their_length() {
-        let (text, framing) = head("POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 5\r\n\r\n", false, Some(5));
-        assert_eq!(text, format!("POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 5\r\n{}\r\n", tail("h")));
+        let (text, framing) = head(
+            "POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 5\r\n\r\n",
+            false,
+            Some(5),
+        );
+        assert_eq!(
+            text,
+            format!(
+                "POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 5\r\n{}\r\n",
+                tail("h")
+            )
+        );
         assert_eq!(framing, BodyFraming::Length(5));
         // A bodiless request keeps the client's `Content-Length: 0`.
-        let (text, framing) = head("POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 0\r\n\r\n", true, Some(0));
+        let (text, framing) = head(
+            "POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 0\r\n\r\n",
+            true,
+            Some(0),
+        );
         assert!(text.contains("content-length: 0\r\n"), "{text}");
         assert_eq!(framing, BodyFraming::Empty);
     }
@@ -326,12 +378,23 @@ mod tests {
     #[test]
     fn streamed_bodies_go_chunked_except_for_get_head_connect() {
         for method in ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
-            let (text, framing) = head(&format!("{method} / HTTP/1.1\r\nhost: h\r\n\r\n"), false, None);
+            let (text, framing) = head(
+                &format!("{method} / HTTP/1.1\r\nhost: h\r\n\r\n"),
+                false,
+                None,
+            );
             assert_eq!(framing, BodyFraming::Chunked, "{method}");
-            assert!(text.ends_with("transfer-encoding: chunked\r\n\r\n"), "{text}");
+            assert!(
+                text.ends_with("transfer-encoding: chunked\r\n\r\n"),
+                "{text}"
+            );
         }
         for method in ["GET", "HEAD"] {
-            let (text, framing) = head(&format!("{method} / HTTP/1.1\r\nhost: h\r\n\r\n"), false, None);
+            let (text, framing) = head(
+                &format!("{method} / HTTP/1.1\r\nhost: h\r\n\r\n"),
+                false,
+                None,
+            );
             assert_eq!(framing, BodyFraming::Empty, "{method}");
             assert!(!text.contains("transfer-encoding"), "{text}");
         }
@@ -346,7 +409,10 @@ mod tests {
         );
         assert_eq!(framing, BodyFraming::Chunked);
         assert_eq!(text.matches("transfer-encoding").count(), 1, "{text}");
-        assert!(text.ends_with("transfer-encoding: chunked\r\n\r\n"), "{text}");
+        assert!(
+            text.ends_with("transfer-encoding: chunked\r\n\r\n"),
+            "{text}"
+        );
         // An HTTP/2 body of known size without a Content-Length gets one.
         let (text, framing) = head("POST / HTTP/1.1\r\nhost: h\r\n\r\n", false, Some(3));
         assert_eq!(framing, BodyFraming::Length(3));

@@ -170,7 +170,11 @@ fn parse_with<const N: usize>(
         (bytes, fields) = spare::take();
         fields.collect(buf, response.headers);
         // `parse` only completes with the code and version set.
-        (len, response.code.unwrap_or(0), response.version.unwrap_or(0))
+        (
+            len,
+            response.code.unwrap_or(0),
+            response.version.unwrap_or(0),
+        )
     };
     bytes.extend_from_slice(&buf[..len]);
     buf.advance(len);

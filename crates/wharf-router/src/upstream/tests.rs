@@ -132,7 +132,9 @@ fn request(method: &str) -> RequestHead {
 
 fn head(text: &str) -> RequestHead {
     let mut head = RequestHead::default();
-    head.parse(text.as_bytes()).expect("valid").expect("complete");
+    head.parse(text.as_bytes())
+        .expect("valid")
+        .expect("complete");
     head
 }
 
@@ -151,7 +153,14 @@ const DEADLINES: Deadlines = Deadlines {
 /// One whole exchange: status and body.
 async fn exchange_as(upstream: &Upstream, addr: SocketAddr, request: &RequestHead) -> (u16, Bytes) {
     let (head, body) = upstream
-        .send(addr, DEADLINES, tokio::time::Instant::now(), request, &FORWARD, &Shared::empty())
+        .send(
+            addr,
+            DEADLINES,
+            tokio::time::Instant::now(),
+            request,
+            &FORWARD,
+            &Shared::empty(),
+        )
         .await
         .expect("exchange");
     let status = head.status.as_u16();
@@ -171,7 +180,14 @@ async fn answered_to(
 ) -> Result<(Head, UpstreamBody), UpstreamError> {
     let (addr, _, _) = scripted(answer, 1).await;
     Upstream::default()
-        .send(addr, DEADLINES, tokio::time::Instant::now(), request, &FORWARD, &Shared::empty())
+        .send(
+            addr,
+            DEADLINES,
+            tokio::time::Instant::now(),
+            request,
+            &FORWARD,
+            &Shared::empty(),
+        )
         .await
 }
 
@@ -262,7 +278,14 @@ async fn a_request_closed_unanswered_on_a_reused_connection_goes_again_if_idempo
     // processed: it is not sent again.
     pool_one().await;
     let error = upstream
-        .send(addr, DEADLINES, tokio::time::Instant::now(), &request("POST"), &FORWARD, &Shared::empty())
+        .send(
+            addr,
+            DEADLINES,
+            tokio::time::Instant::now(),
+            &request("POST"),
+            &FORWARD,
+            &Shared::empty(),
+        )
         .await
         .expect_err("no answer");
     assert_eq!(Failure::of(&error), Failure::Reset, "{error}");
@@ -271,7 +294,14 @@ async fn a_request_closed_unanswered_on_a_reused_connection_goes_again_if_idempo
     // A GET is: once more, on a new connection (which fails the same way).
     pool_one().await;
     let error = upstream
-        .send(addr, DEADLINES, tokio::time::Instant::now(), &get(), &FORWARD, &Shared::empty())
+        .send(
+            addr,
+            DEADLINES,
+            tokio::time::Instant::now(),
+            &get(),
+            &FORWARD,
+            &Shared::empty(),
+        )
         .await
         .expect_err("no answer");
     assert_eq!(Failure::of(&error), Failure::Reset, "{error}");
@@ -311,7 +341,14 @@ async fn refused_connect_is_a_connect_failure() {
     let addr = listener.local_addr().expect("addr");
     drop(listener);
     let error = Upstream::default()
-        .send(addr, DEADLINES, tokio::time::Instant::now(), &get(), &FORWARD, &Shared::empty())
+        .send(
+            addr,
+            DEADLINES,
+            tokio::time::Instant::now(),
+            &get(),
+            &FORWARD,
+            &Shared::empty(),
+        )
         .await
         .expect_err("nothing listens");
     assert_eq!(Failure::of(&error), Failure::Connect { timed_out: false });
@@ -444,7 +481,14 @@ async fn the_response_timeout_bounds_the_head() {
     };
     let started = std::time::Instant::now();
     let error = Upstream::default()
-        .send(addr, deadlines, tokio::time::Instant::now(), &get(), &FORWARD, &Shared::empty())
+        .send(
+            addr,
+            deadlines,
+            tokio::time::Instant::now(),
+            &get(),
+            &FORWARD,
+            &Shared::empty(),
+        )
         .await
         .expect_err("no answer");
     assert!(matches!(error, UpstreamError::Timeout), "{error}");
