@@ -852,3 +852,111 @@ async fn h2c_prior_knowledge_is_served() {
         );
     }
 }
+
+/// Writes `bytes` on a new connection and reads until the router closes it (or 5 s).
+async fn raw_exchange(router: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(router).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    assert!(
+        read.is_ok(),
+        "the router did not close: {}",
+        String::from_utf8_lossy(&got)
+    );
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let mut a = backend("a").await;
+    let t = start(
+        RouterConfig::default(),
+        table(1, vec![route("a", &["a.localhost"], &[("a-1", a.addr)])]),
+    )
+    .await;
+    let text = raw_exchange(
+        t.addr,
+        b"GET /1 HTTP/1.1\r\nHost: a.localhost\r\n\r\nGET /2 HTTP/1.1\r\nHost: a.localhost\r\n\r\nGET /3 HTTP/1.1\r\nHost: a.localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    for expected in ["/1", "/2", "/3"] {
+        assert_eq!(a.seen.recv().await.expect("seen").0, expected);
+    }
+}
+
+#[tokio::test]
+async fn expect_continue_is_answered_before_the_body_is_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = backend("a").await;
+    let t = start(
+        RouterConfig::default(),
+        table(1, vec![route("a", &["a.localhost"], &[("a-1", a.addr)])]),
+    )
+    .await;
+    let mut s = TcpStream::connect(t.addr).await.expect("connect");
+    s.write_all(b"POST / HTTP/1.1\r\nHost: a.localhost\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        .await
+        .expect("head");
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).await.expect("100 Continue");
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"hello").await.expect("body");
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.expect("answer");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\na"), "{answer}");
+}
+
+#[tokio::test]
+async fn an_http_1_0_client_gets_its_answer_and_the_connection_closes() {
+    let a = backend("a").await;
+    let t = start(
+        RouterConfig::default(),
+        table(1, vec![route("a", &["a.localhost"], &[("a-1", a.addr)])]),
+    )
+    .await;
+    let text = raw_exchange(t.addr, b"GET / HTTP/1.0\r\nHost: a.localhost\r\n\r\n").await;
+    let lower = text.to_ascii_lowercase();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(lower.contains("content-length: 1\r\n"), "{text}");
+    assert!(lower.contains("connection: close\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\na"), "{text}");
+}
+
+#[tokio::test]
+async fn oversized_heads_are_431_and_unread_bodies_close_the_connection() {
+    let mut a = backend("a").await;
+    let t = start(
+        RouterConfig::default(),
+        table(1, vec![route("a", &["a.localhost"], &[("a-1", a.addr)])]),
+    )
+    .await;
+    let mut huge = b"GET / HTTP/1.1\r\nHost: a.localhost\r\nX-Big: ".to_vec();
+    huge.resize(70 * 1024, b'a');
+    huge.extend_from_slice(b"\r\n\r\n");
+    let text = raw_exchange(t.addr, &huge).await;
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    // A body the router did not read (nobody is routed at this host): the answer says
+    // the connection closes, and the bytes after the body are never a request.
+    let text = raw_exchange(
+        t.addr,
+        b"POST / HTTP/1.1\r\nHost: nobody.localhost\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nHost: a.localhost\r\n\r\n",
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(a.seen.try_recv().is_err(), "nothing reached the replica");
+}
