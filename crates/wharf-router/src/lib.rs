@@ -268,14 +268,14 @@ impl Router {
     }
 
     /// Choose a backend for `host` (already normalized) and `path`, skipping replica
-    /// `exclude`; with the route's app and limits. The pick, and the increment of its in-flight counter, happen under
+    /// `exclude`; with the route's limits. The pick, and the increment of its in-flight counter, happen under
     /// the read lock so that `publish` waits for them.
     fn route(
         &self,
         host: &str,
         path: &str,
         exclude: Option<&str>,
-    ) -> Result<(Arc<str>, Limits, Pick), ProxyError> {
+    ) -> Result<(Limits, Pick), ProxyError> {
         let table = self.table.read().unwrap_or_else(|e| e.into_inner());
         let route = table.find(host, path).ok_or_else(|| {
             if table.serves(host) {
@@ -287,7 +287,7 @@ impl Router {
         let pick = route
             .pick(exclude, &self.outlier)
             .ok_or_else(|| ProxyError::NoReadyReplica(route.app.clone()))?;
-        Ok((route.app.clone(), route.limits, pick))
+        Ok((route.limits, pick))
     }
 }
 

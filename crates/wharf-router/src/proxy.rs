@@ -20,20 +20,16 @@ use crate::inflight::InflightGuard;
 use crate::request_body::{ClientBody, Shared};
 use crate::retry::{may_retry, Failure};
 use crate::server::{Conn, Local};
-use crate::table::Pick;
+use crate::table::{BackendEntry, Pick};
 use crate::upstream::{Deadlines, Forward, Framing, UpstreamError};
 use crate::Router;
 
-/// Where a request went, for its log line, its counters and passive health. Filled
-/// by moving the pick's references in (not cloning them: each clone is an atomic
+/// Where a request went, for its log line, its counters and passive health: the
+/// chosen backend as one reference (not a clone per field: each clone is an atomic
 /// write on a cache line every worker shares).
 #[derive(Default)]
 struct Target {
-    app: Option<Arc<str>>,
-    replica: Option<Arc<str>>,
-    release: Option<u32>,
-    stats: Option<Arc<crate::stats::ReleaseCounters>>,
-    slot: Option<Arc<crate::inflight::Slot>>,
+    backend: Option<Arc<BackendEntry>>,
     retries: u32,
     /// The answer gets HSTS (an `https_only` route, over TLS).
     hsts: bool,
@@ -48,20 +44,20 @@ struct Chosen {
 
 impl Target {
     fn set(&mut self, pick: Pick) -> Chosen {
-        self.replica = Some(pick.replica);
-        self.release = Some(pick.release);
-        self.stats = Some(pick.stats);
-        self.slot = Some(pick.slot);
-        Chosen {
-            addr: pick.addr,
+        let chosen = Chosen {
+            addr: pick.backend.addr,
             others: pick.others,
             guard: pick.guard,
-        }
+        };
+        self.backend = Some(pick.backend);
+        chosen
     }
 
     /// The chosen replica's id (set once a backend was picked).
     fn replica(&self) -> Arc<str> {
-        self.replica.clone().unwrap_or_else(|| Arc::from(""))
+        self.backend
+            .as_ref()
+            .map_or_else(|| Arc::from(""), |b| b.replica.clone())
     }
 }
 
@@ -137,13 +133,11 @@ pub(crate) async fn handle(
         }
     };
     let status = replied.status.as_u16();
-    if let Some(stats) = &target.stats {
-        stats.record(status, start.elapsed());
-    }
-    if let Some(slot) = &target.slot {
-        if slot.health.record(status < 500, &router.outlier) {
+    if let Some(backend) = &target.backend {
+        backend.stats.record(status, start.elapsed());
+        if backend.slot.health.record(status < 500, &router.outlier) {
             tracing::warn!(
-                replica = target.replica.as_deref().unwrap_or(""),
+                replica = &*backend.replica,
                 "replica ejected after {} consecutive failures",
                 router.outlier.eject_after
             );
@@ -156,9 +150,9 @@ pub(crate) async fn handle(
             method: request.method().clone(),
             path: path.to_owned(),
             host: host.clone().into_owned(),
-            app: target.app,
-            release: target.release,
-            replica: target.replica,
+            app: target.backend.as_ref().map(|b| b.app.clone()),
+            release: target.backend.as_ref().map(|b| b.release),
+            replica: target.backend.as_ref().map(|b| b.replica.clone()),
             status,
             request_id: String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
             bytes: 0,
@@ -195,9 +189,8 @@ async fn forward(
             )));
         }
     }
-    let (app, limits, pick) = router.route(context.host, context.path, None)?;
+    let (limits, pick) = router.route(context.host, context.path, None)?;
     target.hsts = context.conn.secure && pick.https_only;
-    target.app = Some(app);
     let mut chosen = target.set(pick);
     if body.size_hint().lower() > limits.max_body {
         return Err(ProxyError::PayloadTooLarge(limits.max_body));
@@ -277,15 +270,15 @@ async fn forward(
             });
         }
         drop(chosen.guard);
-        if let Some(slot) = &target.slot {
-            slot.health.record(false, &router.outlier);
+        if let Some(backend) = &target.backend {
+            backend.slot.health.record(false, &router.outlier);
         }
         tracing::warn!(replica = %failed, error = %source, reason = failure.reason(), "retrying on another replica");
-        if let Some(app) = &target.app {
-            router.retries.count(app, failure);
+        if let Some(backend) = &target.backend {
+            router.retries.count(&backend.app, failure);
         }
         target.retries += 1;
-        let Ok((_, _, next)) = router.route(context.host, context.path, Some(&failed)) else {
+        let Ok((_, next)) = router.route(context.host, context.path, Some(&failed)) else {
             return Err(ProxyError::Upstream {
                 replica: failed,
                 source,

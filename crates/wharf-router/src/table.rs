@@ -31,7 +31,7 @@ pub(crate) struct RouteEntry {
     pub(crate) app: Arc<str>,
     /// `[route] https_only`: plaintext is redirected, HTTPS answers get HSTS.
     pub(crate) https_only: bool,
-    backends: Vec<BackendEntry>,
+    backends: Vec<Arc<BackendEntry>>,
     next: AtomicUsize,
     /// (release, percent) shares; empty: every backend alike.
     weights: Vec<(u32, u32)>,
@@ -40,29 +40,28 @@ pub(crate) struct RouteEntry {
     pub(crate) limits: Limits,
 }
 
+/// One replica of a route, with what a request to it updates. Shared by the requests
+/// that chose it as one `Arc` (one reference count written per request, not one per
+/// field: the count's cache line is shared by the worker threads).
 #[derive(Debug)]
-struct BackendEntry {
-    replica: Arc<str>,
-    release: u32,
-    addr: SocketAddr,
-    slot: Arc<Slot>,
-    stats: Arc<ReleaseCounters>,
+pub(crate) struct BackendEntry {
+    pub(crate) app: Arc<str>,
+    pub(crate) replica: Arc<str>,
+    pub(crate) release: u32,
+    pub(crate) addr: SocketAddr,
+    /// The replica's in-flight counter and passive health.
+    pub(crate) slot: Arc<Slot>,
+    /// The RED counters of the replica's release.
+    pub(crate) stats: Arc<ReleaseCounters>,
 }
 
-/// The backend chosen for one request, counted in flight while this lives.
+/// The backend chosen for one request, counted in flight while `guard` lives.
 #[derive(Debug)]
 pub(crate) struct Pick {
-    pub(crate) replica: Arc<str>,
-    pub(crate) addr: SocketAddr,
+    pub(crate) backend: Arc<BackendEntry>,
     /// Whether the route has another backend to retry on.
     pub(crate) others: bool,
     pub(crate) guard: InflightGuard,
-    /// The chosen replica's release.
-    pub(crate) release: u32,
-    /// The chosen replica's counter and passive health.
-    pub(crate) slot: Arc<Slot>,
-    /// The RED counters of the chosen replica's release.
-    pub(crate) stats: Arc<ReleaseCounters>,
     /// The route is `https_only` (its HTTPS answers get HSTS).
     pub(crate) https_only: bool,
 }
@@ -119,13 +118,14 @@ impl RouteEntry {
             .map(|backend| {
                 let replica: Arc<str> = Arc::from(backend.replica);
                 let slot = env.counters.slot(&replica);
-                BackendEntry {
+                Arc::new(BackendEntry {
+                    app: app.clone(),
                     replica,
                     release: backend.release,
                     addr: backend.addr,
                     slot,
                     stats: env.stats.counters(&app, backend.release),
-                }
+                })
             })
             .collect();
         let limits = Limits::resolve(&route.options, env.defaults);
@@ -173,7 +173,11 @@ impl RouteEntry {
         if self.backends.is_empty() {
             return None;
         }
-        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        // One backend: no turn to take (a write on a line the workers share).
+        let turn = match self.backends.len() {
+            1 => 0,
+            _ => self.next.fetch_add(1, Ordering::Relaxed),
+        };
         let usable = |b: &BackendEntry| exclude != Some(&*b.replica);
         let healthy = |b: &BackendEntry| usable(b) && !b.slot.health.ejected(outlier);
         let release = self.weighted_release();
@@ -187,13 +191,9 @@ impl RouteEntry {
             .or_else(|| choose(&|b| usable(b) && in_release(b)))
             .or_else(|| choose(&usable))?;
         Some(Pick {
-            replica: chosen.replica.clone(),
-            addr: chosen.addr,
+            backend: chosen.clone(),
             others: self.backends.len() > 1,
             guard: InflightGuard::new(chosen.slot.clone()),
-            release: chosen.release,
-            slot: chosen.slot.clone(),
-            stats: chosen.stats.clone(),
             https_only: self.https_only,
         })
     }
@@ -201,10 +201,10 @@ impl RouteEntry {
 
 /// The `turn`-th candidate (modulo their number), whatever its load.
 fn in_turn<'a>(
-    backends: &'a [BackendEntry],
+    backends: &'a [Arc<BackendEntry>],
     turn: usize,
     candidate: &dyn Fn(&BackendEntry) -> bool,
-) -> Option<&'a BackendEntry> {
+) -> Option<&'a Arc<BackendEntry>> {
     let count = backends.iter().filter(|b| candidate(b)).count();
     let mut candidates = backends.iter().filter(|b| candidate(b));
     candidates.nth(turn.checked_rem(count)?)
@@ -213,10 +213,10 @@ fn in_turn<'a>(
 /// The candidate with the fewest requests in flight; among equals, the first from the
 /// `turn`-th candidate on, so that ties go round-robin within the candidates.
 fn least_loaded<'a>(
-    backends: &'a [BackendEntry],
+    backends: &'a [Arc<BackendEntry>],
     turn: usize,
     candidate: &dyn Fn(&BackendEntry) -> bool,
-) -> Option<&'a BackendEntry> {
+) -> Option<&'a Arc<BackendEntry>> {
     let count = backends.iter().filter(|b| candidate(b)).count();
     if count == 0 {
         return None;
@@ -321,7 +321,13 @@ mod tests {
         let t = table(vec![route("a", &["a.test"], &["r0", "r1", "r2"])]);
         let r = t.find("a.test", "/").expect("route");
         let picked: Vec<String> = (0..6)
-            .map(|_| r.pick(None, &policy()).expect("pick").replica.to_string())
+            .map(|_| {
+                r.pick(None, &policy())
+                    .expect("pick")
+                    .backend
+                    .replica
+                    .to_string()
+            })
             .collect();
         assert_eq!(picked, ["r0", "r1", "r2", "r0", "r1", "r2"]);
     }
@@ -333,13 +339,22 @@ mod tests {
         let t = table(vec![r]);
         let r = t.find("a.test", "/").expect("route");
         let held = r.pick(None, &policy()).expect("pick");
-        assert_eq!(&*held.replica, "r0");
+        assert_eq!(&*held.backend.replica, "r0");
         // r0 is busy, but its turn comes anyway
         let picked: Vec<String> = (0..5)
-            .map(|_| r.pick(None, &policy()).expect("pick").replica.to_string())
+            .map(|_| {
+                r.pick(None, &policy())
+                    .expect("pick")
+                    .backend
+                    .replica
+                    .to_string()
+            })
             .collect();
         assert_eq!(picked, ["r1", "r2", "r0", "r1", "r2"]);
-        assert_eq!(&*r.pick(Some("r0"), &policy()).expect("pick").replica, "r1");
+        assert_eq!(
+            &*r.pick(Some("r0"), &policy()).expect("pick").backend.replica,
+            "r1"
+        );
     }
 
     #[test]
@@ -370,16 +385,25 @@ mod tests {
         let t = table(vec![route("a", &["a.test"], &["r0", "r1"])]);
         let r = t.find("a.test", "/").expect("route");
         let held = r.pick(None, &policy()).expect("pick");
-        assert_eq!(&*held.replica, "r0");
+        assert_eq!(&*held.backend.replica, "r0");
         // r0 has one in flight: every pick goes to r1 (each released at once).
         for _ in 0..4 {
-            assert_eq!(&*r.pick(None, &policy()).expect("pick").replica, "r1");
+            assert_eq!(
+                &*r.pick(None, &policy()).expect("pick").backend.replica,
+                "r1"
+            );
         }
         // once both have one in flight, ties rotate again
         let also = r.pick(None, &policy()).expect("pick");
-        assert_eq!(&*also.replica, "r1");
+        assert_eq!(&*also.backend.replica, "r1");
         let picked: Vec<String> = (0..4)
-            .map(|_| r.pick(None, &policy()).expect("pick").replica.to_string())
+            .map(|_| {
+                r.pick(None, &policy())
+                    .expect("pick")
+                    .backend
+                    .replica
+                    .to_string()
+            })
             .collect();
         assert_eq!(picked, ["r0", "r1", "r0", "r1"]);
     }
@@ -392,7 +416,10 @@ mod tests {
         ]);
         let r = t.find("a.test", "/").expect("route");
         for _ in 0..3 {
-            assert_eq!(&*r.pick(Some("r0"), &policy()).expect("pick").replica, "r1");
+            assert_eq!(
+                &*r.pick(Some("r0"), &policy()).expect("pick").backend.replica,
+                "r1"
+            );
         }
         assert!(t
             .find("e.test", "/")
@@ -425,7 +452,14 @@ mod tests {
         let t = table(vec![r]);
         let route = t.find("a.localhost", "/").unwrap();
         let picks: Vec<String> = (0..200)
-            .map(|_| route.pick(None, &policy()).unwrap().replica.to_string())
+            .map(|_| {
+                route
+                    .pick(None, &policy())
+                    .unwrap()
+                    .backend
+                    .replica
+                    .to_string()
+            })
             .collect();
         assert_eq!(
             picks.iter().filter(|p| *p == "new-1").count(),
@@ -457,6 +491,7 @@ mod tests {
                 .unwrap()
                 .pick(None, &policy())
                 .unwrap()
+                .backend
                 .replica,
             "old-1"
         );
