@@ -196,7 +196,7 @@ mod tests {
         .expect("head");
         assert_eq!(head.host(), "shop.localhost");
         assert_eq!(head.path(), "/a/b");
-        assert_eq!(head.origin_target(), b"/a/b?c=1");
+        assert_eq!(&*head.origin_target(), b"/a/b?c=1");
         assert_eq!(head.framing(), crate::downstream::head::Framing::Length(3));
         let mut connect = RequestHead::default();
         head_of(&parts("CONNECT", "a.example:443", &[]), &mut connect).expect("head");

@@ -35,8 +35,10 @@
 //! - A published table is immutable; [`Router::publish`] swaps it atomically. A request
 //!   keeps the backend it was routed to; no connection is dropped by a swap.
 //! - A backend is chosen, and its in-flight counter incremented, while the table is
-//!   read-locked, so once `publish` returns no request can still be routed to a replica
-//!   that the new table removed: [`Router::inflight`] then only falls.
+//!   read-locked (each worker reads its own copy of the reference, under a lock of
+//!   its own; `publish` swaps every copy under its lock), so once `publish` returns
+//!   no request can still be routed to a replica that the new table removed:
+//!   [`Router::inflight`] then only falls.
 //! - An in-flight counter belongs to a replica id, not to a table: it survives swaps
 //!   and counts down through an RAII guard when the response body ends or the request
 //!   is dropped or cancelled.
@@ -71,6 +73,7 @@ mod proxy;
 mod request_body;
 mod retry;
 mod server;
+mod shard;
 mod stats;
 mod table;
 pub mod tls;
@@ -146,7 +149,10 @@ impl Default for RouterConfig {
 
 /// The reverse proxy. Share it as `Arc<Router>`; every method takes `&self`.
 pub struct Router {
-    table: RwLock<Arc<Table>>,
+    /// The table in force, behind one lock per worker shard (`shard`): a request
+    /// read-locks its worker's, `publish` write-locks them all in turn.
+    tables: [shard::Padded<RwLock<Arc<Table>>>; shard::SHARDS],
+    publishing: std::sync::Mutex<()>,
     counters: Counters,
     https: Option<Https>,
     ids: RequestIds,
@@ -166,7 +172,8 @@ impl Router {
     /// A router with an empty route table (every host answers 404 until a publish).
     pub fn new(config: RouterConfig) -> Arc<Self> {
         Arc::new(Router {
-            table: RwLock::new(Arc::new(Table::default())),
+            tables: Default::default(),
+            publishing: std::sync::Mutex::new(()),
             counters: Counters::default(),
             https: config.https.clone(),
             ids: RequestIds::new(),
@@ -198,13 +205,23 @@ impl Router {
             defaults: &self.defaults,
         };
         let next = Arc::new(Table::build(table, &env));
-        let previous = {
-            // A poisoned lock only means a reader panicked; the Arc inside is intact.
-            let mut current = self.table.write().unwrap_or_else(|e| e.into_inner());
-            std::mem::replace(&mut *current, next)
-        };
-        drop(previous);
+        // One publish at a time, so that every shard ends with the same table.
+        let _publishing = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
+        for shard in &self.tables {
+            let previous = {
+                // A poisoned lock only means a reader panicked; the Arc is intact.
+                let mut current = shard.0.write().unwrap_or_else(|e| e.into_inner());
+                std::mem::replace(&mut *current, next.clone())
+            };
+            drop(previous);
+        }
         tracing::debug!(version, routes, "route table published");
+    }
+
+    /// The table in force, read-locked in this thread's shard.
+    fn table(&self) -> std::sync::RwLockReadGuard<'_, Arc<Table>> {
+        let shard = &self.tables[shard::index()].0;
+        shard.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Requests currently in flight to this replica id (used to drain a replica before
@@ -260,7 +277,7 @@ impl Router {
     /// is one.
     fn https_only_port(&self, host: &str, path: &str) -> Option<u16> {
         let https = self.https.as_ref()?;
-        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+        let table = self.table();
         table
             .find(host, path)
             .is_some_and(|route| route.https_only)
@@ -276,7 +293,7 @@ impl Router {
         path: &str,
         exclude: Option<&str>,
     ) -> Result<(Limits, Pick), ProxyError> {
-        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+        let table = self.table();
         let route = table.find(host, path).ok_or_else(|| {
             if table.serves(host) {
                 ProxyError::UnknownPath(host.to_owned(), path.to_owned())

@@ -185,7 +185,7 @@ async fn forward(
             return Err(ProxyError::HttpsOnly(https_location(
                 context.host,
                 port,
-                request.origin_target(),
+                &request.origin_target(),
             )));
         }
     }

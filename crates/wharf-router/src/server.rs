@@ -109,6 +109,7 @@ pub(crate) async fn serve(
         std::thread::Builder::new()
             .name(format!("wharf-router-{index}"))
             .spawn(move || {
+                crate::shard::set_worker(index);
                 runtime.block_on(worker.run());
                 // Upstream connections still pooled are dropped with the runtime.
                 drop(runtime);

@@ -10,9 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wharf_types::route::{ReleaseStats, LATENCY_BOUNDS_MS};
 
-/// The counters of one release of one app.
+use crate::shard::{self, Padded, SHARDS};
+
+/// The counters of one release of one app: one shard per router worker (`shard`).
 #[derive(Debug, Default)]
 pub(crate) struct ReleaseCounters {
+    shards: [Padded<Counts>; SHARDS],
+}
+
+#[derive(Debug, Default)]
+struct Counts {
     requests: AtomicU64,
     errors: AtomicU64,
     buckets: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
@@ -21,27 +28,32 @@ pub(crate) struct ReleaseCounters {
 impl ReleaseCounters {
     /// Counts one answer with its time to response headers.
     pub(crate) fn record(&self, status: u16, elapsed: Duration) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        let counts = &self.shards[shard::index()].0;
+        counts.requests.fetch_add(1, Ordering::Relaxed);
         if status >= 500 {
-            self.errors.fetch_add(1, Ordering::Relaxed);
+            counts.errors.fetch_add(1, Ordering::Relaxed);
         }
         let ms = elapsed.as_millis() as u64;
         let bucket = LATENCY_BOUNDS_MS
             .iter()
             .position(|b| ms <= *b)
             .unwrap_or(LATENCY_BOUNDS_MS.len());
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        counts.buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
     fn snapshot(&self, release: u32) -> ReleaseStats {
+        let sum = |of: &dyn Fn(&Counts) -> &AtomicU64| {
+            self.shards
+                .iter()
+                .map(|shard| of(&shard.0).load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
         ReleaseStats {
             release,
-            requests: self.requests.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            latency: self
-                .buckets
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
+            requests: sum(&|c| &c.requests),
+            errors: sum(&|c| &c.errors),
+            latency: (0..=LATENCY_BOUNDS_MS.len())
+                .map(|i| sum(&|c| &c.buckets[i]))
                 .collect(),
         }
     }
@@ -150,5 +162,19 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("le=\"+Inf\"} 2"), "{text}");
+        // Workers count in shards of their own; a snapshot sums them.
+        let counters = stats.counters(&app, 3);
+        std::thread::scope(|scope| {
+            for worker in 0..3 {
+                let counters = &counters;
+                scope.spawn(move || {
+                    shard::set_worker(worker);
+                    counters.record(200, Duration::from_millis(1));
+                    counters.record(500, Duration::from_millis(1));
+                });
+            }
+        });
+        let v3 = stats.of("shop").pop().expect("release 3");
+        assert_eq!((v3.requests, v3.errors, v3.latency[0]), (6, 3, 6));
     }
 }

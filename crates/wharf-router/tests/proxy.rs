@@ -913,6 +913,14 @@ async fn expect_continue_is_answered_before_the_body_is_sent() {
     let answer = String::from_utf8_lossy(&buf[..n]);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("\r\n\r\na"), "{answer}");
+    // A request answered without its body gets no 100 Continue: its answer at once.
+    let text = raw_exchange(
+        t.addr,
+        b"POST / HTTP/1.1\r\nHost: nobody.localhost\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+    assert!(!text.contains("100 Continue"), "{text}");
 }
 
 #[tokio::test]
@@ -929,6 +937,19 @@ async fn an_http_1_0_client_gets_its_answer_and_the_connection_closes() {
     assert!(lower.contains("content-length: 1\r\n"), "{text}");
     assert!(lower.contains("connection: close\r\n"), "{text}");
     assert!(text.ends_with("\r\n\r\na"), "{text}");
+    // One that asks for keep-alive is told it is kept.
+    let text = raw_exchange(
+        t.addr,
+        b"GET / HTTP/1.0\r\nHost: a.localhost\r\nConnection: keep-alive\r\n\r\nGET / HTTP/1.0\r\nHost: a.localhost\r\n\r\n",
+    )
+    .await;
+    let lower = text.to_ascii_lowercase();
+    assert_eq!(
+        lower.matches("connection: keep-alive\r\n").count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(lower.matches("connection: close\r\n").count(), 1, "{text}");
 }
 
 #[tokio::test]

@@ -87,6 +87,14 @@ impl Known {
             .map_or(Known::Other, |(_, class)| *class)
     }
 
+    /// Fields a `Connection` header cannot have removed: the hop-by-hop ones (gone
+    /// anyway) and those that frame or route the message. A `Connection:
+    /// content-length` that took the length away would leave the next hop reading the
+    /// body as the next message (request smuggling).
+    fn unnameable(self) -> bool {
+        self.hop_by_hop() || matches!(self, Known::ContentLength | Known::Host)
+    }
+
     /// Describes one hop only: never forwarded.
     pub(crate) fn hop_by_hop(self) -> bool {
         matches!(
@@ -156,7 +164,7 @@ impl Fields {
                 self.keep_alive = true;
             } else if token.eq_ignore_ascii_case(b"upgrade") {
                 self.upgrade = true;
-            } else if !token.is_empty() && !Known::of(token).hop_by_hop() {
+            } else if !token.is_empty() && !Known::of(token).unnameable() {
                 self.named.push(Span::of(base, token));
             }
         }
@@ -222,6 +230,15 @@ mod tests {
         fields
     }
 
+    /// The names of the fields of `head` that cross the proxy.
+    fn crossing<'a>(f: &Fields, head: &'a [u8]) -> Vec<&'a [u8]> {
+        f.list
+            .iter()
+            .filter(|field| f.crosses(head, field))
+            .map(|field| field.name.get(head))
+            .collect()
+    }
+
     #[test]
     fn names_are_classified_in_any_case() {
         for (name, known) in [
@@ -268,18 +285,19 @@ mod tests {
         let head = b"Connection: keep-alive, X-Secret\r\nconnection: Upgrade,close\r\nX-SECRET: 1\r\nX-Kept: 2\r\nKeep-Alive: 5\r\n\r\n";
         let f = fields(head);
         assert!(f.close && f.keep_alive && f.upgrade);
-        let crossing: Vec<&[u8]> = f
-            .list
-            .iter()
-            .filter(|field| f.crosses(head, field))
-            .map(|field| field.name.get(head))
-            .collect();
-        assert_eq!(crossing, [&b"X-Kept"[..]]);
+        assert_eq!(crossing(&f, head), [&b"X-Kept"[..]]);
         assert_eq!(
             f.first(head, Known::Connection),
             Some(&b"keep-alive, X-Secret"[..])
         );
         assert_eq!(f.values(head, Known::Connection).count(), 2);
+    }
+
+    #[test]
+    fn connection_cannot_name_the_framing_or_the_host() {
+        let head = b"Connection: Content-Length, host, transfer-encoding\r\nContent-Length: 4\r\nHost: a\r\n\r\n";
+        let f = fields(head);
+        assert_eq!(crossing(&f, head), [&b"Content-Length"[..], b"Host"]);
     }
 
     #[test]

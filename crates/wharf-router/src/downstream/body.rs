@@ -6,8 +6,14 @@
 //! request can follow on the connection), not clean when the body failed or was
 //! dropped before its end (the connection closes after the answer, with a lingering
 //! read of what the client still sends).
+//!
+//! A client that sent `Expect: 100-continue` waits for `100 Continue` before its body:
+//! the body asks for it through the home ([`ReaderHome::wants_continue`]) the first
+//! time it is polled with nothing read yet (so not when the request is answered
+//! without its body, a 404 or 413), as hyper's server did.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
@@ -27,27 +33,43 @@ pub(crate) struct Returned {
     pub clean: bool,
 }
 
-/// Where a request body gives the reader back.
+/// Where a request body gives the reader back, and asks for `100 Continue`.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct ReaderHome(Arc<Mutex<Option<Returned>>>);
+pub(crate) struct ReaderHome(Arc<Home>);
+
+#[derive(Debug, Default)]
+struct Home {
+    returned: Mutex<Option<Returned>>,
+    wants_continue: AtomicBool,
+}
 
 impl ReaderHome {
     fn put(&self, returned: Returned) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(returned);
+        *self.0.returned.lock().unwrap_or_else(|e| e.into_inner()) = Some(returned);
     }
 
     /// The reader, once the body gave it back.
     pub(crate) fn take(&self) -> Option<Returned> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.0
+            .returned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// The body was read to its end.
     pub(crate) fn is_clean(&self) -> bool {
         self.0
+            .returned
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .is_some_and(|r| r.clean)
+    }
+
+    /// Whether the body asked for `100 Continue` since the last call.
+    pub(crate) fn wants_continue(&self) -> bool {
+        self.0.wants_continue.swap(false, Ordering::Relaxed)
     }
 }
 
@@ -63,11 +85,19 @@ pub(crate) struct H1Body {
     reader: Option<Box<Reader>>,
     decoder: Decoder,
     home: ReaderHome,
+    /// The client waits for `100 Continue` (not asked for yet).
+    expect_continue: bool,
 }
 
 impl H1Body {
-    /// The body that follows a head with `framing` (not `None`) on `reader`.
-    pub(crate) fn new(reader: Box<Reader>, framing: Framing, home: ReaderHome) -> Self {
+    /// The body that follows a head with `framing` (not `None`) on `reader`;
+    /// `expect_continue`: the client waits for `100 Continue`.
+    pub(crate) fn new(
+        reader: Box<Reader>,
+        framing: Framing,
+        expect_continue: bool,
+        home: ReaderHome,
+    ) -> Self {
         let decoder = match framing {
             Framing::Length(n) => Decoder::Length(n),
             Framing::Chunked | Framing::None => Decoder::Chunked(chunked::Decoder::new()),
@@ -76,6 +106,7 @@ impl H1Body {
             reader: Some(reader),
             decoder,
             home,
+            expect_continue,
         }
     }
 
@@ -135,6 +166,11 @@ impl Body for H1Body {
                     Err(error) => return Poll::Ready(Some(Err(this.fail(error)))),
                 },
             }
+            if std::mem::take(&mut this.expect_continue) && reader.buf.is_empty() {
+                // Polled by the connection's own task: its loop sees the flag when
+                // this returns.
+                this.home.0.wants_continue.store(true, Ordering::Relaxed);
+            }
             match ready!(reader.poll_fill(cx)) {
                 Ok(0) => {
                     let what =
@@ -187,7 +223,7 @@ mod tests {
         }
         let reader = Reader::new(Box::new(near), BytesMut::from(buffered));
         let home = ReaderHome::default();
-        (H1Body::new(reader, framing, home.clone()), home, far)
+        (H1Body::new(reader, framing, false, home.clone()), home, far)
     }
 
     #[tokio::test]
@@ -231,6 +267,25 @@ mod tests {
         assert!(b.collect().await.is_err());
         assert!(!home.is_clean());
         assert!(home.take().is_some());
+    }
+
+    #[tokio::test]
+    async fn continue_is_asked_for_once_when_the_body_is_first_wanted() {
+        let (near, _far) = tokio::io::duplex(64);
+        let home = ReaderHome::default();
+        let reader = Reader::new(Box::new(near), BytesMut::new());
+        let mut b = H1Body::new(reader, Framing::Length(3), true, home.clone());
+        assert!(!home.wants_continue(), "not before the body is polled");
+        let polled = futures_poll(&mut b);
+        assert!(polled.is_pending());
+        assert!(home.wants_continue());
+        assert!(futures_poll(&mut b).is_pending());
+        assert!(!home.wants_continue(), "once");
+    }
+
+    fn futures_poll(body: &mut H1Body) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        Pin::new(body).poll_frame(&mut cx)
     }
 
     #[tokio::test]

@@ -89,6 +89,8 @@ pub(crate) struct RequestHead {
     path: Path,
     /// The origin-form target (path and query) sent upstream; `None` sends `/`.
     origin: Option<Span>,
+    /// `origin` is a query that needs a `/` before it (`http://host?query`).
+    origin_slash: bool,
     pub(crate) fields: Fields,
     framing: Framing,
     expect_continue: bool,
@@ -142,6 +144,7 @@ impl RequestHead {
             return Err(HeadError::Target);
         }
         let start = span_start(&self.bytes, target);
+        self.origin_slash = false;
         let path_end = |from: usize| {
             target[from..]
                 .iter()
@@ -174,7 +177,11 @@ impl RequestHead {
                     )),
                 ),
                 // `http://host?q`: the path is `/`, the query goes along.
-                Some(_) => (Path::Root, None),
+                Some(_) => {
+                    self.origin_slash = true;
+                    let query = Span::at(start + authority_end, target.len() - authority_end);
+                    (Path::Root, Some(query))
+                }
                 None => (Path::Root, None),
             };
             let authority = Span::at(start + after, authority.len());
@@ -221,7 +228,9 @@ impl RequestHead {
             },
             (false, false) => Framing::None,
         };
-        self.expect_continue = expect_continue && self.framing != Framing::None;
+        // An HTTP/1.0 client's `Expect` is ignored (RFC 9110 §10.1.1).
+        self.expect_continue =
+            expect_continue && self.framing != Framing::None && self.version == Version::HTTP_11;
         Ok(())
     }
 
@@ -263,8 +272,14 @@ impl RequestHead {
     }
 
     /// The target as it goes upstream (origin-form): path and query.
-    pub(crate) fn origin_target(&self) -> &[u8] {
-        self.origin.map_or(b"/", |span| span.get(&self.bytes))
+    pub(crate) fn origin_target(&self) -> Cow<'_, [u8]> {
+        match self.origin {
+            None => Cow::Borrowed(b"/"),
+            Some(query) if self.origin_slash => {
+                Cow::Owned([&b"/"[..], query.get(&self.bytes)].concat())
+            }
+            Some(span) => Cow::Borrowed(span.get(&self.bytes)),
+        }
     }
 
     /// The authority of an absolute-form (or CONNECT's authority-form) target.
@@ -342,7 +357,7 @@ mod tests {
         assert_eq!(h.method(), Method::GET);
         assert_eq!(h.version(), Version::HTTP_11);
         assert_eq!(h.path(), "/a/b");
-        assert_eq!(h.origin_target(), b"/a/b?x=1");
+        assert_eq!(&*h.origin_target(), b"/a/b?x=1");
         assert_eq!(h.host(), "shop.localhost");
         assert_eq!(h.authority(), None);
         assert_eq!(h.framing(), Framing::None);
@@ -355,14 +370,15 @@ mod tests {
         let h = head("GET http://A.example:80/x?q HTTP/1.1\r\nHost: other\r\n\r\n");
         assert_eq!(h.host(), "a.example");
         assert_eq!(h.path(), "/x");
-        assert_eq!(h.origin_target(), b"/x?q");
+        assert_eq!(&*h.origin_target(), b"/x?q");
         assert_eq!(h.authority(), Some(&b"A.example:80"[..]));
         let bare = head("GET https://a.example HTTP/1.1\r\n\r\n");
-        assert_eq!((bare.path(), bare.origin_target()), ("/", &b"/"[..]));
+        assert_eq!((bare.path(), &*bare.origin_target()), ("/", &b"/"[..]));
         let query = head("GET http://a.example?q=1 HTTP/1.1\r\n\r\n");
         assert_eq!(query.path(), "/");
+        assert_eq!(&*query.origin_target(), b"/?q=1", "the query goes along");
         let star = head("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
-        assert_eq!((star.path(), star.origin_target()), ("*", &b"/"[..]));
+        assert_eq!((star.path(), &*star.origin_target()), ("*", &b"/"[..]));
         let connect = head("CONNECT a.example:443 HTTP/1.1\r\n\r\n");
         assert_eq!(
             (connect.host(), connect.path()),

@@ -14,6 +14,8 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 /// Room made in the read buffer before a read.
 const READ_SIZE: usize = 8 * 1024;
+/// A write buffer that grew beyond this is not kept for the next answer.
+const KEEP_CAPACITY: usize = 256 * 1024;
 
 pub(crate) struct Reader {
     io: Box<dyn AsyncRead + Send + Unpin>,
@@ -91,7 +93,24 @@ impl Writer {
             more = &more[n - from_queue..];
         }
         self.buf.clear();
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::with_capacity(4096);
+        }
         self.io.flush().await
+    }
+
+    /// Writes some of `bytes` directly (nothing may be queued).
+    pub(crate) fn poll_write(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        debug_assert!(self.buf.is_empty());
+        Pin::new(&mut self.io).poll_write(cx, bytes)
+    }
+
+    pub(crate) fn poll_flush(&mut self, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     /// Ends the stream (a FIN, or TLS's close_notify then a FIN).

@@ -9,7 +9,8 @@
 //!   close after it too).
 //! - A head the router refuses (`head::HeadError`: malformed, too large, a smuggling
 //!   shape) gets its 400 or 431 and the connection closes.
-//! - `Expect: 100-continue` is answered with `100 Continue` right away.
+//! - `Expect: 100-continue` is answered with `100 Continue` when the proxy first wants
+//!   the body (not for a request answered without it).
 //! - The connection closes after an answer when the client asked for it, when the
 //!   router is draining (`Connection: close` in the answer), or when the request body
 //!   was not read to its end by the time the answer's head was written; then what the
@@ -83,21 +84,13 @@ pub(crate) async fn serve(
                 return;
             }
         }
-        if head.expect_continue()
-            && writer
-                .flush_with(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await
-                .is_err()
-        {
-            return;
-        }
         let home = ReaderHome::default();
         let (body, mut held) = match head.framing() {
             Framing::None => (ClientBody::Empty, Some(reader)),
-            framing => (
-                ClientBody::H1(H1Body::new(reader, framing, home.clone())),
-                None,
-            ),
+            framing => {
+                let body = H1Body::new(reader, framing, head.expect_continue(), home.clone());
+                (ClientBody::H1(body), None)
+            }
         };
         // Pinned where it is made: the request's future is large, and moving it into
         // `watching` would copy it.
@@ -107,7 +100,10 @@ pub(crate) async fn serve(
                 Some(answer) => answer,
                 None => return,
             },
-            None => handling.await,
+            None => match continuing(&mut writer, &home, handling).await {
+                Some(answer) => answer,
+                None => return,
+            },
         };
         if let Some(tunnel) = answer.tunnel.take() {
             if respond::write(&mut writer, &head, &mut answer, false)
@@ -123,7 +119,10 @@ pub(crate) async fn serve(
         // A body still being read when the head goes out: the client cannot be told
         // where the next request starts, so there is none.
         let body_done = held.is_some() || home.is_clean();
-        let close = answer.close || !head.keep_alive() || !body_done;
+        // After a CONNECT the client may take the connection for a tunnel, which the
+        // router does not make: it ends.
+        let connect = *head.method() == http::Method::CONNECT;
+        let close = answer.close || !head.keep_alive() || !body_done || connect;
         let written = respond::write(&mut writer, &head, &mut answer, close).await;
         drop(answer);
         let (next, clean) = match held {
@@ -168,6 +167,44 @@ async fn watching<F: Future<Output = Answer>>(
             match reader.poll_fill(cx) {
                 Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
                 Poll::Ready(Ok(_)) => {}
+                Poll::Pending => break,
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Awaits `handling` of a request with a body, writing `100 Continue` when the body
+/// asks for it (`None`: the client's connection failed).
+async fn continuing<F: Future<Output = Answer>>(
+    writer: &mut Writer,
+    home: &ReaderHome,
+    mut handling: Pin<&mut F>,
+) -> Option<Answer> {
+    const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let mut interim: &[u8] = b"";
+    poll_fn(|cx| {
+        if let Poll::Ready(answer) = handling.as_mut().poll(cx) {
+            // An interim answer begun is finished first: the answer follows it.
+            return match interim.is_empty() {
+                true => Poll::Ready(Some(answer)),
+                false => Poll::Ready(None),
+            };
+        }
+        if home.wants_continue() {
+            interim = CONTINUE;
+        }
+        while !interim.is_empty() {
+            match writer.poll_write(cx, interim) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    interim = &interim[n..];
+                    if interim.is_empty() {
+                        // Out now, not with the answer (TLS buffers records).
+                        let _ = writer.poll_flush(cx);
+                    }
+                }
+                Poll::Ready(_) => return Poll::Ready(None),
                 Poll::Pending => break,
             }
         }

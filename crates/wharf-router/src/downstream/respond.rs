@@ -25,6 +25,8 @@ use crate::upstream::Framing;
 
 /// Body pieces up to this size are copied behind the head or the previous piece.
 const COPY_MAX: usize = 8 * 1024;
+/// What is queued is written once it reaches this size, ready pieces or not.
+const FLUSH_AT: usize = 64 * 1024;
 
 /// How the body goes to this client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +118,9 @@ fn head(writer: &mut Writer, request: &RequestHead, answer: &Answer, close: bool
     }
     if close || out == Out::Close {
         buf.extend_from_slice(b"connection: close\r\n");
+    } else if http10 {
+        // An HTTP/1.0 client assumes the connection closes unless told otherwise.
+        buf.extend_from_slice(b"connection: keep-alive\r\n");
     }
     buf.extend_from_slice(b"\r\n");
     out
@@ -163,6 +168,10 @@ async fn body(writer: &mut Writer, answer: &mut Answer, out: Out) -> io::Result<
         }
         if out == Out::Chunked {
             writer.buf.extend_from_slice(b"\r\n");
+        }
+        // A replica sending small pieces faster than they are written: bounded.
+        if writer.buf.len() >= FLUSH_AT {
+            writer.flush_with(&[]).await?;
         }
     }
     if out == Out::Chunked {

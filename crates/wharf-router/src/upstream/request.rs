@@ -16,7 +16,7 @@
 //! the client's that crosses the proxy (not hop-by-hop, not named by `Connection`; not
 //! `Expect`, answered by the router itself) in the client's order, then the forwarding
 //! fields: `Host` when the client sent none (the target's authority, else the replica's
-//! address), `X-Forwarded-For` (the client's values, then the client's address),
+//! address; an absolute-form target's authority replaces the client's `Host`), `X-Forwarded-For` (the client's values, then the client's address),
 //! `X-Forwarded-Proto` (of the connection the request came on), `X-Forwarded-Host`
 //! (the host, unless a proxy in front set it), `X-Request-Id`, a `traceparent` of the
 //! router's when the client's is missing or invalid, `Connection: upgrade` and
@@ -97,7 +97,7 @@ pub(crate) fn encode(
         // Writing to a Vec cannot fail.
         let _ = write!(out, "{addr}");
     } else {
-        out.extend_from_slice(request.origin_target());
+        out.extend_from_slice(&request.origin_target());
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let (mut host, mut forwarded_host, mut forwarded_for) = (None, false, false);
@@ -113,18 +113,20 @@ pub(crate) fn encode(
                 forwarded_for = true;
                 continue;
             }
+            // An absolute-form target's authority replaces `Host` (RFC 9112 §3.2.2).
+            Known::Host if request.authority().is_some() => continue,
             Known::Host => host = Some(field.value.get(bytes)),
             Known::XForwardedHost => forwarded_host = true,
             _ => {}
         }
         put_field(out, field.name.get(bytes), field.value.get(bytes));
     }
-    let host = match (host, request.authority()) {
-        (Some(host), _) => Some(host),
-        (None, Some(authority)) => {
+    let host = match (request.authority(), host) {
+        (Some(authority), _) => {
             put_field(out, b"host", authority);
             Some(authority)
         }
+        (None, Some(host)) => Some(host),
         (None, None) => {
             let _ = write!(out, "host: {addr}\r\n");
             None
@@ -256,7 +258,7 @@ mod tests {
         assert_eq!(
             text,
             format!(
-                "GET /x/y?q=1 HTTP/1.1\r\nhost: a.example\r\nx-b: 2\r\nx-a: 1\r\n{}\r\n",
+                "GET /x/y?q=1 HTTP/1.1\r\nx-b: 2\r\nx-a: 1\r\nhost: a.example\r\n{}\r\n",
                 tail("a.example")
             )
         );
@@ -334,6 +336,32 @@ mod tests {
                 "GET / HTTP/1.1\r\nhost: h\r\nx-kept: 1\r\n{}\r\n",
                 tail("h")
             )
+        );
+    }
+
+    #[test]
+    fn connection_cannot_take_the_length_away() {
+        let (text, framing) = head(
+            "POST / HTTP/1.1\r\nhost: h\r\nConnection: content-length\r\ncontent-length: 4\r\n\r\n",
+            false,
+            Some(4),
+        );
+        assert_eq!(framing, BodyFraming::Length(4));
+        assert!(text.contains("content-length: 4\r\n"), "{text}");
+    }
+
+    #[test]
+    fn an_absolute_form_authority_replaces_host() {
+        let (text, _) = head(
+            "GET http://victim.example/ HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+            true,
+            Some(0),
+        );
+        assert!(!text.contains("evil"), "{text}");
+        assert!(text.contains("host: victim.example\r\n"), "{text}");
+        assert!(
+            text.contains("x-forwarded-host: victim.example\r\n"),
+            "{text}"
         );
     }
 
