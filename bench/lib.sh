@@ -40,6 +40,8 @@ nginx_head() {
   cat <<CONF
 daemon off;
 worker_processes $2;
+# Each worker on a CPU of its own, as wharf pins its router workers.
+worker_cpu_affinity auto;
 pid $1/nginx.pid;
 error_log $1/nginx.err warn;
 events { worker_connections 4096; }

@@ -118,6 +118,8 @@ haproxy_tls_port=$(free_port)
 cat > "$work/haproxy.cfg" <<CONF
 global
   nbthread $WORKERS
+  # Each thread on a CPU of its own, as wharf pins its router workers.
+  cpu-map auto:1/1-$WORKERS 0-$((WORKERS - 1))
 defaults
   mode http
   timeout connect 2s

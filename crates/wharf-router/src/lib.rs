@@ -121,6 +121,20 @@ pub struct RouterConfig {
     /// upstream connection pool (see `server`); 0 counts as 1.
     /// Default: the number of CPUs.
     pub workers: usize,
+    /// Called on each worker thread as it starts, with its index (the binary pins
+    /// worker `i` to the `i`-th CPU with it; the router makes no system call of its
+    /// own for that).
+    pub on_worker_start: Option<WorkerStart>,
+}
+
+/// A hook run on each router worker thread as it starts, with the worker's index.
+#[derive(Clone)]
+pub struct WorkerStart(pub Arc<dyn Fn(usize) + Send + Sync>);
+
+impl std::fmt::Debug for WorkerStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkerStart")
+    }
 }
 
 /// The HTTPS side of a [`Router`].
@@ -143,6 +157,7 @@ impl Default for RouterConfig {
             idle_timeout: Duration::from_secs(60),
             max_body: 10 << 20,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
+            on_worker_start: None,
         }
     }
 }
@@ -164,6 +179,7 @@ pub struct Router {
     drain_window: Duration,
     /// Worker threads per listener.
     workers: usize,
+    on_worker_start: Option<WorkerStart>,
     /// The defaults of settings a route may override.
     defaults: RouterConfig,
 }
@@ -187,6 +203,7 @@ impl Router {
             draining: std::sync::atomic::AtomicBool::new(false),
             drain_window: config.drain_window,
             workers: config.workers,
+            on_worker_start: config.on_worker_start.clone(),
             defaults: config,
         })
     }

@@ -106,10 +106,14 @@ pub(crate) async fn serve(
             stop: stopped.clone(),
         };
         let (done, finished) = oneshot::channel::<()>();
+        let on_start = router.on_worker_start.clone();
         std::thread::Builder::new()
             .name(format!("wharf-router-{index}"))
             .spawn(move || {
                 crate::shard::set_worker(index);
+                if let Some(hook) = on_start {
+                    (hook.0)(index);
+                }
                 runtime.block_on(worker.run());
                 // Upstream connections still pooled are dropped with the runtime.
                 drop(runtime);

@@ -18,6 +18,7 @@
 //! uid, capability set, seccomp filter and optionally network namespace (see
 //! [`sandbox`]).
 
+pub mod affinity;
 pub mod build;
 pub mod enter;
 pub mod fdpass;

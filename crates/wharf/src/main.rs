@@ -7,6 +7,7 @@ mod client;
 mod commands;
 mod handoff;
 mod output;
+mod pinning;
 mod server;
 mod tls;
 mod tls_serve;

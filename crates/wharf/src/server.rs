@@ -146,9 +146,11 @@ pub async fn run(data_dir: &Path, mut opts: Options) -> Result<()> {
         }
         (None, _) => None,
     };
+    let defaults = RouterConfig::default();
     let router = Router::new(RouterConfig {
         https: https.as_ref().map(|(_, https)| https.clone()),
-        ..RouterConfig::default()
+        on_worker_start: crate::pinning::router_workers(defaults.workers),
+        ..defaults
     });
 
     // Replicas claim their secrets here (loopback; a one-use ticket is the credential).
