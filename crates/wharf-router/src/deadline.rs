@@ -1,7 +1,8 @@
 //! A deadline that moves on with every request and rarely fires: one timer, re-armed
 //! only when it fires before the current deadline (or the deadline moves earlier), so
 //! that moving it costs no timer operation. Used for a client's request-head timeout
-//! (`downstream`) and an upstream connection's response timeout (`upstream`).
+//! (`downstream`), an upstream connection's response timeout (`upstream`) and the idle
+//! timeout of a body in flight (`idle`).
 
 use std::future::Future as _;
 use std::pin::Pin;

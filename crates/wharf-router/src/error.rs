@@ -59,12 +59,7 @@ impl ProxyError {
 
     /// The plain-text answer for this error: its header fields and body.
     pub(crate) fn answer(&self) -> (HeaderMap, ProxyBody) {
-        let body = ProxyBody::local(format!("{self}\n"));
-        let mut headers = HeaderMap::with_capacity(2);
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        let (mut headers, body) = plain_text(self);
         match self {
             ProxyError::NoReadyReplica(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
@@ -78,6 +73,17 @@ impl ProxyError {
         }
         (headers, body)
     }
+}
+
+/// An answer of the router's own: `message` and a newline, as plain text.
+pub(crate) fn plain_text(message: &impl std::fmt::Display) -> (HeaderMap, ProxyBody) {
+    let body = ProxyBody::local(format!("{message}\n"));
+    let mut headers = HeaderMap::with_capacity(2);
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    (headers, body)
 }
 
 /// Why a certificate could not be loaded, made or checked. Messages name the file and

@@ -179,7 +179,6 @@ pub struct Router {
     drain_window: Duration,
     /// Worker threads per listener.
     workers: usize,
-    on_worker_start: Option<WorkerStart>,
     /// The defaults of settings a route may override.
     defaults: RouterConfig,
 }
@@ -203,7 +202,6 @@ impl Router {
             draining: std::sync::atomic::AtomicBool::new(false),
             drain_window: config.drain_window,
             workers: config.workers,
-            on_worker_start: config.on_worker_start.clone(),
             defaults: config,
         })
     }

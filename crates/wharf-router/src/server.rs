@@ -106,7 +106,7 @@ pub(crate) async fn serve(
             stop: stopped.clone(),
         };
         let (done, finished) = oneshot::channel::<()>();
-        let on_start = router.on_worker_start.clone();
+        let on_start = router.defaults.on_worker_start.clone();
         std::thread::Builder::new()
             .name(format!("wharf-router-{index}"))
             .spawn(move || {

@@ -34,7 +34,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Buf as _;
-use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -42,7 +41,6 @@ pub(crate) use body::H1Body;
 pub(crate) use io::{Reader, Writer};
 
 use crate::answer::{Answer, Fields};
-use crate::body::ProxyBody;
 use crate::deadline::Deadline;
 use crate::request_body::ClientBody;
 use crate::server::{Conn, Local};
@@ -260,15 +258,11 @@ async fn next_head(
 
 /// Answers a refused head (400 or 431) and says the connection closes.
 async fn refuse(local: &Local, writer: &mut Writer, error: &HeadError) {
-    let mut headers = HeaderMap::with_capacity(1);
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    let (headers, body) = crate::error::plain_text(error);
     let mut answer = Answer {
         status: error.status(),
         fields: Fields::Local(headers),
-        body: ProxyBody::local(format!("{error}\n")),
+        body,
         request_id: local.ids.of(None),
         hsts: false,
         close: true,

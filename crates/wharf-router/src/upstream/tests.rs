@@ -138,6 +138,20 @@ fn head(text: &str) -> RequestHead {
     head
 }
 
+impl Upstream {
+    /// `send` starting now, with the test's forwarding fields and no body.
+    async fn send_now(
+        &self,
+        addr: SocketAddr,
+        deadlines: Deadlines,
+        request: &RequestHead,
+    ) -> Result<(Head, UpstreamBody), UpstreamError> {
+        let now = tokio::time::Instant::now();
+        self.send(addr, deadlines, now, request, &FORWARD, &Shared::empty())
+            .await
+    }
+}
+
 const FORWARD: Forward<'static> = Forward {
     client: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
     secure: false,
@@ -153,14 +167,7 @@ const DEADLINES: Deadlines = Deadlines {
 /// One whole exchange: status and body.
 async fn exchange_as(upstream: &Upstream, addr: SocketAddr, request: &RequestHead) -> (u16, Bytes) {
     let (head, body) = upstream
-        .send(
-            addr,
-            DEADLINES,
-            tokio::time::Instant::now(),
-            request,
-            &FORWARD,
-            &Shared::empty(),
-        )
+        .send_now(addr, DEADLINES, request)
         .await
         .expect("exchange");
     let status = head.status.as_u16();
@@ -179,16 +186,7 @@ async fn answered_to(
     answer: &'static [u8],
 ) -> Result<(Head, UpstreamBody), UpstreamError> {
     let (addr, _, _) = scripted(answer, 1).await;
-    Upstream::default()
-        .send(
-            addr,
-            DEADLINES,
-            tokio::time::Instant::now(),
-            request,
-            &FORWARD,
-            &Shared::empty(),
-        )
-        .await
+    Upstream::default().send_now(addr, DEADLINES, request).await
 }
 
 async fn exchange(upstream: &Upstream, addr: SocketAddr) -> Bytes {
@@ -278,14 +276,7 @@ async fn a_request_closed_unanswered_on_a_reused_connection_goes_again_if_idempo
     // processed: it is not sent again.
     pool_one().await;
     let error = upstream
-        .send(
-            addr,
-            DEADLINES,
-            tokio::time::Instant::now(),
-            &request("POST"),
-            &FORWARD,
-            &Shared::empty(),
-        )
+        .send_now(addr, DEADLINES, &request("POST"))
         .await
         .expect_err("no answer");
     assert_eq!(Failure::of(&error), Failure::Reset, "{error}");
@@ -294,14 +285,7 @@ async fn a_request_closed_unanswered_on_a_reused_connection_goes_again_if_idempo
     // A GET is: once more, on a new connection (which fails the same way).
     pool_one().await;
     let error = upstream
-        .send(
-            addr,
-            DEADLINES,
-            tokio::time::Instant::now(),
-            &get(),
-            &FORWARD,
-            &Shared::empty(),
-        )
+        .send_now(addr, DEADLINES, &get())
         .await
         .expect_err("no answer");
     assert_eq!(Failure::of(&error), Failure::Reset, "{error}");
@@ -341,14 +325,7 @@ async fn refused_connect_is_a_connect_failure() {
     let addr = listener.local_addr().expect("addr");
     drop(listener);
     let error = Upstream::default()
-        .send(
-            addr,
-            DEADLINES,
-            tokio::time::Instant::now(),
-            &get(),
-            &FORWARD,
-            &Shared::empty(),
-        )
+        .send_now(addr, DEADLINES, &get())
         .await
         .expect_err("nothing listens");
     assert_eq!(Failure::of(&error), Failure::Connect { timed_out: false });
@@ -481,14 +458,7 @@ async fn the_response_timeout_bounds_the_head() {
     };
     let started = std::time::Instant::now();
     let error = Upstream::default()
-        .send(
-            addr,
-            deadlines,
-            tokio::time::Instant::now(),
-            &get(),
-            &FORWARD,
-            &Shared::empty(),
-        )
+        .send_now(addr, deadlines, &get())
         .await
         .expect_err("no answer");
     assert!(matches!(error, UpstreamError::Timeout), "{error}");
